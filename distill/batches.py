@@ -1,0 +1,98 @@
+"""Turning dataset clips into model inputs: latents, action features, prompts (with CFG dropout)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.actions import ActionCodec
+from models.dit import DiT, TextCond
+from models.samplers import Cond
+from models.text import TEXT_DIM
+
+
+class PromptBank:
+    """MiniLM embeddings of a fixed prompt list, computed once (training only sees the world's
+    variant prompts). Saved with the stage so later stages need not reload the text model."""
+
+    def __init__(self, prompts: list[str], tokens: list[torch.Tensor] | None = None, masks: list[torch.Tensor] | None = None):
+        self.prompts = list(prompts)
+        if tokens is None:
+            from models.text import TextEncoder
+            enc = TextEncoder()
+            pairs = [enc.encode_one(p) for p in self.prompts]
+            tokens, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+        self.tokens, self.masks = tokens, masks
+        self.index = {p: i for i, p in enumerate(self.prompts)}
+
+    def state(self) -> dict:
+        return {"prompts": self.prompts, "tokens": self.tokens, "masks": self.masks}
+
+    @classmethod
+    def from_state(cls, s: dict) -> "PromptBank":
+        return cls(s["prompts"], s["tokens"], s["masks"])
+
+    def batch(self, prompts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> tokens (B, L, 384), mask (B, L), is_null (B,); None = the null prompt."""
+        L = max(t.shape[0] for t in self.tokens)
+        B = len(prompts)
+        tok = torch.zeros(B, L, TEXT_DIM)
+        mask = torch.zeros(B, L, dtype=torch.bool)
+        is_null = torch.zeros(B, dtype=torch.bool)
+        for i, p in enumerate(prompts):
+            if p is None:
+                is_null[i] = True
+                mask[i, 0] = True
+                continue
+            j = self.index[p]
+            n = self.tokens[j].shape[0]
+            tok[i, :n], mask[i, :n] = self.tokens[j], self.masks[j]
+        return tok, mask, is_null
+
+
+@dataclass
+class LatentBatch:
+    latents: torch.Tensor  # (B, C, T, h, w) clean latents
+    action_feats: torch.Tensor  # (B, T*F, A)
+    action_null: torch.Tensor  # (B, T*F) bool, True = no action
+    prompts: list  # (B,) str or None (dropped for guidance)
+    rewards: torch.Tensor  # (B, T*F)
+    terminated: torch.Tensor  # (B, T*F) bool
+
+    def cond(self, model: DiT, bank: PromptBank, with_null_text: bool = False) -> Cond:
+        tok, mask, is_null = bank.batch(self.prompts)
+        text = model.encode_text(tok, mask, is_null)
+        null_text = None
+        if with_null_text:
+            tok0, mask0, null0 = bank.batch([None] * len(self.prompts))
+            null_text = model.encode_text(tok0, mask0, null0)
+        return Cond(self.action_feats, self.action_null, text, null_text)
+
+
+def make_batch(clips: list[dict], codec: ActionCodec, rng: np.random.Generator, p_drop_text: float = 0.0,
+               p_drop_action: float = 0.0) -> LatentBatch:
+    """Stack clips from `distill.dataset.LatentClipDataset`; drop prompts / whole action sequences
+    with the given probabilities (classifier-free guidance training)."""
+    lat = torch.from_numpy(np.stack([c["latents"] for c in clips])).float().permute(0, 2, 1, 3, 4)  # (B, T, C, h, w) -> (B, C, T, h, w)
+    feats, nulls, prompts = [], [], []
+    for c in clips:
+        a = np.asarray(c["actions"])
+        m = np.asarray(c["action_mask"], bool)
+        f = np.zeros((len(m), codec.feature_dim), np.float32)
+        if m.any():
+            f[m] = codec.to_features(a[m])
+        null = ~m
+        if rng.random() < p_drop_action:
+            null = np.ones_like(null)
+        feats.append(f)
+        nulls.append(null)
+        prompts.append(None if rng.random() < p_drop_text else c["prompt"])
+    return LatentBatch(
+        latents=lat,
+        action_feats=torch.from_numpy(np.stack(feats)),
+        action_null=torch.from_numpy(np.stack(nulls)),
+        prompts=prompts,
+        rewards=torch.from_numpy(np.stack([np.asarray(c["rewards"], np.float32) for c in clips])),
+        terminated=torch.from_numpy(np.stack([np.asarray(c["terminated"], bool) for c in clips])),
+    )

@@ -1,0 +1,107 @@
+"""ODE initialisation: the causal student (teacher's weights, block-causal with a clean-context
+copy) regressed onto the teacher's clean ODE results from inputs whose chunks sit at independently
+chosen student timesteps. A stabiliser before DMD (METHOD.md, point 4)."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from distill.batches import PromptBank
+from distill.training_utils import ScalarLogger, is_done, load_training_state, mark_done, save_training_state, seed_everything
+from models.dit import DiT
+from models.masks import teacher_forcing_mask
+from models.samplers import Cond
+from models.schedule import FlowSchedule
+
+
+@dataclass
+class ODEInitConfig:
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+    save_every: int = 100
+    log_every: int = 10
+
+
+def pair_batch(shards: list[dict], B: int, rng: np.random.Generator):
+    """B pairs from one random shard (pairs in a shard share the context length)."""
+    s = shards[rng.integers(len(shards))]
+    idx = torch.from_numpy(rng.choice(s["x0"].shape[0], size=min(B, s["x0"].shape[0]), replace=False))
+    return {k: (v[idx] if torch.is_tensor(v) and v.ndim > 0 and k != "states" else v) for k, v in s.items()} | {"states": s["states"][:, idx]}
+
+
+def student_inputs(pairs: dict, schedule: FlowSchedule, chunk: int, rng: np.random.Generator):
+    """Per chunk an independent student level: -> x_in (B, C, T, h, w), t (B, T), loss mask (B, T)."""
+    real, states, k = pairs["real"], pairs["states"], pairs["context_frames"]
+    S, B, C, Tg = states.shape[:4]
+    T = real.shape[2]
+    ts = schedule.student_timesteps()
+    n_chunks = -(-T // chunk)
+    s_idx = torch.from_numpy(rng.integers(0, S, size=(B, n_chunks))).repeat_interleave(chunk, 1)[:, :T]  # (B, T)
+    gen_idx = s_idx[:, k:]  # (B, Tg)
+    onehot = torch.nn.functional.one_hot(gen_idx, S).permute(2, 0, 1).float()  # (S, B, Tg)
+    x_gen = (states * onehot[:, :, None, :, None, None]).sum(0)  # (B, C, Tg, h, w): state at each frame's level
+    x_in = torch.cat([real[:, :, :k], x_gen], dim=2)
+    t = ts[s_idx]
+    t[:, :k] = 0.0
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[:, k:] = True
+    return x_in, t, mask
+
+
+def student_cond(model: DiT, bank: PromptBank, pairs: dict) -> Cond:
+    prompts = [bank.prompts[int(i)] for i in pairs["prompt_index"]]
+    tok, m, null = bank.batch(prompts)
+    return Cond(pairs["action_feats"], pairs["action_null"], model.encode_text(tok, m, null))
+
+
+def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule: FlowSchedule, cfg: ODEInitConfig, stage_dir, accelerator=None) -> dict:
+    stage_dir = Path(stage_dir)
+    if is_done(stage_dir):
+        return {}
+    from accelerate import Accelerator
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    seed_everything(cfg.seed + acc.process_index)
+    student = copy.deepcopy(teacher).train()
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    step, _ = load_training_state(stage_dir, {"model": student}, {"opt": opt})
+    rng = np.random.default_rng([cfg.seed, acc.process_index, step])
+    model, opt = acc.prepare(student, opt)
+    raw = acc.unwrap_model(model)
+    chunk = raw.config.latent_frames_per_chunk
+    log = ScalarLogger(stage_dir / "log.jsonl")
+    bar = tqdm(total=cfg.steps, initial=step, desc="ode init", disable=not acc.is_main_process, dynamic_ncols=True)
+    while step < cfg.steps:
+        pairs = pair_batch(shards, cfg.batch_size, rng)
+        x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
+        T = x_in.shape[2]
+        x_clean = torch.cat([pairs["real"][:, :, :pairs["context_frames"]], pairs["x0"]], dim=2)
+        cond = student_cond(raw, bank, pairs)
+        v = model(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk), x_clean=x_clean)
+        x0_pred = schedule.x0_from_v(x_in, v, t)
+        err = (x0_pred - x_clean).pow(2).mean(dim=(1, 3, 4))
+        loss = (err * mask).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.log_every == 0 and acc.is_main_process:
+            log.log(step, **{"losses/ode_init": loss.item()})
+        if (step % cfg.save_every == 0 or step == cfg.steps) and acc.is_main_process:
+            save_training_state(stage_dir, step, {"model": raw}, {"opt": opt})
+    bar.close()
+    if acc.is_main_process:
+        raw.save_pretrained(stage_dir / "model")
+        mark_done(stage_dir, {"steps": step})
+    acc.wait_for_everyone()
+    return {"steps": step}

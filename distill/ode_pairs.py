@@ -1,0 +1,81 @@
+"""ODE pairs: the teacher's guided many-step ODE sampler run on real action sequences and prompts,
+keeping the states at the student's timesteps and the clean result (safetensors shards)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from distill.batches import PromptBank, make_batch
+from distill.training_utils import is_done, mark_done
+from models.actions import ActionCodec
+from models.dit import DiT
+from models.samplers import ode_sample
+from models.schedule import FlowSchedule
+
+
+@dataclass
+class ODEPairsConfig:
+    num_pairs: int = 512
+    batch_size: int = 16
+    clip_latent_frames: int = 8
+    context_frames: int = 1  # real latent frames given as context (an image reset is one)
+    p_no_context: float = 0.15  # fraction of shards generated from the prompt alone
+    num_steps: int = 25
+    guidance_text: float = 1.5
+    guidance_action: float = 2.0
+    seed: int = 0
+
+
+def generate_ode_pairs(teacher: DiT, dataset, codec: ActionCodec, bank: PromptBank, schedule: FlowSchedule,
+                       cfg: ODEPairsConfig, stage_dir) -> dict:
+    """Shards `pairs_00000.safetensors`, ... each one batch; written atomically, skipped on resume."""
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if is_done(stage_dir):
+        return {}
+    teacher.eval()
+    n_shards = -(-cfg.num_pairs // cfg.batch_size)
+    student_t = schedule.student_timesteps()
+    for i in tqdm(range(n_shards), desc="ode pairs", dynamic_ncols=True):
+        path = stage_dir / f"pairs_{i:05d}.safetensors"
+        if path.exists():
+            continue
+        rng = np.random.default_rng([cfg.seed, i])
+        torch.manual_seed(cfg.seed * 100003 + i)
+        k = 0 if rng.random() < cfg.p_no_context else cfg.context_frames
+        clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=(k == 0))
+        batch = make_batch(clips, codec, rng)
+        cond = batch.cond(teacher, bank, with_null_text=True)
+        real = batch.latents
+        B, C, T, h, w = real.shape
+        noise = torch.randn(B, C, T - k, h, w)
+        x0, rec = ode_sample(teacher, schedule, noise, cond, context=real[:, :, :k] if k else None, num_steps=cfg.num_steps,
+                             guidance_text=cfg.guidance_text, guidance_action=cfg.guidance_action, record_at=student_t)
+        states = torch.stack([rec[round(float(t), 6)] for t in student_t])  # (S, B, C, T-k, h, w)
+        tensors = {
+            "real": real.contiguous(), "states": states.contiguous(), "x0": x0.contiguous(),
+            "action_feats": batch.action_feats.contiguous(), "action_null": batch.action_null.to(torch.uint8),
+            "prompt_index": torch.tensor([bank.index[p] for p in batch.prompts]), "context_frames": torch.tensor(k),
+        }
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(path)
+    mark_done(stage_dir, {"shards": n_shards, "pairs": n_shards * cfg.batch_size})
+    return {"shards": n_shards}
+
+
+def load_ode_pairs(stage_dir) -> list[dict]:
+    shards = []
+    for p in sorted(Path(stage_dir).glob("pairs_*.safetensors")):
+        d = load_file(str(p))
+        d["action_null"] = d["action_null"].bool()
+        d["context_frames"] = int(d["context_frames"])
+        shards.append(d)
+    if not shards:
+        raise FileNotFoundError(f"no ODE pair shards in {stage_dir}; run the ode_pairs stage first")
+    return shards

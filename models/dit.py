@@ -1,0 +1,346 @@
+"""A video DiT that runs bidirectional (teacher), block-causal with a mask (training) and chunk by
+chunk with a KV cache (inference) -- one class, one set of weights.
+
+Tokens: a latent video (B, C, T, h, w) is cut into p x p patches per latent frame, giving N =
+(h/p)(w/p) tokens per frame, laid out time-major: token index = frame * N + patch. Each latent frame
+carries its own timestep, so conditioning (timestep + the actions of the frames it covers + pooled
+text) is per frame and modulates its tokens through AdaLN-Zero. Text also enters by cross-attention
+with keys/values computed once per prompt. Positions: 3D RoPE over (time, row, column); half the
+head dimension rotates with time, a quarter each with row and column.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.actions import ActionEncoder
+from models.io import PretrainedMixin
+from models.kv_cache import KVCache
+from models.text import TEXT_DIM
+
+DIT_SIZES = {
+    # name: (dim, depth, heads) -- head_dim must be divisible by 8 (RoPE split t/y/x)
+    "tiny": dict(dim=64, depth=2, num_heads=4),
+    "S": dict(dim=192, depth=4, num_heads=6),
+    "M": dict(dim=256, depth=6, num_heads=8),
+    "B": dict(dim=384, depth=12, num_heads=6),
+}
+
+
+@dataclass
+class DiTConfig:
+    latent_channels: int = 8
+    latent_height: int = 8
+    latent_width: int = 12
+    patch_size: int = 2
+    dim: int = 192
+    depth: int = 4
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    text_dim: int = TEXT_DIM
+    action_space: dict = field(default_factory=lambda: {"type": "Discrete", "n": 2, "start": 0})
+    frames_per_latent: int = 4  # video frames per latent frame: one action each
+    latent_frames_per_chunk: int = 1
+    action_embed_dim: int = 64
+    rope_theta: float = 10000.0
+
+    @classmethod
+    def from_size(cls, size: str, **kw) -> "DiTConfig":
+        if size not in DIT_SIZES:
+            raise ValueError(f"size: unknown DiT size {size!r}; registered sizes are {sorted(DIT_SIZES)}")
+        return cls(**{**DIT_SIZES[size], **kw})
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x (B, T, N, D); shift/scale (B, T, D): one modulation per latent frame, shared by its tokens."""
+    return x * (1 + scale[:, :, None]) + shift[:, :, None]
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of t in [0, 1] (scaled to 0..1000 like the paper's timesteps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = (t.float() * 1000.0)[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class RoPE3D(nn.Module):
+    """Rotary positions over (time, row, column). Angles are computed in float64 so that absolute
+    frame indices of very long rollouts keep full precision (scores depend on differences only)."""
+
+    def __init__(self, head_dim: int, grid_h: int, grid_w: int, theta: float):
+        super().__init__()
+        assert head_dim % 8 == 0, "head_dim must be divisible by 8 for the t/y/x split"
+        self.dt, self.dy = head_dim // 2, head_dim // 4
+        self.theta = theta
+        ys, xs = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+        ang = torch.cat([self._angles(ys.flatten(), self.dy), self._angles(xs.flatten(), self.dy)], -1)  # (N, (dy+dx)/2)
+        self.register_buffer("spatial_cos", ang.cos().float(), persistent=False)
+        self.register_buffer("spatial_sin", ang.sin().float(), persistent=False)
+
+    def _angles(self, pos: torch.Tensor, d: int) -> torch.Tensor:
+        freqs = self.theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+        return pos.to(torch.float64)[..., None] * freqs.to(pos.device)
+
+    def forward(self, frame_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frame_pos (B, T) absolute frame indices -> cos, sin (B, 1, T*N, head_dim/2)."""
+        B, T = frame_pos.shape
+        N = self.spatial_cos.shape[0]
+        ta = self._angles(frame_pos, self.dt)  # (B, T, dt/2), float64
+        tcos, tsin = ta.cos().float(), ta.sin().float()
+        tcos = tcos[:, :, None].expand(B, T, N, -1)
+        tsin = tsin[:, :, None].expand(B, T, N, -1)
+        scos = self.spatial_cos[None, None].expand(B, T, N, -1)
+        ssin = self.spatial_sin[None, None].expand(B, T, N, -1)
+        cos = torch.cat([tcos, scos], -1).reshape(B, 1, T * N, -1)
+        sin = torch.cat([tsin, ssin], -1).reshape(B, 1, T * N, -1)
+        return cos, sin
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, L, hd): rotate consecutive pairs (x0, x1) by the position's angle."""
+    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, L, hd/2) each
+    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], -1).flatten(-2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.h, self.hd = num_heads, dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(self.hd, eps=1e-6)  # QK-norm: keeps logits bounded (as in Wan)
+        self.k_norm = nn.RMSNorm(self.hd, eps=1e-6)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, cos, sin, attn_mask, cache_kv=None, slots=None):
+        """x (B, L, D). Without a cache: attend within x under attn_mask (Lq, Lk) or (B,1,Lq,Lk).
+        With a cache (k_buf, v_buf (B, H, S, hd)): write this chunk's keys/values into `slots`
+        (B, L) and attend to the whole buffer under attn_mask (B, 1, 1, S)."""
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.h, self.hd).permute(2, 0, 3, 1, 4)  # each (B, H, L, hd)
+        q = apply_rope(self.q_norm(q), cos, sin)
+        k = apply_rope(self.k_norm(k), cos, sin)
+        if cache_kv is not None:
+            k_buf, v_buf = cache_kv
+            idx = slots[:, None, :, None].expand(B, self.h, L, self.hd)
+            k_buf.scatter_(2, idx, k)
+            v_buf.scatter_(2, idx, v)
+            k, v = k_buf, v_buf
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, L, hd)
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.h, self.hd = num_heads, dim // num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def text_kv(self, text_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, Lt, D = text_tokens.shape
+        k, v = self.kv(text_tokens).view(B, Lt, 2, self.h, self.hd).permute(2, 0, 3, 1, 4)  # (B, H, Lt, hd)
+        return k, v
+
+    def forward(self, x, kv, text_mask):
+        B, L, D = x.shape
+        q = self.q(x).view(B, L, self.h, self.hd).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=text_mask[:, None, None, :])
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        D = cfg.dim
+        self.norm1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(D, cfg.num_heads)
+        self.norm2 = nn.LayerNorm(D, eps=1e-6)
+        self.cross = CrossAttention(D, cfg.num_heads)
+        self.norm3 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        hidden = int(D * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
+
+    def forward(self, x, c, cos, sin, attn_mask, text, cache_kv=None, slots=None, text_kv=None):
+        """x (B, T, N, D) tokens; c (B, T, D) per-frame conditioning."""
+        B, T, N, D = x.shape
+        sh1, sc1, g1, sh2, sc2, g2 = self.adaLN(c).chunk(6, dim=-1)  # each (B, T, D)
+        h = modulate(self.norm1(x), sh1, sc1).reshape(B, T * N, D)
+        x = x + g1[:, :, None] * self.attn(h, cos, sin, attn_mask, cache_kv, slots).view(B, T, N, D)
+        kv = text_kv if text_kv is not None else self.cross.text_kv(text.tokens)
+        x = x + self.cross(self.norm2(x).reshape(B, T * N, D), kv, text.mask).view(B, T, N, D)
+        x = x + g2[:, :, None] * self.mlp(modulate(self.norm3(x), sh2, sc2))
+        return x
+
+
+@dataclass
+class TextCond:
+    """Projected prompt: tokens (B, Lt, D), mask (B, Lt) bool, pooled (B, D); `kv` holds per-layer
+    cross-attention keys/values once computed (inference computes them once per prompt)."""
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+    kv: list | None = None
+
+
+class DiT(nn.Module, PretrainedMixin):
+    config_class = DiTConfig
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = cfg = config
+        p = cfg.patch_size
+        if cfg.latent_height % p or cfg.latent_width % p:
+            raise ValueError(f"patch_size={p} must divide the latent size {cfg.latent_height}x{cfg.latent_width}")
+        if cfg.dim % cfg.num_heads or (cfg.dim // cfg.num_heads) % 8:
+            raise ValueError(f"dim={cfg.dim} / num_heads={cfg.num_heads} must give a head_dim divisible by 8")
+        self.gh, self.gw = cfg.latent_height // p, cfg.latent_width // p
+        self.tokens_per_frame = self.gh * self.gw
+        D = cfg.dim
+        self.patch_embed = nn.Linear(cfg.latent_channels * p * p, D)
+        self.t_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
+        self.action_encoder = ActionEncoder(cfg.action_space, cfg.frames_per_latent, cfg.action_embed_dim, D)
+        self.text_proj = nn.Linear(cfg.text_dim, D)
+        self.null_text = nn.Parameter(torch.randn(1, D) * 0.02)  # the CFG "null prompt" token
+        self.text_pool = nn.Sequential(nn.SiLU(), nn.Linear(D, D))
+        self.rope = RoPE3D(D // cfg.num_heads, self.gh, self.gw, cfg.rope_theta)
+        self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
+        self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
+        self.final = nn.Linear(D, p * p * cfg.latent_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """Xavier for linears; zero the AdaLN gates and the output layer so each block starts as
+        the identity and the model starts predicting v = 0 (AdaLN-Zero, as in DiT); zero the
+        cross-attention output so text is faded in by training."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for blk in self.blocks:
+            nn.init.zeros_(blk.adaLN[-1].weight)
+            nn.init.zeros_(blk.adaLN[-1].bias)
+            nn.init.zeros_(blk.cross.proj.weight)
+        nn.init.zeros_(self.final_adaLN[-1].weight)
+        nn.init.zeros_(self.final_adaLN[-1].bias)
+        nn.init.zeros_(self.final.weight)
+        nn.init.zeros_(self.final.bias)
+
+    # -- conditioning ---------------------------------------------------------------------------
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor, is_null: torch.Tensor, with_kv: bool = False) -> TextCond:
+        """MiniLM tokens (B, Lt, 384) -> TextCond. Rows with is_null use the learned null prompt."""
+        proj = self.text_proj(tokens)  # (B, Lt, D)
+        null_tok = torch.zeros_like(proj)
+        null_tok[:, 0] = self.null_text[0]
+        null_mask = torch.zeros_like(mask)
+        null_mask[:, 0] = True
+        nb = is_null.to(proj.device)[:, None]
+        proj = torch.where(nb[..., None], null_tok, proj)
+        mask = torch.where(nb, null_mask, mask)
+        m = mask.float()[..., None]
+        pooled = self.text_pool((proj * m).sum(1) / m.sum(1).clamp(min=1))
+        cond = TextCond(proj, mask, pooled)
+        if with_kv:
+            cond.kv = [blk.cross.text_kv(proj) for blk in self.blocks]
+        return cond
+
+    def frame_conditioning(self, t, action_feats, action_null, text: TextCond) -> torch.Tensor:
+        """(B, T) timesteps + per-frame actions -> per-latent-frame conditioning (B, T, D)."""
+        c = self.t_mlp(timestep_embedding(t, 256))
+        c = c + self.action_encoder(action_feats, action_null)
+        return c + text.pooled[:, None]
+
+    # -- patches ---------------------------------------------------------------------------------
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, T, h, w = x.shape
+        p = self.config.patch_size
+        x = x.view(B, C, T, self.gh, p, self.gw, p).permute(0, 2, 3, 5, 1, 4, 6)  # (B, T, gh, gw, C, p, p)
+        return self.patch_embed(x.reshape(B, T, self.tokens_per_frame, C * p * p))  # (B, T, N, D)
+
+    def unpatchify(self, y: torch.Tensor) -> torch.Tensor:
+        B, T, N, _ = y.shape
+        p, C = self.config.patch_size, self.config.latent_channels
+        y = y.view(B, T, self.gh, self.gw, C, p, p).permute(0, 4, 1, 2, 5, 3, 6)  # (B, C, T, gh, p, gw, p)
+        return y.reshape(B, C, T, self.gh * p, self.gw * p)
+
+    def _head(self, x, c):
+        sh, sc = self.final_adaLN(c).chunk(2, dim=-1)
+        return self.unpatchify(self.final(modulate(self.final_norm(x), sh, sc)))
+
+    def _check(self, x, t, action_feats, action_null):
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.latent_channels or x.shape[3:] != (cfg.latent_height, cfg.latent_width):
+            raise ValueError(f"x: expected latents (B, {cfg.latent_channels}, T, {cfg.latent_height}, {cfg.latent_width}), got {tuple(x.shape)}")
+        B, _, T = x.shape[:3]
+        if t.shape != (B, T):
+            raise ValueError(f"t: expected per-frame timesteps of shape {(B, T)}, got {tuple(t.shape)}")
+        if action_feats.shape[:2] != (B, T * cfg.frames_per_latent) or action_null.shape != (B, T * cfg.frames_per_latent):
+            raise ValueError(f"action_feats/action_null: expected (B, T*{cfg.frames_per_latent}, ...) = {(B, T * cfg.frames_per_latent)}, got {tuple(action_feats.shape)} / {tuple(action_null.shape)}")
+
+    # -- the three ways to run -------------------------------------------------------------------
+    def forward(self, x, t, action_feats, action_null, text: TextCond, frame_pos=None, frame_mask=None, x_clean=None):
+        """Full-sequence forward. x (B, C, T, h, w) latents at per-frame noise levels t (B, T).
+        frame_mask None: bidirectional (teacher). frame_mask (T, T) bool: e.g. block-causal
+        (models.masks). Returns the velocity prediction (B, C, T, h, w).
+        With `x_clean` (B, C, T, h, w): teacher forcing, see `forward_teacher_forcing`."""
+        if x_clean is not None:
+            return self.forward_teacher_forcing(x, t, x_clean, action_feats, action_null, text, frame_mask)
+        self._check(x, t, action_feats, action_null)
+        B, _, T = x.shape[:3]
+        N = self.tokens_per_frame
+        tokens = self.patchify(x)
+        c = self.frame_conditioning(t, action_feats, action_null, text)
+        if frame_pos is None:
+            frame_pos = torch.arange(T, device=x.device)
+        if frame_pos.ndim == 1:
+            frame_pos = frame_pos[None].expand(B, T)
+        cos, sin = self.rope(frame_pos)
+        attn_mask = None
+        if frame_mask is not None:
+            attn_mask = frame_mask.repeat_interleave(N, -1).repeat_interleave(N, -2)  # frames -> tokens
+        for i, blk in enumerate(self.blocks):
+            tokens = blk(tokens, c, cos, sin, attn_mask, text, text_kv=None if text.kv is None else text.kv[i])
+        return self._head(tokens, c)
+
+    def forward_teacher_forcing(self, x_noisy, t, x_clean, action_feats, action_null, text: TextCond, frame_mask: torch.Tensor):
+        """Block-causal training with a clean context: the sequence [x_clean | x_noisy] under
+        `models.masks.teacher_forcing_mask`; returns the velocity for the noisy copy only."""
+        T = x_noisy.shape[2]
+        x = torch.cat([x_clean, x_noisy], dim=2)
+        tt = torch.cat([torch.zeros_like(t), t], dim=1)
+        af = torch.cat([action_feats, action_feats], dim=1)
+        an = torch.cat([action_null, action_null], dim=1)
+        pos = torch.arange(T, device=x.device).repeat(2)
+        return self.forward(x, tt, af, an, text, frame_pos=pos, frame_mask=frame_mask)[:, :, T:]
+
+    def new_cache(self, batch_size: int, window_frames: int, sink_frames: int = 0, device=None) -> KVCache:
+        cfg = self.config
+        return KVCache(num_layers=cfg.depth, batch_size=batch_size, num_heads=cfg.num_heads, head_dim=cfg.dim // cfg.num_heads,
+                       tokens_per_frame=self.tokens_per_frame, window_frames=window_frames, chunk_frames=cfg.latent_frames_per_chunk,
+                       sink_frames=sink_frames, device=device or next(self.parameters()).device)
+
+    def forward_chunk(self, x, t, action_feats, action_null, text: TextCond, cache: KVCache, write: bool):
+        """One chunk (B, C, c, h, w) attending to the cache and to itself. Its keys/values are
+        written to the chunk's slots; `write=True` (the clean pass at t = 0) keeps them for the
+        following chunks, `write=False` (a denoising step) leaves the slots to be overwritten."""
+        self._check(x, t, action_feats, action_null)
+        if text.kv is None:
+            text.kv = [blk.cross.text_kv(text.tokens) for blk in self.blocks]
+        c_frames = x.shape[2]
+        frame_pos, slots, valid = cache.begin_chunk(c_frames)
+        tokens = self.patchify(x)
+        c = self.frame_conditioning(t, action_feats, action_null, text)
+        cos, sin = self.rope(frame_pos)
+        attn_mask = valid[:, None, None, :]  # (B, 1, 1, S)
+        for i, blk in enumerate(self.blocks):
+            tokens = blk(tokens, c, cos, sin, attn_mask, text, cache_kv=(cache.k[i], cache.v[i]), slots=slots, text_kv=text.kv[i])
+        if write:
+            cache.advance(c_frames)
+        return self._head(tokens, c)

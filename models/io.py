@@ -1,0 +1,129 @@
+"""`save_pretrained` / `from_pretrained` as `config.json` + `model.safetensors` (diffusers style).
+
+Writes are atomic at the directory level: a new directory is written next to the target and
+swapped in with renames, so a process killed mid-write never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from models.config_utils import config_from_dict, config_to_dict
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def atomic_write_dir(target: str | os.PathLike, write_fn) -> Path:
+    """Call `write_fn(tmpdir)` then swap tmpdir into `target` (old copy kept until the swap ends)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write_fn(tmp)
+        old = target.parent / f".{target.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_dir(directory: str | os.PathLike) -> Path:
+    """The directory, or its `.old` twin left by a write killed between the two renames."""
+    directory = Path(directory)
+    if directory.is_dir():
+        return directory
+    old = directory.parent / f".{directory.name}.old"
+    if old.is_dir():
+        return old
+    raise FileNotFoundError(
+        f"checkpoint directory {str(directory)!r} does not exist; pass a directory written by "
+        "save_pretrained (config.json + model.safetensors)"
+    )
+
+
+class PretrainedMixin:
+    """Mixin for nn.Modules whose constructor takes one config dataclass: `Model(cfg)`."""
+
+    config_class: type
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        cfg = config_to_dict(self.config)
+        payload = {"_class": type(self).__name__, **cfg}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+
+        def write(tmp: Path):
+            (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2))
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"class": type(self).__name__})
+            if extra:
+                (tmp / "extra.json").write_text(json.dumps(extra, indent=2))
+
+        return atomic_write_dir(directory, write)
+
+    @classmethod
+    def load_config(cls, directory: str | os.PathLike):
+        directory = resolve_dir(directory)
+        path = directory / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: not a checkpoint directory written by save_pretrained")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, re-save it") from e
+        klass = data.pop("_class", cls.__name__)
+        if klass != cls.__name__:
+            raise ValueError(f"{path} holds a {klass} checkpoint, but {cls.__name__}.from_pretrained was called")
+        return config_from_dict(cls.config_class, data, where=str(path))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides: Any):
+        directory = resolve_dir(directory)
+        cfg = cls.load_config(directory)
+        for k, v in overrides.items():
+            if not hasattr(cfg, k):
+                raise ValueError(f"from_pretrained: unknown config override {k!r} for {cls.__name__}")
+            setattr(cfg, k, v)
+        model = cls(cfg)
+        load_weights_into(model, directory / WEIGHTS_NAME)
+        return model.to(map_location)
+
+
+def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the checkpoint has a config but no weights")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path} could not be read as safetensors ({e}); the file is corrupt or truncated") from e
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not match {type(model).__name__}: missing keys {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}. Was it saved from a different config?"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ValueError(
+                f"{path}: key {k!r} has shape {tuple(v.shape)} but the model built from config.json "
+                f"expects {tuple(own[k].shape)}; config and weights disagree"
+            )
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,142 @@
+"""Samplers, kept apart from the network: the teacher's many-step ODE sampler with classifier-free
+guidance on text and on actions, and the few-step student sampler that streams chunk by chunk
+with the KV cache (4 steps of predict-x0-then-renoise, then the clean pass that writes the cache).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models.dit import DiT, TextCond
+from models.kv_cache import KVCache
+from models.schedule import FlowSchedule
+
+
+@dataclass
+class Cond:
+    """Everything a latent clip is conditioned on. action_feats (B, T*F, A), action_null (B, T*F)
+    bool, text and the null prompt's TextCond (the latter only needed for guidance)."""
+    action_feats: torch.Tensor
+    action_null: torch.Tensor
+    text: TextCond
+    null_text: TextCond | None = None
+
+    def frames(self, start: int, stop: int, frames_per_latent: int) -> "Cond":
+        a, b = start * frames_per_latent, stop * frames_per_latent
+        return Cond(self.action_feats[:, a:b], self.action_null[:, a:b], self.text, self.null_text)
+
+
+def _cat_text(texts: list[TextCond]) -> TextCond:
+    L = max(t.tokens.shape[1] for t in texts)
+
+    def pad(x, fill):
+        if x.shape[1] == L:
+            return x
+        shape = list(x.shape)
+        shape[1] = L - x.shape[1]
+        return torch.cat([x, torch.full(shape, fill, dtype=x.dtype, device=x.device)], 1)
+
+    return TextCond(torch.cat([pad(t.tokens, 0) for t in texts]), torch.cat([pad(t.mask, False) for t in texts]),
+                    torch.cat([t.pooled for t in texts]))
+
+
+def guided_velocity(model: DiT, x, t, cond: Cond, guidance_text: float = 1.0, guidance_action: float = 1.0, **fw) -> torch.Tensor:
+    """Compositional CFG: v = v(0,0) + g_text (v(p,0) - v(0,0)) + g_action (v(p,a) - v(p,0)).
+    Branches whose scale is 1 are skipped; the rest run as one batched forward."""
+    B = x.shape[0]
+    null_a = torch.ones_like(cond.action_null)
+    branches = [(cond.text, cond.action_null)]  # (p, a)
+    if guidance_action != 1.0 or guidance_text != 1.0:
+        branches.append((cond.text, null_a))  # (p, 0)
+    if guidance_text != 1.0:
+        if cond.null_text is None:
+            raise ValueError("guidance_text != 1 needs cond.null_text (the null prompt)")
+        branches.append((cond.null_text, null_a))  # (0, 0)
+    n = len(branches)
+    xx = x.repeat(n, 1, 1, 1, 1)
+    tt = t.repeat(n, 1)
+    af = cond.action_feats.repeat(n, 1, 1)
+    an = torch.cat([b[1] for b in branches])
+    text = _cat_text([b[0] for b in branches]) if n > 1 else cond.text
+    fw = dict(fw)
+    if fw.get("frame_pos") is not None and fw["frame_pos"].ndim == 2:
+        fw["frame_pos"] = fw["frame_pos"].repeat(n, 1)
+    if fw.get("x_clean") is not None:
+        fw["x_clean"] = fw["x_clean"].repeat(n, 1, 1, 1, 1)
+    v = model(xx, tt, af, an, text, **fw).split(B)
+    if n == 1:
+        return v[0]
+    v_pa, v_p = v[0], v[1]
+    out = v_p + guidance_action * (v_pa - v_p)
+    if n == 3:
+        out = out + (guidance_text - 1.0) * (v_p - v[2])
+    return out
+
+
+@torch.no_grad()
+def ode_sample(model: DiT, schedule: FlowSchedule, noise: torch.Tensor, cond: Cond, context: torch.Tensor | None = None,
+               num_steps: int = 50, guidance_text: float = 1.0, guidance_action: float = 1.0,
+               record_at: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None, progress: bool = False):
+    """Euler integration of the teacher's probability-flow ODE from t=1 to 0 over the frames after a
+    clean `context` prefix (B, C, Tc, h, w), which stays at t = 0 throughout.
+
+    Returns (x0 (B, C, Tg, h, w), {t: state at t} for each level in `record_at`)."""
+    ts = schedule.teacher_timesteps(num_steps, include=record_at)
+    Tc = 0 if context is None else context.shape[2]
+    x = noise
+    B, Tg = noise.shape[0], noise.shape[2]
+    recorded = {}
+    rec = set() if record_at is None else {round(float(r), 6) for r in record_at}
+    it = range(len(ts) - 1)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="ode", leave=False)
+    for i in it:
+        t_cur, t_next = float(ts[i]), float(ts[i + 1])
+        if round(t_cur, 6) in rec:
+            recorded[round(t_cur, 6)] = x.clone()
+        x_in = x if context is None else torch.cat([context, x], dim=2)
+        t_in = torch.cat([torch.zeros(B, Tc), torch.full((B, Tg), t_cur)], 1).to(x)
+        v = guided_velocity(model, x_in, t_in, cond, guidance_text, guidance_action, frame_mask=frame_mask)[:, :, Tc:]
+        x = x + (t_next - t_cur) * v
+    return x, recorded
+
+
+@torch.no_grad()
+def write_context(model: DiT, cache: KVCache, latents: torch.Tensor, cond: Cond) -> None:
+    """Write clean latents (B, C, T, h, w) into the cache chunk by chunk at t = 0."""
+    c = model.config.latent_frames_per_chunk
+    F = model.config.frames_per_latent
+    for s in range(0, latents.shape[2], c):
+        x = latents[:, :, s:s + c]
+        sub = cond.frames(s, s + x.shape[2], F)
+        model.forward_chunk(x, torch.zeros(x.shape[0], x.shape[2], device=x.device), sub.action_feats, sub.action_null, cond.text, cache, write=True)
+
+
+@torch.no_grad()
+def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: Cond, timesteps: torch.Tensor,
+                         renoise: list[torch.Tensor] | None = None, exit_step: int | None = None,
+                         write: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Few-step generation of one chunk attending to the cache.
+
+    At each student level t_i: predict x0, then re-noise it with fresh noise to t_{i+1}; the last
+    prediction is the chunk. `renoise[i]` supplies the noise used after step i (seeded per env by
+    the caller). `exit_step` stops early (Self-Forcing's random exit). Finally the clean chunk is run
+    once more at t = 0 to write its keys/values (`write`). Returns (x0, input at the exit step)."""
+    B, _, c = noise.shape[:3]
+    x = noise
+    last = len(timesteps) - 1 if exit_step is None else exit_step
+    x0 = x_in = None
+    for i in range(last + 1):
+        t = torch.full((B, c), float(timesteps[i]), device=noise.device)
+        x_in = x
+        v = model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=False)
+        x0 = x - t[:, None, :, None, None] * v
+        if i < last:
+            eps = renoise[i] if renoise is not None else torch.randn_like(x0)
+            tn = float(timesteps[i + 1])
+            x = (1 - tn) * x0 + tn * eps
+    if write:
+        model.forward_chunk(x0, torch.zeros(B, c, device=noise.device), cond.action_feats, cond.action_null, cond.text, cache, write=True)
+    return x0, x_in

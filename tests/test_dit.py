@@ -1,0 +1,208 @@
+"""The invariant everything rests on: cached chunk-by-chunk inference == full block-causal forward."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from models.actions import ActionCodec, ActionEncoder, space_to_dict
+from models.dit import DiT, DiTConfig
+from models.masks import block_causal_mask, teacher_forcing_mask
+from models.samplers import Cond, ode_sample, student_sample_chunk, write_context
+from models.schedule import FlowSchedule
+
+
+def random_model(chunk=1, seed=0, **kw):
+    torch.manual_seed(seed)
+    m = DiT(DiTConfig.from_size("tiny", latent_frames_per_chunk=chunk, **kw)).eval()
+    with torch.no_grad():  # AdaLN-Zero starts as the identity: perturb so every path matters
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m
+
+
+def inputs(m, B=2, T=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    cfg = m.config
+    x = torch.randn(B, cfg.latent_channels, T, cfg.latent_height, cfg.latent_width, generator=g)
+    t = torch.rand(B, T, generator=g)
+    af = torch.nn.functional.one_hot(torch.randint(0, 2, (B, T * 4), generator=g), 2).float()
+    an = torch.rand(B, T * 4, generator=g) < 0.2
+    text = m.encode_text(torch.randn(B, 5, 384, generator=g), torch.ones(B, 5, dtype=torch.bool), torch.tensor([False] + [True] * (B - 1)))
+    return x, t, af, an, text
+
+
+def run_cached(m, x, t, af, an, text, window, sink=0):
+    c = m.config.latent_frames_per_chunk
+    cache = m.new_cache(x.shape[0], window_frames=window, sink_frames=sink)
+    outs = []
+    for s in range(0, x.shape[2], c):
+        e = min(s + c, x.shape[2])
+        outs.append(m.forward_chunk(x[:, :, s:e], t[:, s:e], af[:, 4 * s:4 * e], an[:, 4 * s:4 * e], text, cache, write=True))
+    return torch.cat(outs, 2), cache
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+@torch.no_grad()
+def test_cached_equals_block_causal(chunk):
+    m = random_model(chunk)
+    x, t, af, an, text = inputs(m, T=6)
+    full = m(x, t, af, an, text, frame_mask=block_causal_mask(6, chunk))
+    cached, _ = run_cached(m, x, t, af, an, text, window=100)
+    assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
+
+
+@pytest.mark.parametrize("chunk,window,sink", [(1, 2, 0), (2, 2, 0), (1, 3, 1), (2, 4, 2)])
+@torch.no_grad()
+def test_cached_sliding_window_equals_windowed_mask(chunk, window, sink):
+    m = random_model(chunk)
+    T = 10
+    x, t, af, an, text = inputs(m, T=T)
+    full = m(x, t, af, an, text, frame_mask=block_causal_mask(T, chunk, window, sink))
+    cached, cache = run_cached(m, x, t, af, an, text, window=window, sink=sink)
+    assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
+    # and the window really drops context: a full-context run differs on late chunks
+    no_window = m(x, t, af, an, text, frame_mask=block_causal_mask(T, chunk))
+    assert (no_window[:, :, -1] - full[:, :, -1]).abs().max() > 1e-3
+    assert int(cache.context_frames().max()) <= window + sink
+
+
+@torch.no_grad()
+def test_rollout_shorter_than_window_is_unchanged_by_window():
+    m = random_model(1)
+    x, t, af, an, text = inputs(m, T=5)
+    a, _ = run_cached(m, x, t, af, an, text, window=5)
+    b, _ = run_cached(m, x, t, af, an, text, window=50)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+@torch.no_grad()
+def test_teacher_forcing_equals_clean_cache_then_noisy_chunk():
+    m = random_model(2)
+    T = 6
+    x_noisy, t, af, an, text = inputs(m, T=T)
+    x_clean = torch.randn_like(x_noisy)
+    tf = m(x_noisy, t, af, an, text, frame_mask=teacher_forcing_mask(T, 2), x_clean=x_clean)
+    cache = m.new_cache(2, window_frames=100)
+    for s in range(0, T, 2):
+        sl, al = slice(s, s + 2), slice(4 * s, 4 * s + 8)
+        v = m.forward_chunk(x_noisy[:, :, sl], t[:, sl], af[:, al], an[:, al], text, cache, write=False)
+        assert torch.allclose(v, tf[:, :, sl], atol=1e-5), (v - tf[:, :, sl]).abs().max()
+        m.forward_chunk(x_clean[:, :, sl], torch.zeros(2, 2), af[:, al], an[:, al], text, cache, write=True)
+
+
+@torch.no_grad()
+def test_bidirectional_and_causal_differ_where_they_should():
+    m = random_model(1)
+    x, t, af, an, text = inputs(m, T=4)
+    causal = m(x, t, af, an, text, frame_mask=block_causal_mask(4, 1))
+    bidir = m(x, t, af, an, text)
+    # earlier frames see the future only bidirectionally
+    assert (causal[:, :, 0] - bidir[:, :, 0]).abs().max() > 1e-3
+    x2 = x.clone()
+    x2[:, :, 3] += 1.0
+    causal2 = m(x2, t, af, an, text, frame_mask=block_causal_mask(4, 1))
+    bidir2 = m(x2, t, af, an, text)
+    assert torch.allclose(causal2[:, :, :3], causal[:, :, :3], atol=1e-6)  # the past ignores the future
+    assert (bidir2[:, :, 0] - bidir[:, :, 0]).abs().max() > 1e-4
+
+
+@torch.no_grad()
+def test_conditioning_reaches_output():
+    m = random_model(1)
+    x, t, af, an, text = inputs(m, T=3)
+    base = m(x, t, af, an, text)
+    assert (m(x, t, 1 - af, an, text) - base).abs().max() > 1e-4  # actions matter
+    assert (m(x, t.flip(1), af, an, text) - base).abs().max() > 1e-4  # timesteps matter
+    text2 = m.encode_text(torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.bool), torch.tensor([False, False]))
+    assert (m(x, t, af, an, text2) - base).abs().max() > 1e-4  # the prompt matters
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+    m = random_model(1)
+    m.save_pretrained(tmp_path / "dit")
+    m2 = DiT.from_pretrained(tmp_path / "dit")
+    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+    # corrupted weights
+    w = tmp_path / "dit" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        DiT.from_pretrained(tmp_path / "dit")
+    # mismatched config: weights saved for another width
+    m.save_pretrained(tmp_path / "dit")
+    cfg = json.loads((tmp_path / "dit" / "config.json").read_text())
+    cfg["dim"] = 96
+    cfg["num_heads"] = 4
+    (tmp_path / "dit" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="shape"):
+        DiT.from_pretrained(tmp_path / "dit")
+    cfg["bogus_key"] = 1
+    (tmp_path / "dit" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="bogus_key"):
+        DiT.from_pretrained(tmp_path / "dit")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DiT.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="size"):
+        DiTConfig.from_size("XXL")
+
+
+@pytest.mark.parametrize("space,good,bad", [
+    (spaces.Discrete(3), [0, 2, 1], [3]),
+    (spaces.Discrete(2, start=-1), [-1, 0], [1]),
+    (spaces.Box(-2.0, 2.0, (1,), np.float32), [[0.5], [-2.0]], [[2.5]]),
+    (spaces.MultiDiscrete([2, 3]), [[1, 2], [0, 0]], [[2, 0]]),
+    (spaces.MultiBinary(3), [[1, 0, 1]], [[2, 0, 1]]),
+])
+def test_action_spaces_encode_and_reject(space, good, bad):
+    d = space_to_dict(space)
+    codec = ActionCodec(d)
+    feats = codec.to_features(np.array(good))
+    assert feats.shape == (len(good), codec.feature_dim) and np.isfinite(feats).all()
+    enc = ActionEncoder(d, frames_per_latent=2, embed_dim=8, out_dim=16)
+    f = torch.from_numpy(np.concatenate([feats, feats])[:2][None])
+    out = enc(f, torch.tensor([[False, True]]))
+    assert out.shape == (1, 1, 16)
+    null_out = enc(f, torch.tensor([[True, True]]))
+    assert not torch.allclose(out, null_out)  # the learned null differs from a real action
+    with pytest.raises(ValueError, match="action"):
+        codec.to_features(np.array(bad))
+    for s in (good, bad):
+        assert space.contains(np.array(s[0], dtype=space.dtype)) == (s is good)
+
+
+@torch.no_grad()
+def test_student_sampler_streams_and_writes_cache():
+    m = random_model(1)
+    x, t, af, an, text = inputs(m, B=2, T=3)
+    sched = FlowSchedule()
+    ts = sched.student_timesteps()
+    assert len(ts) == 4 and torch.all(ts[:-1] > ts[1:])
+    cache = m.new_cache(2, window_frames=8)
+    cond = Cond(af, an, text)
+    write_context(m, cache, x[:, :, :1], cond.frames(0, 1, 4))
+    assert int(cache.next_frame[0]) == 1
+    x0, _ = student_sample_chunk(m, cache, torch.randn(2, 8, 1, 8, 12), cond.frames(1, 2, 4), ts)
+    assert x0.shape == (2, 8, 1, 8, 12) and int(cache.next_frame[0]) == 2
+    # the written chunk is what the next one sees: same noise, different history -> different output
+    noise = torch.randn(2, 8, 1, 8, 12)
+    a, _ = student_sample_chunk(m, cache, noise, cond.frames(2, 3, 4), ts, renoise=[torch.zeros_like(noise)] * 3, write=False)
+    cache2 = m.new_cache(2, window_frames=8)
+    b, _ = student_sample_chunk(m, cache2, noise, cond.frames(2, 3, 4), ts, renoise=[torch.zeros_like(noise)] * 3, write=False)
+    assert (a - b).abs().max() > 1e-4
+
+
+@torch.no_grad()
+def test_teacher_ode_sampler_records_student_levels():
+    m = random_model(1)
+    x, t, af, an, text = inputs(m, B=2, T=4)
+    null = m.encode_text(torch.zeros(2, 1, 384), torch.ones(2, 1, dtype=torch.bool), torch.tensor([True, True]))
+    sched = FlowSchedule()
+    ts = sched.student_timesteps()
+    cond = Cond(af, an, text, null)
+    x0, rec = ode_sample(m, sched, torch.randn(2, 8, 3, 8, 12), cond, context=x[:, :, :1], num_steps=6,
+                         guidance_text=2.0, guidance_action=3.0, record_at=ts)
+    assert x0.shape == (2, 8, 3, 8, 12) and len(rec) == 4 and torch.isfinite(x0).all()
+    x0b, _ = ode_sample(m, sched, torch.randn(2, 8, 3, 8, 12), cond, context=x[:, :, :1], num_steps=6)
+    assert not torch.allclose(x0, x0b)
