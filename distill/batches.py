@@ -96,3 +96,31 @@ def make_batch(clips: list[dict], codec: ActionCodec, rng: np.random.Generator, 
         rewards=torch.from_numpy(np.stack([np.asarray(c["rewards"], np.float32) for c in clips])),
         terminated=torch.from_numpy(np.stack([np.asarray(c["terminated"], bool) for c in clips])),
     )
+
+
+class ClipSampler:
+    """Random fixed-length latent clips from a `distill.dataset.LatentCache` (a subset of its
+    episodes), as lists of dicts. `from_start=True` draws clips that begin at an episode start
+    (the still chunk), which is what generating from a prompt alone must reproduce."""
+
+    def __init__(self, cache, episodes: list[int] | None = None):
+        self.cache = cache
+        self.episodes = list(range(len(cache))) if episodes is None else list(episodes)
+        self.F = cache.frames_per_latent
+        self.lengths = np.array([len(cache.latents[e]) for e in self.episodes])
+
+    def sample(self, batch_size: int, num_latent: int, rng: np.random.Generator, from_start: bool = False) -> list[dict]:
+        ok = np.flatnonzero(self.lengths >= num_latent)
+        if len(ok) == 0:
+            raise ValueError(f"num_latent={num_latent} is longer than every episode")
+        w = (self.lengths[ok] - num_latent + 1).astype(np.float64)
+        picks = rng.choice(ok, size=batch_size, p=w / w.sum())
+        out = []
+        for j in picks:
+            e = self.episodes[int(j)]
+            s = 0 if from_start else int(rng.integers(0, self.lengths[j] - num_latent + 1))
+            fs = slice(s * self.F, (s + num_latent) * self.F)
+            out.append({"latents": self.cache.latents[e][s:s + num_latent],
+                        **{k: v[fs] for k, v in self.cache.arrays[e].items()},
+                        **self.cache.strings[e], "episode": e, "start": s})
+        return out

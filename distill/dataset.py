@@ -238,7 +238,8 @@ class LatentCache:
         path = os.fspath(path)
         lat_off = np.cumsum([0] + [len(x) for x in self.latents]).astype(np.int64)
         frame_off = np.cumsum([0] + [len(a["action_mask"]) for a in self.arrays]).astype(np.int64)
-        tensors = {"latents": np.concatenate(self.latents).astype(np.float32),
+        # safetensors writes raw buffers: every array must be C-contiguous.
+        tensors = {"latents": np.ascontiguousarray(np.concatenate(self.latents), dtype=np.float32),
                    "latent_offsets": lat_off, "frame_offsets": frame_off}
         for k in PER_FRAME:
             tensors[k] = np.ascontiguousarray(np.concatenate([a[k] for a in self.arrays]))

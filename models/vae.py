@@ -373,8 +373,9 @@ class CausalVAE(nn.Module, PretrainedMixin):
         """Zero the caches of the rows where `env_mask` (bool, shape (B,)) is True; returns the state."""
         self._check_state(state, state.batch_size)
         env_mask = torch.as_tensor(env_mask)
-        if env_mask.dtype != torch.bool or env_mask.shape != (state.batch_size,):
-            raise ValueError(f"env_mask must be a bool tensor of shape ({state.batch_size},), got "
+        B = state.batch_size if state.batch_size > 0 else env_mask.numel()  # no caches: nothing to check against
+        if env_mask.dtype != torch.bool or env_mask.shape != (B,):
+            raise ValueError(f"env_mask must be a bool tensor of shape ({B},), got "
                              f"{env_mask.dtype} {tuple(env_mask.shape)}")
         for caches in (state.enc, state.dec):
             for i, c in enumerate(caches):

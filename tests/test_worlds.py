@@ -63,6 +63,7 @@ def test_variant_physics_and_colors():
     assert red.sum() > 5 and not ((default[..., 0].astype(int) - default[..., 1]) > 100).any()
 
 
+@pytest.mark.filterwarnings("ignore:.*already returned")
 def test_reset_step_contract_and_seeding():
     env = RealWorldEnv("cartpole", variant="short_blue_strong_push")
     o1, info = env.reset(seed=3)

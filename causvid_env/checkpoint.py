@@ -1,0 +1,96 @@
+"""The world-model checkpoint the env loads: a directory of components, each `config.json` +
+`model.safetensors`, plus `checkpoint.json` naming the world and the sampling schedule.
+
+    checkpoint/
+      checkpoint.json   {"format": "causvid-env/1", "world": "cartpole", "schedule": {...}, ...}
+      student/          the causal few-step DiT (with its text projection and null prompt)
+      vae/              the causal 3D VAE
+      heads/            reward and termination heads
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.config_utils import config_from_dict
+from models.dit import DiT
+from models.heads import RewardTerminationHead
+from models.io import atomic_write_dir
+from models.schedule import FlowSchedule, ScheduleConfig
+from models.vae import CausalVAE
+
+FORMAT = "causvid-env/1"
+COMPONENTS = ("student", "vae", "heads")
+
+
+@dataclass
+class WorldModel:
+    student: DiT
+    vae: CausalVAE
+    heads: RewardTerminationHead
+    schedule: FlowSchedule
+    world: str
+    info: dict
+
+    def to(self, device) -> "WorldModel":
+        for m in (self.student, self.vae, self.heads):
+            m.to(device)
+        return self
+
+
+def default_checkpoint_dir(world: str = "cartpole") -> Path:
+    return Path(__file__).resolve().parent / "checkpoints" / world
+
+
+def save_world_model(directory, student: DiT, vae: CausalVAE, heads: RewardTerminationHead, schedule: FlowSchedule,
+                     world: str, info: dict | None = None) -> Path:
+    def write(tmp: Path):
+        student.save_pretrained(tmp / "student")
+        vae.save_pretrained(tmp / "vae")
+        heads.save_pretrained(tmp / "heads")
+        meta = {"format": FORMAT, "world": world, "schedule": schedule.cfg.__dict__ | {"student_steps": list(schedule.cfg.student_steps)},
+                **(info or {})}
+        (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2))
+    return atomic_write_dir(directory, write)
+
+
+def load_world_model(directory: str | os.PathLike, device="cpu", world: str | None = None) -> WorldModel:
+    """Load a checkpoint directory; errors say which file is missing or which part disagrees."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint: directory {str(directory)!r} does not exist; pass a directory written by "
+                                "`python -m distill.pipeline` (it holds checkpoint.json, student/, vae/, heads/)")
+    meta_path = directory / "checkpoint.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"checkpoint: {meta_path} is missing; {directory} is not a world-model checkpoint")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint: {meta_path} is not valid JSON ({e}); the checkpoint is corrupt") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"checkpoint: {meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if world is not None and meta.get("world") != world:
+        raise ValueError(f"checkpoint: {directory} was trained for world {meta.get('world')!r}, not {world!r}; "
+                         "pass a checkpoint of this world or world=" + repr(meta.get("world")))
+    for c in COMPONENTS:
+        if not (directory / c).is_dir():
+            raise FileNotFoundError(f"checkpoint: component {c}/ is missing from {directory}")
+    student = DiT.from_pretrained(directory / "student").eval()
+    vae = CausalVAE.from_pretrained(directory / "vae").eval()
+    heads = RewardTerminationHead.from_pretrained(directory / "heads").eval()
+    sc = meta.get("schedule", {})
+    sc["student_steps"] = tuple(sc.get("student_steps", ScheduleConfig().student_steps))
+    schedule = FlowSchedule(config_from_dict(ScheduleConfig, sc, where=f"{meta_path}:schedule"))
+    s, v = student.config, vae.config
+    if (s.latent_channels, s.latent_height, s.latent_width) != (v.latent_channels, v.latent_height, v.latent_width):
+        raise ValueError(f"checkpoint: student expects latents {(s.latent_channels, s.latent_height, s.latent_width)} but the VAE "
+                         f"makes {(v.latent_channels, v.latent_height, v.latent_width)}; components come from different runs")
+    if s.frames_per_latent != v.temporal_down or heads.config.frames_per_latent != v.temporal_down:
+        raise ValueError("checkpoint: frames_per_latent of student/heads does not match the VAE's temporal_down")
+    for m in (student, vae, heads):
+        m.requires_grad_(False)
+    return WorldModel(student, vae, heads, schedule, meta.get("world"), meta).to(torch.device(device))

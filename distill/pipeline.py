@@ -1,0 +1,227 @@
+"""One command for the whole CausVid pipeline, every stage resumable and skipped once finished:
+
+    collect -> VAE -> latent cache -> reward/termination heads -> bidirectional teacher
+    -> ODE pairs -> ODE init -> asymmetric DMD -> checkpoint
+
+    python -m distill.pipeline --world cartpole --out runs/cartpole [--preset tiny|default] [--resume]
+    torchrun --standalone --nproc_per_node 2 -m distill.pipeline ...   # data-parallel training stages
+
+Ablations (the paper's Table 4) reuse the finished shared stages and write to OUT/ablations/NAME:
+    --ablation no_ode_init      DMD straight from the teacher's weights
+    --ablation causal_teacher   DMD against a block-causal many-step teacher (diffusion forcing)
+    --ablation ode_init_only    the ODE-initialised student, no DMD
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causvid_env.checkpoint import save_world_model
+from causvid_env.worlds import get_world
+from distill.batches import ClipSampler, PromptBank
+from distill.collect import CollectConfig, collect
+from distill.dataset import EpisodeDataset, LatentCache, build_latent_cache
+from distill.dmd import train_dmd
+from distill.ode_init import train_ode_init
+from distill.ode_pairs import generate_ode_pairs, load_ode_pairs
+from distill.presets import PipelineConfig, get_preset, to_dict
+from distill.train_heads import train_heads
+from distill.train_teacher import train_teacher
+from distill.train_vae import train_vae
+from distill.training_utils import is_done
+from models.actions import ActionCodec, space_to_dict
+from models.dit import DiT, DiTConfig
+from models.heads import HeadsConfig, RewardTerminationHead
+from models.schedule import FlowSchedule
+from models.vae import CausalVAE, frames_to_tensor
+
+ABLATIONS = ("none", "no_ode_init", "causal_teacher", "ode_init_only")
+
+
+def log(msg: str) -> None:
+    print(f"[pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def held_out_split(n_episodes: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    perm = np.random.default_rng(seed).permutation(n_episodes)
+    n_held = max(1, int(round(fraction * n_episodes)))
+    return sorted(perm[n_held:].tolist()), sorted(perm[:n_held].tolist())
+
+
+def vae_encode_fn(vae: CausalVAE, piece_frames: int = 64):
+    """(T, H, W, 3) uint8 -> (T/F, C, h, w): streamed in pieces with the causal feature cache,
+    which equals encoding the whole episode at once (tested) at bounded memory."""
+    @torch.no_grad()
+    def encode(frames: np.ndarray) -> np.ndarray:
+        state = vae.init_stream_state(1)
+        out = []
+        for s in range(0, len(frames), piece_frames):
+            z, state = vae.encode_step(frames_to_tensor(frames[None, s:s + piece_frames]), state)
+            out.append(z[0].permute(1, 0, 2, 3))  # (C, T', h, w) -> (T', C, h, w)
+        return torch.cat(out).numpy()
+    return encode
+
+
+def build_dit_config(cfg: PipelineConfig, spec, vae: CausalVAE) -> DiTConfig:
+    v = vae.config
+    return DiTConfig.from_size(cfg.dit_size, latent_channels=v.latent_channels, latent_height=v.latent_height,
+                               latent_width=v.latent_width, action_space=space_to_dict(spec.make_action_space()),
+                               frames_per_latent=spec.frames_per_latent, latent_frames_per_chunk=spec.latent_frames_per_chunk)
+
+
+def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str = "none", rollout: str | None = None,
+                 command: str = "") -> Path:
+    from accelerate import Accelerator
+
+    if ablation not in ABLATIONS:
+        raise ValueError(f"--ablation: expected one of {ABLATIONS}, got {ablation!r}")
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    main = acc.is_main_process
+    out = Path(out)
+    spec = get_world(world)
+    if rollout is not None:
+        cfg.dmd.rollout = rollout
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "pipeline_config.json"
+    if main:
+        if cfg_path.exists():
+            old = json.loads(cfg_path.read_text())
+            if old.get("preset") != cfg.preset:
+                raise ValueError(f"--out {out} holds a run of preset {old.get('preset')!r}; use another --out for preset {cfg.preset!r}")
+        cfg_path.write_text(json.dumps(to_dict(cfg) | {"world": world}, indent=2, default=list))
+
+    # 1. data from the real simulator ------------------------------------------------------------
+    data_dir = out / "data"
+    if main:  # resumable: finished shards are verified and kept
+        log("stage collect")
+        c = cfg.collect
+        collect(CollectConfig(world=world, out=str(data_dir), episodes=c.episodes, workers=c.workers, seed=cfg.seed,
+                              max_frames=c.max_frames, episodes_per_shard=c.episodes_per_shard))
+    acc.wait_for_everyone()
+    episodes = EpisodeDataset(data_dir)
+    train_ids, held_ids = held_out_split(len(episodes), cfg.heldout_fraction, cfg.seed)
+    if main:
+        (out / "split.json").write_text(json.dumps({"train": train_ids, "heldout": held_ids}))
+
+    # 2. VAE ------------------------------------------------------------------------------------
+    vae_cfg = cfg.vae
+    vae_cfg.vae.frame_height, vae_cfg.vae.frame_width = spec.frame_height, spec.frame_width
+    vae_cfg.vae.temporal_down = spec.frames_per_latent
+    vae_cfg.seed = cfg.seed
+    if main and not is_done(out / "vae"):
+        log("stage vae")
+        train_eps = EpisodeDataset.from_episodes([episodes[i] for i in train_ids], episodes.manifest, episodes.path)
+        held_eps = EpisodeDataset.from_episodes([episodes[i] for i in held_ids], episodes.manifest, episodes.path)
+        held = held_eps.sample_clips(vae_cfg.clip_frames, np.random.default_rng(cfg.seed + 1), vae_cfg.heldout_clips)["frames"]
+        summary = train_vae(lambda B, T, rng: train_eps.sample_clips(T, rng, B)["frames"], vae_cfg, out / "vae", heldout_clips=held)
+        log(f"vae: {summary}")
+    acc.wait_for_everyone()
+    vae = CausalVAE.from_pretrained(out / "vae" / "vae").eval()
+
+    # 3. latent cache, written once ---------------------------------------------------------------
+    lat_path = out / "latents.safetensors"
+    if main and not lat_path.exists():
+        log("stage latents")
+        build_latent_cache(episodes, vae_encode_fn(vae), lat_path, progress=True)
+    acc.wait_for_everyone()
+    cache = LatentCache.load(lat_path)
+    train_clips = ClipSampler(cache, train_ids)
+
+    # 4. prompts (MiniLM runs once) ---------------------------------------------------------------
+    bank_path = out / "prompts.pt"
+    if main and not bank_path.exists():
+        torch.save(PromptBank(list(spec.prompts().values())).state(), bank_path)
+    acc.wait_for_everyone()
+    bank = PromptBank.from_state(torch.load(bank_path))
+    codec = ActionCodec(space_to_dict(spec.make_action_space()))
+    schedule = FlowSchedule(cfg.schedule)
+
+    # 5. reward / termination heads on real latents -------------------------------------------------
+    v = vae.config
+    cfg.heads.heads = HeadsConfig(latent_channels=v.latent_channels, latent_height=v.latent_height, latent_width=v.latent_width,
+                                  frames_per_latent=spec.frames_per_latent, hidden=cfg.heads.heads.hidden)
+    if main and not is_done(out / "heads"):
+        log("stage heads")
+        train_heads(train_clips, cfg.heads, out / "heads")
+    acc.wait_for_everyone()
+    heads = RewardTerminationHead.from_pretrained(out / "heads" / "model")
+
+    # 6. bidirectional teacher --------------------------------------------------------------------
+    dit_cfg = build_dit_config(cfg, spec, vae)
+    cfg.teacher.dit, cfg.teacher.schedule, cfg.teacher.seed = dit_cfg, cfg.schedule, cfg.seed
+    if not is_done(out / "teacher"):
+        log("stage teacher (bidirectional)")
+        train_teacher(train_clips, codec, bank, cfg.teacher, out / "teacher", accelerator=acc)
+    teacher = DiT.from_pretrained(out / "teacher" / "model").eval()
+
+    # 7. ODE pairs -------------------------------------------------------------------------------
+    if main and not is_done(out / "ode_pairs"):
+        log("stage ode_pairs")
+        generate_ode_pairs(teacher, train_clips, codec, bank, schedule, cfg.ode_pairs, out / "ode_pairs")
+    acc.wait_for_everyone()
+
+    # 8. ODE init ----------------------------------------------------------------------------------
+    if ablation != "no_ode_init" and not is_done(out / "ode_init"):
+        log("stage ode_init")
+        train_ode_init(teacher, load_ode_pairs(out / "ode_pairs"), bank, schedule, cfg.ode_init, out / "ode_init", accelerator=acc)
+
+    # 9. asymmetric DMD (or an ablation of it) --------------------------------------------------------
+    base = out if ablation == "none" else out / "ablations" / ablation
+    real_score, causal = teacher, False
+    if ablation == "causal_teacher":
+        ct = dataclasses.replace(cfg.teacher, mode="causal", steps=cfg.causal_teacher_steps)
+        if not is_done(out / "causal_teacher"):
+            log("stage causal_teacher")
+            train_teacher(train_clips, codec, bank, ct, out / "causal_teacher", accelerator=acc)
+        real_score, causal = DiT.from_pretrained(out / "causal_teacher" / "model").eval(), True
+    if ablation == "ode_init_only":
+        student = DiT.from_pretrained(out / "ode_init" / "model")
+    else:
+        init = teacher if ablation == "no_ode_init" else DiT.from_pretrained(out / "ode_init" / "model")
+        dmd_dir = base / f"dmd_{cfg.dmd.rollout}"
+        if not is_done(dmd_dir):
+            log(f"stage dmd ({cfg.dmd.rollout}, ablation={ablation})")
+            train_dmd(init, real_score, train_clips, codec, bank, schedule, cfg.dmd, dmd_dir, causal_teacher=causal, accelerator=acc)
+        student = DiT.from_pretrained(dmd_dir / "model")
+
+    # 10. the checkpoint the env loads --------------------------------------------------------------
+    ckpt = base / "checkpoint"
+    if main:
+        info = {"preset": cfg.preset, "seed": cfg.seed, "ablation": ablation, "dmd_rollout": cfg.dmd.rollout,
+                "command": command, "trained_clip_latent_frames": cfg.teacher.clip_latent_frames,
+                "data": {"episodes": len(episodes), "frames": episodes.total_frames, "heldout_episodes": held_ids}}
+        save_world_model(ckpt, student.eval(), vae, heads, schedule, world, info)
+        log(f"checkpoint written to {ckpt}")
+    acc.wait_for_everyone()
+    return ckpt
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description="Run the CausVid distillation pipeline end to end (resumable).")
+    p.add_argument("--world", default="cartpole")
+    p.add_argument("--out", required=True, help="run directory; stages already finished there are skipped")
+    p.add_argument("--preset", default="default", help="tiny | default")
+    p.add_argument("--resume", action="store_true", help="accepted for clarity: re-running always resumes")
+    p.add_argument("--ablation", default="none", choices=ABLATIONS)
+    p.add_argument("--rollout", default=None, choices=["teacher_forcing", "self_rollout"], help="DMD generator rollout")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = get_preset(a.preset)
+    cfg.seed = a.seed
+    command = "python -m distill.pipeline " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    return run_pipeline(a.world, a.out, cfg, a.ablation, a.rollout, command)
+
+
+if __name__ == "__main__":
+    main()
