@@ -134,7 +134,6 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
     opt_g = torch.optim.AdamW(G.parameters(), lr=cfg.lr_generator, betas=(0.0, 0.999))
     opt_f = torch.optim.AdamW(fake.parameters(), lr=cfg.lr_fake, betas=(0.0, 0.999))
     step, _ = load_training_state(stage_dir, {"generator": G, "fake": fake}, {"opt_g": opt_g, "opt_f": opt_f})
-    rng = np.random.default_rng([cfg.seed, acc.process_index, step])
     G_w, fake_w, opt_g, opt_f = acc.prepare(G, fake, opt_g, opt_f)
     G_raw, fake_raw = acc.unwrap_model(G_w), acc.unwrap_model(fake_w)
     gen = Generator(schedule, cfg.rollout)
@@ -156,6 +155,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         return schedule.add_noise(x, eps, t), t, eps
 
     while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
         # -- fake score: diffusion loss on fresh generator samples (TTUR) --------------------------
         for _ in range(cfg.ttur):
             batch, k = draw()

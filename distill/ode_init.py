@@ -72,13 +72,13 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     student = copy.deepcopy(teacher).train()
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     step, _ = load_training_state(stage_dir, {"model": student}, {"opt": opt})
-    rng = np.random.default_rng([cfg.seed, acc.process_index, step])
     model, opt = acc.prepare(student, opt)
     raw = acc.unwrap_model(model)
     chunk = raw.config.latent_frames_per_chunk
     log = ScalarLogger(stage_dir / "log.jsonl")
     bar = tqdm(total=cfg.steps, initial=step, desc="ode init", disable=not acc.is_main_process, dynamic_ncols=True)
     while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
         pairs = pair_batch(shards, cfg.batch_size, rng)
         x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
         T = x_in.shape[2]

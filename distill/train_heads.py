@@ -46,10 +46,10 @@ def train_heads(dataset, cfg: HeadsTrainConfig, stage_dir) -> dict:
     head = RewardTerminationHead(cfg.heads)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr)
     step, _ = load_training_state(stage_dir, {"head": head}, {"opt": opt})
-    rng = np.random.default_rng([cfg.seed, step])
     log = ScalarLogger(stage_dir / "log.jsonl")
     bar = tqdm(total=cfg.steps, initial=step, desc="heads", dynamic_ncols=True)
     while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
         loss, lr_, lt, acc = heads_loss(head, dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng), cfg.term_pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()

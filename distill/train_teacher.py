@@ -106,7 +106,6 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     step, extra = load_training_state(stage_dir, {"model": model, "ema": ema}, {"opt": opt})
-    rng = np.random.default_rng([cfg.seed, acc.process_index, step])
     model, opt = acc.prepare(model, opt)
     schedule = FlowSchedule(cfg.schedule)
     log = ScalarLogger(stage_dir / "log.jsonl")
@@ -114,6 +113,7 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
     bar = tqdm(total=cfg.steps, initial=step, desc=tag, disable=not acc.is_main_process, dynamic_ncols=True)
     raw = acc.unwrap_model(model)
     while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
         clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng)
         batch = make_batch(clips, codec, rng, cfg.p_drop_text, cfg.p_drop_action)
         for g in opt.param_groups:

@@ -67,6 +67,16 @@ class TextEncoder:
         return tokens, mask, is_null
 
 
+_SHARED: dict = {}
+
+
+def shared_text_encoder(device: str = "cpu") -> TextEncoder:
+    """One MiniLM per process: every env and vector env shares it (and its prompt cache)."""
+    if device not in _SHARED:
+        _SHARED[device] = TextEncoder(device)
+    return _SHARED[device]
+
+
 def encode_prompt_table(prompts: list[str], device="cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Embeddings of a fixed set of prompts (training uses the world's few variant prompts)."""
     enc = TextEncoder(device)

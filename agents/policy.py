@@ -1,0 +1,258 @@
+"""The pixel policy PPO trains, and how it is saved and loaded, apart from the training script.
+
+An observation is one chunk of video, ``(F, H, W, 3)`` uint8 (time first). The network turns
+it into ``F`` grayscale (or ``3F`` RGB) channels, average-pools it by ``downsample``, and runs a
+small strided CNN shared by an actor head (a categorical over ``Discrete`` actions or a
+diagonal Gaussian over ``Box`` actions) and a critic head.
+
+    >>> policy = load_policy("runs/ppo_dream")          # policy.json + policy.safetensors
+    >>> actions = policy.act(obs_batch)                 # (B, F, H, W, 3) uint8 -> (B,) int64
+    >>> policy.act(obs)                                 # one (F, H, W, 3) chunk -> one action
+
+Files: ``policy.json`` holds ``{"format": ..., "config": PolicyConfig, "info": {...}}`` and
+``policy.safetensors`` the weights; ``load_policy`` rebuilds the network from the config.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as Fn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from models.config_utils import config_from_dict
+
+__all__ = ["PolicyConfig", "Policy", "load_policy", "action_space_to_dict", "action_space_from_dict"]
+
+FORMAT = "causvid-agents/policy-1"
+CONFIG_NAME = "policy.json"
+WEIGHTS_NAME = "policy.safetensors"
+
+
+# ----------------------------------------------------------------------------- action spaces
+
+
+def action_space_to_dict(space: gym.Space) -> dict:
+    """A JSON-able description of a ``Discrete`` or ``Box`` action space."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "box", "shape": list(space.shape), "low": space.low.flatten().tolist(),
+                "high": space.high.flatten().tolist()}
+    raise ValueError(f"action_space must be Discrete or Box, got {space}")
+
+
+def action_space_from_dict(d: dict) -> gym.Space:
+    if d.get("type") == "discrete":
+        return gym.spaces.Discrete(int(d["n"]), start=int(d.get("start", 0)))
+    if d.get("type") == "box":
+        shape = tuple(d["shape"])
+        return gym.spaces.Box(np.array(d["low"], np.float32).reshape(shape),
+                              np.array(d["high"], np.float32).reshape(shape), dtype=np.float32)
+    raise ValueError(f"action_space: unknown description {d!r}; expected type 'discrete' or 'box'")
+
+
+# ----------------------------------------------------------------------------- network
+
+
+@dataclass
+class PolicyConfig:
+    """Everything needed to rebuild a :class:`Policy`.
+
+    Attributes:
+        obs_shape: one observation, ``(F, H, W, 3)`` (a chunk) or ``(H, W, 3)`` (last frame).
+        action_space: see :func:`action_space_to_dict`.
+        grayscale: average the colour channels (F channels instead of 3F). CartPole's
+            variants differ in colour, so gray also makes the policy indifferent to them.
+        downsample: average-pool factor applied before the CNN (64x96 -> 32x48 at 2).
+        channels: output channels of the strided convolutions (each halves H and W).
+        hidden: width of the shared fully connected layer.
+        init_log_std: initial log standard deviation of the Gaussian head (Box actions only).
+    """
+
+    obs_shape: tuple[int, ...] = (4, 64, 96, 3)
+    action_space: dict = field(default_factory=lambda: {"type": "discrete", "n": 2, "start": 0})
+    grayscale: bool = True
+    downsample: int = 2
+    channels: tuple[int, ...] = (16, 32, 32)
+    hidden: int = 128
+    init_log_std: float = -0.5
+
+    def __post_init__(self) -> None:
+        self.obs_shape = tuple(int(s) for s in self.obs_shape)
+        self.channels = tuple(int(c) for c in self.channels)
+        if len(self.obs_shape) not in (3, 4) or self.obs_shape[-1] != 3:
+            raise ValueError(f"obs_shape must be (F, H, W, 3) or (H, W, 3), got {self.obs_shape}")
+        if int(self.downsample) < 1:
+            raise ValueError(f"downsample must be a positive integer, got {self.downsample!r}")
+        if not self.channels:
+            raise ValueError("channels must name at least one convolution")
+        action_space_from_dict(self.action_space)  # validates
+
+
+def layer_init(layer: nn.Module, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Module:
+    """cleanrl's orthogonal init: sqrt(2) for ReLU trunks, 0.01 for the actor (near-uniform
+    initial policy), 1 for the critic."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class Policy(nn.Module):
+    """Actor-critic CNN over one chunk of frames; see the module docstring."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.action_space = action_space_from_dict(cfg.action_space)
+        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        frames = cfg.obs_shape[0] if len(cfg.obs_shape) == 4 else 1
+        H, W = cfg.obs_shape[-3], cfg.obs_shape[-2]
+        c_in = frames * (1 if cfg.grayscale else 3)
+        convs, c = [], c_in
+        for i, c_out in enumerate(cfg.channels):
+            k = 5 if i == 0 else 3  # a wider first kernel sees the thin pole across two pixels
+            convs += [layer_init(nn.Conv2d(c, c_out, k, stride=2, padding=k // 2)), nn.ReLU()]
+            c = c_out
+        self.cnn = nn.Sequential(*convs, nn.Flatten())
+        with torch.no_grad():
+            n_flat = self.cnn(torch.zeros(1, c_in, H // cfg.downsample, W // cfg.downsample)).shape[1]
+        self.trunk = nn.Sequential(layer_init(nn.Linear(n_flat, cfg.hidden)), nn.ReLU())
+        if self.discrete:
+            self.actor = layer_init(nn.Linear(cfg.hidden, int(self.action_space.n)), std=0.01)
+        else:
+            n_act = int(np.prod(self.action_space.shape))
+            self.actor = layer_init(nn.Linear(cfg.hidden, n_act), std=0.01)
+            self.log_std = nn.Parameter(torch.full((n_act,), float(cfg.init_log_std)))
+            # Gaussian mean lives in [-1, 1]; scale to the Box bounds when acting.
+            low = torch.as_tensor(self.action_space.low, dtype=torch.float32).flatten()
+            high = torch.as_tensor(self.action_space.high, dtype=torch.float32).flatten()
+            self.register_buffer("act_center", (high + low) / 2, persistent=False)
+            self.register_buffer("act_scale", (high - low) / 2, persistent=False)
+        self.critic = layer_init(nn.Linear(cfg.hidden, 1), std=1.0)
+
+    # ---------------------------------------------------------------- forward
+    def preprocess(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, F, H, W, 3)`` (or ``(B, H, W, 3)``) -> float ``(B, C, H/d, W/d)``."""
+        cfg = self.config
+        if obs.dim() == 4:
+            obs = obs.unsqueeze(1)  # a single frame is a chunk of one
+        B, F, H, W, _ = obs.shape
+        # "Ink" = 1 - brightness: the white background becomes 0 so the convs see only objects.
+        x = 1.0 - obs.float() / 255.0  # (B, F, H, W, 3)
+        if cfg.grayscale:
+            x = x.mean(-1, keepdim=True)  # (B, F, H, W, 1)
+        x = x.permute(0, 1, 4, 2, 3).reshape(B, -1, H, W)  # (B, F*C, H, W): time stacked on channels
+        if cfg.downsample > 1:
+            x = Fn.avg_pool2d(x, cfg.downsample)
+        return x
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.cnn(self.preprocess(obs)))
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.features(obs)).squeeze(-1)
+
+    def distribution(self, hidden: torch.Tensor) -> torch.distributions.Distribution:
+        if self.discrete:
+            return torch.distributions.Categorical(logits=self.actor(hidden))
+        mean = self.actor(hidden)
+        return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
+
+    def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None):
+        """PPO's call: ``(action, log_prob, entropy, value)``. Discrete actions are indices
+        ``0..n-1`` (add ``action_space.start`` for the env, see :meth:`to_env_action`); Box
+        actions are raw Gaussian samples in normalised units (see :meth:`to_env_action`)."""
+        hidden = self.features(obs)
+        dist = self.distribution(hidden)
+        if action is None:
+            action = dist.sample()
+        logp, ent = dist.log_prob(action), dist.entropy()
+        if not self.discrete:  # independent dims: sum over the action vector
+            logp, ent = logp.sum(-1), ent.sum(-1)
+        return action, logp, ent, self.critic(hidden).squeeze(-1)
+
+    def to_env_action(self, action: torch.Tensor) -> np.ndarray:
+        """Network action -> actions of ``action_space`` (batch first)."""
+        if self.discrete:
+            return action.cpu().numpy().astype(np.int64) + int(self.action_space.start)
+        a = action.clamp(-1.0, 1.0) * self.act_scale + self.act_center
+        return a.cpu().numpy().astype(self.action_space.dtype).reshape(-1, *self.action_space.shape)
+
+    @torch.no_grad()
+    def act(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+        """Actions for a batch ``(B, *obs_shape)`` or one observation ``obs_shape`` of uint8 frames.
+
+        ``deterministic`` takes the most likely action (the Gaussian mean); otherwise samples.
+        """
+        x = torch.as_tensor(np.asarray(obs), device=self.critic.weight.device)
+        shape = tuple(self.config.obs_shape)
+        single = tuple(x.shape) == shape
+        if single:
+            x = x.unsqueeze(0)
+        if tuple(x.shape[1:]) != shape:
+            raise ValueError(f"obs must have shape {shape} or (B, *{shape}), got {tuple(x.shape)}")
+        dist = self.distribution(self.features(x))
+        if deterministic:
+            a = dist.probs.argmax(-1) if self.discrete else dist.mean
+        else:
+            a = dist.sample()
+        out = self.to_env_action(a)
+        return out[0] if single else out
+
+    # ---------------------------------------------------------------- I/O
+    def save(self, directory: str | os.PathLike, info: dict | None = None) -> Path:
+        """Write ``policy.json`` (config + ``info``) and ``policy.safetensors`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": FORMAT})
+        cfg = asdict(self.config)
+        meta = {"format": FORMAT, "config": cfg, "info": info or {}}
+        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def from_config(cls, cfg: PolicyConfig | dict) -> "Policy":
+        if isinstance(cfg, dict):
+            cfg = config_from_dict(PolicyConfig, cfg, where="PolicyConfig")
+        return cls(cfg)
+
+
+def load_policy(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
+    """Rebuild a :class:`Policy` from ``policy.json`` + ``policy.safetensors`` in ``directory``."""
+    directory = Path(directory)
+    meta_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"load_policy: {meta_path} is missing; pass the --out directory of "
+                                "`python -m agents.ppo` (it holds policy.json and policy.safetensors)")
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"load_policy: {weights_path} is missing; the policy directory has a config but no weights")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"load_policy: {meta_path} is not valid JSON ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"load_policy: {meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    policy = Policy.from_config(config_from_dict(PolicyConfig, meta["config"], where=str(meta_path)))
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"load_policy: {weights_path} could not be read as safetensors ({e})") from e
+    try:
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise ValueError(f"load_policy: {weights_path} does not match the config in {meta_path}: {e}") from e
+    if missing or unexpected:
+        raise ValueError(f"load_policy: {weights_path} does not match {meta_path}: missing {missing}, "
+                         f"unexpected {unexpected}")
+    policy.info = meta.get("info", {})
+    return policy.to(device).eval()

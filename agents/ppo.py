@@ -1,0 +1,515 @@
+"""PPO from pixels, trained in the dream (CausVidVectorEnv) or, as the reference, in the real twin.
+
+In the style of cleanrl's ``ppo_atari.py``: one file read top to bottom, an ``Args`` dataclass,
+GAE, the clipped surrogate, a (clipped) value loss, an entropy bonus, minibatch epochs.
+
+    python -m agents.ppo --world cartpole --env dream --checkpoint runs/cartpole/checkpoint --out runs/ppo_dream
+    python -m agents.ppo --world cartpole --env real --total-steps 50000 --out runs/ppo_real   # reference
+    python -m agents.evaluate --policy runs/ppo_dream --episodes 100                        # scored in the real world
+
+One env step is one chunk (CartPole: 4 frames, the action held for all of them); ``total_steps``
+counts chunks summed over envs, ``charts/frames`` the frames. Works with any gymnasium
+``VectorEnv`` with a uint8 Box observation space and a Discrete (categorical head) or Box
+(Gaussian head) action space, in any of Gymnasium 1.x's autoreset modes:
+
+- NEXT_STEP (the default of SyncVectorEnv and CausVidVectorEnv): the step after an episode end
+  only resets; its transition is masked out of the loss.
+- SAME_STEP: the final observation comes in ``infos["final_obs"]``.
+- DISABLED: this script resets finished envs itself, with per-env reset options; that is how
+  dream episodes can keep starting from real frames after the first reset.
+
+Truncated episodes (time limit) bootstrap from the value of the final observation; terminated
+ones do not.
+
+Outputs in ``--out``: ``policy.safetensors`` + ``policy.json`` (``agents.policy.load_policy``),
+``log.jsonl`` (one JSON object per line: ``global_step`` + namespaced scalars),
+``returns.json`` (every finished episode's return and length) and ``args.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+from gymnasium.vector import AutoresetMode
+from tqdm.auto import tqdm
+
+from agents.policy import Policy, PolicyConfig, action_space_to_dict
+from causvid_env.real_env import RealWorldEnv
+from causvid_env.worlds import get_world
+
+
+@dataclass
+class Args:
+    world: str = "cartpole"
+    """world name (``causvid_env.worlds``)"""
+    env: str = "dream"
+    """``dream`` (CausVidVectorEnv over ``checkpoint``) or ``real`` (the real twin, the reference)"""
+    checkpoint: str | None = None
+    """world-model checkpoint directory for ``--env dream`` (None: the one shipped with the package)"""
+    out: str = "runs/ppo"
+    """output directory (policy, log.jsonl, returns.json, args.json)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
+    device: str = "cpu"
+    """torch device of the policy and of the dream"""
+    threads: int = 1
+    """torch CPU threads (``torch.set_num_threads``)"""
+    progress: bool = True
+    """show a tqdm bar"""
+
+    # environment
+    total_steps: int = 100_000
+    """total env steps (chunks) summed over all envs"""
+    num_envs: int = 4
+    """parallel envs (one batched forward in the dream)"""
+    max_episode_steps: int = 125
+    """episode cap in chunks (125 chunks = 500 CartPole frames, CartPole-v1's limit)"""
+    variants: str = "default"
+    """world variants to train on: ``default``, ``all``, or a comma-separated list; in the real
+    twin env ``i`` uses variant ``i mod n``, in the dream each reset draws one at random"""
+    image_reset_fraction: float = 0.5
+    """dream only: fraction of resets that start from a real frame (a ``RealWorldEnv`` reset
+    with a random seed) plus its variant's prompt; the rest start from the prompt alone"""
+    window_seconds: float = 10.0
+    """dream only: KV-cache window of ``CausVidVectorEnv``"""
+
+    # algorithm (cleanrl's ppo_atari defaults, scaled down for a CPU)
+    learning_rate: float = 2.5e-4
+    """Adam learning rate"""
+    anneal_lr: bool = True
+    """linearly anneal the learning rate to 0"""
+    num_steps: int = 64
+    """rollout length per env per update"""
+    gamma: float = 0.99
+    """discount per chunk (0.99 per 4 frames: a horizon of ~400 frames)"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    reward_scale: float | None = None
+    """multiplier of the env reward for learning (None: 1 / frames_per_chunk, so a CartPole
+    chunk alive is worth 1); logged returns are never scaled"""
+    num_minibatches: int = 4
+    """minibatches per epoch"""
+    update_epochs: int = 4
+    """epochs over each rollout"""
+    norm_adv: bool = True
+    """normalise advantages per minibatch"""
+    clip_coef: float = 0.1
+    """surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """clip the value loss like the policy"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """gradient clipping norm"""
+    target_kl: float | None = None
+    """stop the epochs early once the approximate KL exceeds this"""
+    save_every: int = 10
+    """save the policy every this many updates (and at the end)"""
+
+    # policy network (agents.policy.PolicyConfig)
+    grayscale: bool = True
+    """average colour channels before the CNN"""
+    downsample: int = 2
+    """average-pool factor before the CNN"""
+    channels: tuple[int, ...] = (16, 32, 32)
+    """channels of the strided convolutions"""
+    hidden: int = 128
+    """width of the shared dense layer"""
+
+    # filled in at runtime
+    batch_size: int = 0
+    """num_envs * num_steps (computed)"""
+    minibatch_size: int = 0
+    """batch_size // num_minibatches (computed)"""
+    num_iterations: int = 0
+    """total_steps // batch_size (computed)"""
+
+
+# ----------------------------------------------------------------------------- envs
+
+
+def variant_list(world: str, variants: str) -> list[str]:
+    spec = get_world(world)
+    if variants == "default":
+        return [spec.variant().name]
+    if variants == "all":
+        return list(spec.variant_names)
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    for n in names:
+        spec.variant(n)  # ValueError naming the known variants
+    return names
+
+
+def make_real_envs(args: Args) -> gym.vector.VectorEnv:
+    spec = get_world(args.world)
+    names = variant_list(args.world, args.variants)
+    frames = args.max_episode_steps * spec.frames_per_chunk
+    fns = [lambda v=names[i % len(names)]: RealWorldEnv(args.world, variant=v, max_episode_frames=frames)
+           for i in range(args.num_envs)]
+    return gym.vector.SyncVectorEnv(fns)
+
+
+class DreamStarts:
+    """Per-env reset options for the dream: a variant's prompt, and for a fraction of resets a
+    real frame of that variant (a ``RealWorldEnv`` reset with a random seed)."""
+
+    def __init__(self, world: str, variants: list[str], image_fraction: float, rng: np.random.Generator):
+        if not 0.0 <= image_fraction <= 1.0:
+            raise ValueError(f"image_reset_fraction must lie in [0, 1], got {image_fraction}")
+        self.spec, self.variants, self.image_fraction, self.rng = get_world(world), variants, image_fraction, rng
+        self._real: dict[str, RealWorldEnv] = {}
+
+    def sample(self) -> dict[str, Any]:
+        v = self.variants[int(self.rng.integers(len(self.variants)))]
+        opts: dict[str, Any] = {"prompt": self.spec.variant(v).prompt}
+        if self.rng.random() < self.image_fraction:
+            env = self._real.setdefault(v, RealWorldEnv(self.spec, variant=v))
+            obs, _ = env.reset(seed=int(self.rng.integers(2**31 - 1)))
+            opts["image"] = obs[-1]
+        return opts
+
+    def options(self, n: int) -> list[dict[str, Any]]:
+        return [self.sample() for _ in range(n)]
+
+
+def make_dream_envs(args: Args, starts: DreamStarts | None = None):
+    """``CausVidVectorEnv`` whose automatic resets draw their options from ``starts``."""
+    from causvid_env.vector_env import CausVidVectorEnv  # the dream needs the world-model stack
+
+    return CausVidVectorEnv(args.num_envs, world=args.world, checkpoint=args.checkpoint, device=args.device,
+                            window_seconds=args.window_seconds, obs_mode="chunk",
+                            max_episode_steps=args.max_episode_steps,
+                            reset_options_fn=(lambda i, rng: starts.sample()) if starts is not None else None)
+
+
+def batched_options(per_env: list[dict[str, Any]]) -> dict[str, list]:
+    """[{"prompt": p, "image": im}, {"prompt": p2}] -> {"prompt": [p, p2], "image": [im, None]}."""
+    keys = sorted({k for o in per_env for k in o})
+    return {k: [o.get(k) for o in per_env] for k in keys}
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class Logger:
+    """Namespaced scalars as JSON lines (``{"global_step": N, "charts/fps": ...}``)."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "a", buffering=1)
+
+    def log(self, global_step: int, **scalars: float) -> None:
+        rec = {"global_step": int(global_step), "time": time.time()}
+        rec.update({k.replace("__", "/"): float(v) for k, v in scalars.items()})
+        self.f.write(json.dumps(rec) + "\n")
+
+    def close(self) -> None:
+        self.f.close()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(args: Args, envs: gym.vector.VectorEnv | None = None,
+          reset_options: Callable[[int], list[dict[str, Any]]] | None = None) -> dict:
+    """Train PPO; returns ``{"returns": [...], "lengths": [...], "global_step": ..., "out": ...}``.
+
+    ``envs`` overrides the vector env built from ``args.env``; ``reset_options(n)`` gives the
+    per-env options of ``n`` resets (used at the first reset and, in DISABLED mode, at each one).
+    """
+    if args.env not in ("dream", "real"):
+        raise ValueError(f"env must be 'dream' or 'real', got {args.env!r}")
+    if args.num_envs < 1 or args.num_steps < 1:
+        raise ValueError("num_envs and num_steps must be >= 1")
+    args.batch_size = args.num_envs * args.num_steps
+    if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
+        raise ValueError(f"num_minibatches ({args.num_minibatches}) must divide num_envs * num_steps ({args.batch_size})")
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = max(1, args.total_steps // args.batch_size)
+    spec = get_world(args.world)
+    F = spec.frames_per_chunk
+    reward_scale = 1.0 / F if args.reward_scale is None else args.reward_scale
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    for name in ("log.jsonl",):
+        (out / name).unlink(missing_ok=True)
+    logger = Logger(out / "log.jsonl")
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rng = np.random.default_rng(args.seed)
+
+    # env setup
+    if envs is None:
+        if args.env == "real":
+            envs = make_real_envs(args)
+        else:
+            starts = DreamStarts(args.world, variant_list(args.world, args.variants), args.image_reset_fraction, rng)
+            envs = make_dream_envs(args, starts)
+            reset_options = reset_options or starts.options
+    assert envs.num_envs == args.num_envs, (envs.num_envs, args.num_envs)
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    if not (isinstance(obs_space, gym.spaces.Box) and obs_space.dtype == np.uint8):
+        raise ValueError(f"envs: need a uint8 Box observation space (frames), got {obs_space}")
+    mode = AutoresetMode(envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+
+    cfg = PolicyConfig(obs_shape=obs_space.shape, action_space=action_space_to_dict(act_space),
+                       grayscale=args.grayscale, downsample=args.downsample, channels=args.channels,
+                       hidden=args.hidden)
+    agent = Policy(cfg).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    # rollout storage (observations stay uint8: 4x64x96x3 = 72 KiB each)
+    T, N = args.num_steps, args.num_envs
+    obs = torch.zeros((T, N, *obs_space.shape), dtype=torch.uint8, device=device)
+    act_shape = () if agent.discrete else tuple(act_space.shape)
+    actions = torch.zeros((T, N, *act_shape), dtype=torch.long if agent.discrete else torch.float32, device=device)
+    logprobs = torch.zeros((T, N), device=device)
+    rewards = torch.zeros((T, N), device=device)
+    terms = torch.zeros((T, N), device=device)  # episode terminated after this step: no bootstrap
+    dones = torch.zeros((T, N), device=device)  # episode ended (term or trunc): GAE chain cut
+    trunc_values = torch.zeros((T, N), device=device)  # V(final obs) for truncated steps
+    valid = torch.ones((T, N), device=device)  # 0 for NEXT_STEP's reset-only transitions
+    values = torch.zeros((T, N), device=device)
+
+    def initial_options():
+        return batched_options(reset_options(N)) if reset_options is not None else None
+
+    global_step, start_time = 0, time.time()
+    next_obs_np, _ = envs.reset(seed=args.seed, options=initial_options())
+    next_obs = torch.as_tensor(next_obs_np, device=device)
+    pending_reset = np.zeros(N, dtype=bool)  # NEXT_STEP: the env resets on its next step
+    ep_ret, ep_len = np.zeros(N), np.zeros(N, dtype=np.int64)
+    all_returns, all_lengths, all_steps = [], [], []
+
+    bar = tqdm(total=args.num_iterations * args.batch_size, disable=not args.progress, desc=f"ppo ({args.env})",
+               unit="step")
+    for iteration in range(1, args.num_iterations + 1):
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+        agent.eval()
+        for step in range(T):
+            global_step += N
+            obs[step] = next_obs
+            valid[step] = torch.as_tensor(~pending_reset, dtype=torch.float32)
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+            values[step], actions[step], logprobs[step] = value, action, logprob
+
+            next_obs_np, reward, term, trunc, infos = envs.step(agent.to_env_action(action))
+            term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
+            done = term | trunc
+            real = ~pending_reset  # transitions that really happened (NEXT_STEP resets do not)
+            rewards[step] = torch.as_tensor(np.asarray(reward, np.float32) * reward_scale * real, device=device)
+            terms[step] = torch.as_tensor(term & real, dtype=torch.float32, device=device)
+            dones[step] = torch.as_tensor(done & real, dtype=torch.float32, device=device)
+
+            # the final observation of each finished episode (for the truncation bootstrap)
+            final_obs = next_obs_np
+            if mode == AutoresetMode.SAME_STEP and done.any():
+                final_obs = np.array(next_obs_np, copy=True)
+                for i in np.flatnonzero(done):
+                    final_obs[i] = infos["final_obs"][i]
+            if (trunc & real).any():
+                idx = np.flatnonzero(trunc & real)
+                with torch.no_grad():
+                    fo = torch.as_tensor(np.asarray(final_obs)[idx], device=device)
+                    trunc_values[step, torch.as_tensor(idx)] = agent.get_value(fo)
+
+            # episode statistics (unscaled rewards)
+            ep_ret += np.where(real, reward, 0.0)
+            ep_len += real
+            for i in np.flatnonzero(done & real):
+                all_returns.append(float(ep_ret[i]))
+                all_lengths.append(int(ep_len[i]))
+                all_steps.append(global_step)
+                logger.log(global_step, charts__episodic_return=ep_ret[i], charts__episodic_length=ep_len[i],
+                           charts__episodic_frames=ep_len[i] * F)
+                ep_ret[i], ep_len[i] = 0.0, 0
+
+            if mode == AutoresetMode.NEXT_STEP:
+                pending_reset = done & real
+            elif mode == AutoresetMode.DISABLED and done.any():
+                opts = batched_options(reset_options(int(done.sum()))) if reset_options is not None else {}
+                # per-env option lists cover all envs; entries of envs not being reset are ignored
+                if opts:
+                    full = {k: [None] * N for k in opts}
+                    for j, i in enumerate(np.flatnonzero(done)):
+                        for k in opts:
+                            full[k][i] = opts[k][j]
+                    opts = full
+                reset_obs, _ = envs.reset(options={"reset_mask": done.copy(), **opts})
+                next_obs_np = np.where(done.reshape(-1, *[1] * (np.ndim(reset_obs) - 1)), reset_obs, next_obs_np)
+            next_obs = torch.as_tensor(np.asarray(next_obs_np), device=device)
+        bar.update(T * N)
+
+        # GAE: a truncated step bootstraps from V(final obs); a terminated one from 0; the
+        # lambda-chain never crosses an episode end.
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs)
+            advantages = torch.zeros_like(rewards)
+            lastgaelam = torch.zeros(N, device=device)
+            for t in reversed(range(T)):
+                nextvalues = next_value if t == T - 1 else values[t + 1]
+                nextvalues = torch.where(dones[t].bool() & ~terms[t].bool(), trunc_values[t], nextvalues)
+                delta = rewards[t] + args.gamma * nextvalues * (1.0 - terms[t]) - values[t]
+                lastgaelam = delta + args.gamma * args.gae_lambda * (1.0 - dones[t]) * lastgaelam
+                advantages[t] = lastgaelam
+            returns = advantages + values
+
+        # flatten the batch, dropping NEXT_STEP's reset-only transitions
+        keep = valid.reshape(-1).bool()
+        b_obs = obs.reshape((-1, *obs_space.shape))[keep]
+        b_actions = actions.reshape((-1, *act_shape))[keep]
+        b_logprobs, b_advantages = logprobs.reshape(-1)[keep], advantages.reshape(-1)[keep]
+        b_returns, b_values = returns.reshape(-1)[keep], values.reshape(-1)[keep]
+        nb = b_obs.shape[0]
+        mb_size = max(1, nb // args.num_minibatches)
+
+        agent.train()
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            b_inds = torch.randperm(nb, device=device)
+            for start in range(0, nb, mb_size):
+                mb_inds = b_inds[start:start + mb_size]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv and len(mb_inds) > 1:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                # policy loss: the clipped surrogate
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                # value loss
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                    v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef)
+                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        sps = global_step / (time.time() - start_time)
+        logger.log(global_step, charts__learning_rate=optimizer.param_groups[0]["lr"],
+                   charts__frames=global_step * F, charts__SPS=sps, charts__FPS=sps * F,
+                   losses__value_loss=v_loss.item(), losses__policy_loss=pg_loss.item(),
+                   losses__entropy=entropy_loss.item(), losses__old_approx_kl=old_approx_kl.item(),
+                   losses__approx_kl=approx_kl.item(), losses__clipfrac=float(np.mean(clipfracs)),
+                   losses__explained_variance=explained_var)
+        recent = all_returns[-20:]
+        bar.set_postfix(ret=f"{np.mean(recent):.1f}" if recent else "-", sps=f"{sps:.0f}")
+        if iteration % args.save_every == 0 or iteration == args.num_iterations:
+            _save(agent, out, args, global_step, all_returns, all_lengths, all_steps, F)
+
+    bar.close()
+    envs.close()
+    logger.close()
+    return {"returns": all_returns, "lengths": all_lengths, "global_step": global_step, "out": str(out),
+            "steps_per_s": global_step / (time.time() - start_time)}
+
+
+def _save(agent: Policy, out: Path, args: Args, global_step: int, returns, lengths, steps, F: int) -> None:
+    info = {"trained_in": args.env, "world": args.world, "checkpoint": args.checkpoint, "global_step": global_step,
+            "frames": global_step * F, "seed": args.seed}
+    agent.save(out, info=info)
+    (out / "returns.json").write_text(json.dumps(
+        {"env": args.env, "world": args.world, "global_step": steps, "episodic_return": returns,
+         "episodic_length": lengths}, indent=None))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """The docstring under each dataclass field (what cleanrl's tyro shows in --help)."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """``Args`` from the command line: ``--total-steps 1000`` sets ``total_steps``; booleans take
+    ``--flag``/``--no-flag``; tuples take comma-separated values."""
+    import argparse
+    import typing
+
+    p = argparse.ArgumentParser(prog="python -m agents.ppo", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(Args)
+    docs = _field_docs(Args)
+    for f in dataclasses.fields(Args):
+        if f.name in ("batch_size", "minibatch_size", "num_iterations"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        tp, doc = hints[f.name], docs.get(f.name, "").replace("%", "%%")
+        if tp is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=doc)
+        elif typing.get_origin(tp) is tuple:
+            p.add_argument(flag, type=lambda s: tuple(int(x) for x in s.split(",")), default=f.default,
+                           metavar="A,B,...", help=doc)
+        else:
+            base = [t for t in typing.get_args(tp) if t is not type(None)] or [tp]
+            choices = ("dream", "real") if f.name == "env" else None
+            p.add_argument(flag, type=base[0], default=f.default, help=doc, choices=choices)
+    ns = p.parse_args(argv)
+    return Args(**vars(ns))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    res = train(args)
+    r = res["returns"][-20:]
+    print(f"trained {res['global_step']} steps at {res['steps_per_s']:.0f} steps/s; last {len(r)} episodic returns "
+          f"{np.mean(r) if r else float('nan'):.1f}; policy in {res['out']}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The batched dream engine shared by `CausVidEnv` (batch 1) and `CausVidVectorEnv` (batch K).
+
+It owns the per-env state -- the sliding-window KV cache, the VAE's streaming decode state, the
+prompt, the noise generator and the last latent frame -- and advances every env by one chunk in a
+single batched forward. Resetting an env is also "one chunk": its cache rows are cleared and the
+chunk is either generated from the prompt alone (null action) or, for an image/clip reset, the
+encoded real latent replaces the sample before the clean pass writes the cache. So resets and
+steps of different envs share one forward; nothing is copied per env.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from causvid_env.checkpoint import WorldModel
+from causvid_env.worlds import WorldSpec
+from models.actions import ActionCodec
+from models.dit import TextCond
+from models.samplers import Cond, student_sample_chunk
+from models.text import validate_prompt
+from models.vae import frames_to_tensor, tensor_to_frames
+
+
+@dataclass
+class ChunkResult:
+    frames: np.ndarray  # (B, F, H, W, 3) uint8
+    frame_rewards: np.ndarray  # (B, F) float32
+    frame_terminated: np.ndarray  # (B, F) bool
+    latency_s: float
+
+
+class DreamEngine:
+    def __init__(self, model: WorldModel, world: WorldSpec, num_envs: int, window_seconds: float = 10.0,
+                 sink_chunks: int = 0, device: str | torch.device = "cpu", text_encoder=None):
+        if window_seconds <= 0:
+            raise ValueError(f"window_seconds: must be > 0 seconds, got {window_seconds}")
+        if sink_chunks < 0:
+            raise ValueError(f"sink_chunks: must be >= 0, got {sink_chunks}")
+        self.model, self.world, self.B = model, world, num_envs
+        self.device = torch.device(device)
+        s = model.student.config
+        self.F = s.frames_per_latent  # video frames per latent frame
+        self.c = s.latent_frames_per_chunk  # latent frames per chunk (one env step)
+        self.window_frames = max(self.c, int(round(window_seconds * world.fps / self.F)))
+        self.window_seconds = window_seconds
+        self.cache = model.student.new_cache(num_envs, self.window_frames, sink_chunks * self.c, self.device)
+        self.vae_state = model.vae.init_stream_state(num_envs, self.device)
+        self.codec = ActionCodec(s.action_space)
+        self.timesteps = model.schedule.student_timesteps()
+        self.generators = [torch.Generator().manual_seed(i) for i in range(num_envs)]
+        self.prev_latent = torch.zeros(num_envs, s.latent_channels, 1, s.latent_height, s.latent_width, device=self.device)
+        self.at_start = torch.ones(num_envs, dtype=torch.bool)
+        self.prompts: list[str | None] = [None] * num_envs
+        self._text: TextCond | None = None
+        self._text_encoder = text_encoder
+        self._text_cache: dict[str | None, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+
+    # -- prompts ---------------------------------------------------------------------------------
+    @property
+    def text_encoder(self):
+        if self._text_encoder is None:
+            from models.text import shared_text_encoder
+            self._text_encoder = shared_text_encoder("cpu")
+        return self._text_encoder
+
+    def set_prompt(self, env: int, prompt: str | None) -> None:
+        if prompt is not None:
+            prompt = validate_prompt(prompt)
+        if self.prompts[env] != prompt:
+            self.prompts[env] = prompt
+            self._text = None  # text keys/values are recomputed only when a prompt changes
+
+    def text(self) -> TextCond:
+        if self._text is None:
+            toks = []
+            for p in self.prompts:
+                if p not in self._text_cache:
+                    if p is None:
+                        self._text_cache[p] = (torch.zeros(1, 384), torch.ones(1, dtype=torch.bool), True)
+                    else:
+                        t, m = self.text_encoder.encode_one(p)
+                        self._text_cache[p] = (t, m, False)
+                toks.append(self._text_cache[p])
+            L = max(t[0].shape[0] for t in toks)
+            tok = torch.zeros(self.B, L, 384)
+            mask = torch.zeros(self.B, L, dtype=torch.bool)
+            for i, (t, m, _) in enumerate(toks):
+                tok[i, : t.shape[0]], mask[i, : m.shape[0]] = t, m
+            is_null = torch.tensor([t[2] for t in toks])
+            with torch.no_grad():
+                self._text = self.model.student.encode_text(tok.to(self.device), mask.to(self.device), is_null.to(self.device), with_kv=True)
+        return self._text
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def action_features(self, per_frame_actions: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per env: validated (F*c, *shape) actions or None (null) -> features (B, F*c, A), null (B, F*c)."""
+        n = self.F * self.c
+        feats = np.zeros((self.B, n, self.codec.feature_dim), np.float32)
+        null = np.ones((self.B, n), bool)
+        for i, a in enumerate(per_frame_actions):
+            if a is not None:
+                feats[i] = self.codec.to_features(a, name="action")
+                null[i] = False
+        return torch.from_numpy(feats).to(self.device), torch.from_numpy(null).to(self.device)
+
+    @torch.no_grad()
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """Real frames (T, H, W, 3) uint8, T a multiple of F -> latents (1, C, T/F, h, w), fresh stream."""
+        vae = self.model.vae
+        state = vae.init_stream_state(1, self.device)
+        z, _ = vae.encode_step(frames_to_tensor(frames[None], self.device), state)
+        return z
+
+    # -- the one batched operation ----------------------------------------------------------------
+    @torch.no_grad()
+    def chunk(self, actions: list[np.ndarray | None], reset: np.ndarray | None = None,
+              override: dict[int, torch.Tensor] | None = None) -> ChunkResult:
+        """Advance every env by one chunk.
+
+        actions[i]: (F*c, *shape) per-frame actions of env i, or None for the null action.
+        reset: bool (B,) envs whose episode starts with this chunk (cache and decoder cleared).
+        override: {env: latents (1, C, c, h, w)} real latents written instead of a sample."""
+        t0 = time.perf_counter()
+        if reset is not None and reset.any():
+            mask = torch.from_numpy(np.asarray(reset, bool))
+            self.cache.reset(mask.to(self.cache.device))
+            self.model.vae.reset_stream_state(self.vae_state, mask.to(self.device))
+            self.at_start |= mask
+        af, an = self.action_features(actions)
+        cond = Cond(af, an, self.text())
+        s = self.model.student.config
+        shape = (s.latent_channels, self.c, s.latent_height, s.latent_width)
+        noise = torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
+        renoise = [torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
+                   for _ in range(len(self.timesteps) - 1)]
+        student = self.model.student
+        if override:
+            x0, _ = student_sample_chunk(student, self.cache, noise, cond, self.timesteps, renoise, write=False)
+            for i, z in override.items():
+                x0[i] = z[0].to(x0)
+            # the clean pass writes the (possibly replaced) chunk; denoising left the slots scratch
+            student.forward_chunk(x0, torch.zeros(self.B, self.c, device=self.device), af, an, cond.text, self.cache, write=True)
+        else:
+            x0, _ = student_sample_chunk(student, self.cache, noise, cond, self.timesteps, renoise, write=True)
+        x, self.vae_state = self.model.vae.decode_step(x0, self.vae_state)
+        frames = tensor_to_frames(x)  # (B, F*c, H, W, 3)
+        start = self.at_start.to(self.device)[:, None, None, None, None]
+        prev = torch.where(start, x0[:, :, :1], self.prev_latent)
+        r, term = self.model.heads(x0, prev)
+        self.prev_latent = x0[:, :, -1:].clone()
+        self.at_start[:] = False
+        return ChunkResult(frames, r.cpu().numpy().astype(np.float32), (term > 0).cpu().numpy(), time.perf_counter() - t0)
+
+    def seed(self, env: int, seed: int) -> None:
+        self.generators[env].manual_seed(int(seed))
+
+    def context_seconds(self) -> np.ndarray:
+        return self.cache.context_frames().cpu().numpy() * self.F / self.world.fps
+
+    def memory_bytes(self) -> int:
+        st = self.vae_state
+        return self.cache.memory_bytes() + sum(t.numel() * t.element_size() for t in st.enc + st.dec)

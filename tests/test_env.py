@@ -1,0 +1,194 @@
+"""The product surface: CausVidEnv / CausVidVectorEnv contracts (tiny random checkpoint)."""
+import gc
+import json
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import psutil
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import causvid_env  # noqa: F401  (registers the ids)
+from causvid_env.env import CausVidEnv, StepBeforeResetError
+from causvid_env.vector_env import CausVidVectorEnv
+
+
+def rollout(env, actions, seed=0, reset_arg=None):
+    obs, _ = env.reset(reset_arg, seed=seed)
+    frames = [obs]
+    for a in actions:
+        obs, *_ = env.step(a)
+        frames.append(obs)
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize("render_mode", [None, "rgb_array"])
+def test_check_env_on_registered_env(tiny_ckpt, render_mode):
+    env = gym.make("causvid/CartPole-v0", checkpoint=str(tiny_ckpt), render_mode=render_mode, timing_info=False)
+    check_env(env.unwrapped, skip_render_check=render_mode is None)
+    env.close()
+
+
+def test_human_render_headless(tiny_ckpt, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    env = CausVidEnv(checkpoint=tiny_ckpt, render_mode="human", render_scale=2)
+    env.reset(seed=0)
+    env.step(1)
+    env.close()
+
+
+def test_seeded_determinism_and_actions_matter(tiny_ckpt):
+    env = CausVidEnv(checkpoint=tiny_ckpt)
+    a = rollout(env, [1, 1, 0], seed=3)
+    b = rollout(env, [1, 1, 0], seed=3)
+    c = rollout(env, [0, 0, 1], seed=3)
+    assert np.array_equal(a, b)
+    assert np.array_equal(a[0], c[0]) and not np.array_equal(a[1:], c[1:])
+
+
+def test_bad_inputs_raise_clear_errors(tiny_ckpt, tmp_path):
+    env = CausVidEnv(checkpoint=tiny_ckpt)
+    with pytest.raises(StepBeforeResetError, match="reset"):
+        env.step(0)
+    assert issubclass(StepBeforeResetError, ValueError)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action"):
+        env.step(2)  # out of range
+    with pytest.raises(ValueError, match="action"):
+        env.step(0.5)  # wrong type for Discrete
+    with pytest.raises(ValueError, match="action"):
+        env.step([0, 1])  # neither one action nor one per frame
+    with pytest.raises(ValueError, match="action_or_prompt"):
+        env.step("   ")  # empty prompt
+    with pytest.raises(ValueError, match="action_or_prompt"):
+        env.step({"act": 1})
+    with pytest.raises(ValueError, match="image"):
+        env.reset(np.zeros(5, np.uint8))
+    with pytest.raises(TypeError, match="image"):
+        env.reset(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="prompt"):
+        env.reset("")
+    with pytest.raises(ValueError, match="frames"):
+        env.reset(options={"frames": np.zeros((3, 64, 96, 3), np.uint8)})
+    with pytest.raises(ValueError, match="options"):
+        env.reset(options={"colour": 1})
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        CausVidEnv(checkpoint=tmp_path / "missing")
+    with pytest.raises(ValueError, match="world"):
+        CausVidEnv(world="pendulum", checkpoint=tiny_ckpt)
+    bad = tmp_path / "bad"
+    import shutil
+    shutil.copytree(tiny_ckpt, bad)
+    w = bad / "student" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:200])
+    with pytest.raises(ValueError, match="corrupt"):
+        CausVidEnv(checkpoint=bad)
+    cfg = json.loads((bad / "vae" / "config.json").read_text())
+    cfg["latent_channels"] = 4
+    (bad / "vae" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError):
+        CausVidEnv(checkpoint=bad)
+
+
+def test_step_after_termination_warns(tiny_ckpt):
+    env = CausVidEnv(checkpoint=tiny_ckpt, max_episode_steps=2)
+    env.reset(seed=0)
+    env.step(0)
+    *_, trunc, _ = env.step(0)
+    assert trunc
+    with pytest.warns(UserWarning, match="reset"):
+        env.step(0)
+
+
+def test_reset_from_image_prompt_and_clip(tiny_ckpt):
+    env = CausVidEnv(checkpoint=tiny_ckpt)
+    img = np.full((400, 600, 3), 255, np.uint8)
+    img[200:220, 250:350] = 0
+    o1, info = env.reset(img, seed=1)
+    o2, _ = env.reset(options={"image": img}, seed=1)
+    assert np.array_equal(o1, o2) and o1.shape == (4, 64, 96, 3)
+    o3, info3 = env.reset("a long red pole on a black cart under low gravity", seed=1)
+    assert info3["prompt"].startswith("a long red pole")
+    clip = np.repeat(img[None], 8, axis=0)
+    o4, info4 = env.reset(options={"frames": clip, "actions": np.ones(8, np.int64)}, seed=1)
+    assert info4["context_seconds"] == pytest.approx(2 * 4 / 50)
+
+
+def test_rollout_shorter_than_window_is_identical(tiny_ckpt):
+    actions = [1, 0, 0, 1, 1, 0]
+    a = rollout(CausVidEnv(checkpoint=tiny_ckpt, window_seconds=0.6), actions)  # 7-8 latent frames of context
+    b = rollout(CausVidEnv(checkpoint=tiny_ckpt, window_seconds=100.0), actions)
+    # same maths; the only difference is how many masked-out cache slots the attention skips
+    d = np.abs(a.astype(int) - b.astype(int))
+    assert d.max() <= 1 and d.mean() < 1e-3
+    c = rollout(CausVidEnv(checkpoint=tiny_ckpt, window_seconds=0.16), actions)  # 2 latent frames: the window bites
+    assert np.abs(a[:3].astype(int) - c[:3].astype(int)).max() <= 1
+    assert np.abs(a[4:].astype(int) - c[4:].astype(int)).mean() > 0.5
+
+
+def test_long_rollout_keeps_memory_flat(tiny_ckpt):
+    """60 s of generated video (750 chunks) with a 2 s window: cache bounded, RSS flat."""
+    env = CausVidEnv(checkpoint=tiny_ckpt, window_seconds=2.0, max_episode_steps=10**6)
+    env.reset(seed=0)
+    proc = psutil.Process()
+    cache_bytes = env.engine.memory_bytes()
+    rss = []
+    rng = np.random.default_rng(0)
+    for i in range(750):
+        _, _, term, trunc, info = env.step(int(rng.integers(2)))
+        assert info["context_seconds"] <= 2.0 + 1e-9
+        if i % 50 == 49:
+            gc.collect()
+            rss.append(proc.memory_info().rss)
+    assert env.engine.memory_bytes() == cache_bytes
+    assert info["context_seconds"] == pytest.approx(2.0)
+    growth = (rss[-1] - rss[2]) / 2**20  # after warm-up
+    assert growth < 20, f"resident memory grew by {growth:.1f} MiB over the rollout"
+
+
+def test_vector_env_matches_single_envs(tiny_ckpt):
+    K, seed = 3, 100
+    venv = CausVidVectorEnv(K, checkpoint=tiny_ckpt, max_episode_steps=50)
+    assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    acts = np.array([[0, 1, 1], [1, 1, 0], [0, 0, 1], [1, 0, 1]])
+    vo, _ = venv.reset(seed=seed)
+    vobs = [vo]
+    for a in acts:
+        vobs.append(venv.step(a)[0])
+    vobs = np.stack(vobs)  # (T, K, F, H, W, 3)
+    for i in range(K):
+        single = rollout(CausVidEnv(checkpoint=tiny_ckpt), acts[:, i].tolist(), seed=seed + i)
+        diff = np.abs(single.astype(int) - vobs[:, i].astype(int))
+        assert diff.max() <= 2 and diff.mean() < 0.01, (i, diff.max(), diff.mean())  # batched vs batch-1 BLAS rounding
+
+
+def test_vector_env_autoreset_next_step(tiny_ckpt):
+    venv = CausVidVectorEnv(2, checkpoint=tiny_ckpt, max_episode_steps=2)
+    venv.reset(seed=0)
+    venv.step(np.array([0, 1]))
+    _, r, term, trunc, _ = venv.step(np.array([0, 1]))
+    assert trunc.all()
+    obs, r, term, trunc, info = venv.step(np.array([0, 1]))
+    assert (r == 0).all() and not term.any() and not trunc.any() and info["episode_reset"].all()
+    assert (info["context_seconds"] == 0).all()
+    with pytest.raises(ValueError, match="actions"):
+        venv.step(np.array([0]))
+
+
+def test_vector_env_through_make_vec(tiny_ckpt):
+    venv = gym.make_vec("causvid/CartPole-v0", num_envs=2, vectorization_mode="vector_entry_point", checkpoint=str(tiny_ckpt))
+    obs, _ = venv.reset(seed=0, options={"image": [None, np.zeros((40, 60, 3), np.uint8)], "prompt": "a short pole on a black cart"})
+    assert obs.shape == (2, 4, 64, 96, 3)
+    assert venv.observation_space.contains(obs)
+
+
+def test_prompt_switch_changes_only_what_follows(tiny_ckpt):
+    env = CausVidEnv(checkpoint=tiny_ckpt)
+    base = rollout(env, [1, 0, 1, 1, 0])
+    switched = rollout(env, [1, 0, {"action": 1, "prompt": "a long red pole on a black cart under low gravity"}, 1, 0])
+    assert np.array_equal(base[:3], switched[:3])
+    assert not np.array_equal(base[3:], switched[3:])
+    env.reset(seed=0)
+    obs, r, *_ , info = env.step("a short pole on a black cart")
+    assert info["prompt"] == "a short pole on a black cart" and info["prompt_changed"]
