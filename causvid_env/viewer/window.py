@@ -132,7 +132,8 @@ class ViewerWindow:
         if int(scale) < 1:
             raise ValueError(f"scale: must be a positive integer, got {scale!r}")
         self.pg = pg = import_pygame()
-        pg.init()
+        pg.display.init()  # display + font only: pg.init() would also open audio (mixer)
+        pg.font.init()
         pg.display.set_caption(title)
         self.frame_hw = (int(frame_hw[0]), int(frame_hw[1]))
         self.scale = int(scale)
