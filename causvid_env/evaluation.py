@@ -646,7 +646,7 @@ def side_by_side_video(pairs: list[tuple[np.ndarray, np.ndarray]], fps: int, pat
     return Path(path)
 
 
-def resolve_probe(probe_dir: str | Path | None, world: str, out_dir: Path, steps: int = 1500, episodes: int = 24,
+def resolve_probe(probe_dir: str | Path | None, world: str, out_dir: Path, steps: int = 1200, episodes: int = 32,
                   data: str | Path | None = None):
     """Load a saved probe, or train one (saved to `probe_dir`, else OUT/probe). -> (probe, its held-out eval)."""
     from causvid_env.probe import PROBE_TARGETS, load_probe, train_probe

@@ -198,13 +198,13 @@ def fit_probe(train_frames: np.ndarray, train_states: np.ndarray, heldout_frames
         sched.step()
     probe.eval()
     ev = evaluate_probe(probe, heldout_frames, heldout_states)
-    ev.update({"train_frames": int(len(tr_f)), "steps": steps, "final_loss": float(loss), "train_seconds": round(time.time() - t0, 1),
+    ev.update({"train_frames": int(len(tr_f)), "steps": steps, "final_loss": float(loss.detach()), "train_seconds": round(time.time() - t0, 1),
                "units": {n: ("degrees" if "deg" in n else "metres") for n in cfg.target_names}})
     return probe, ev
 
 
-def train_probe(world: str = "cartpole", *, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
-                episodes: int = 24, heldout_episodes: int = 4, max_frames: int = 400, data: str | Path | None = None, max_data_frames: int = 16000,
+def train_probe(world: str = "cartpole", *, steps: int = 1200, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
+                episodes: int = 32, heldout_episodes: int = 4, max_frames: int = 400, data: str | Path | None = None, max_data_frames: int = 16000,
                 out: str | Path | None = None, progress: bool = False, config: ProbeConfig | None = None) -> tuple[StateProbe, dict]:
     """Train a probe on real frames and report its held-out error on real frames.
 
@@ -253,9 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--world", default="cartpole")
     p.add_argument("--out", required=True, help="directory for config.json, model.safetensors, probe_eval.json")
     p.add_argument("--data", default=None, help="read frames from a collected dataset instead of simulating")
-    p.add_argument("--episodes", type=int, default=24)
+    p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--heldout-episodes", type=int, default=4)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)

@@ -171,7 +171,7 @@ def test_vector_env_autoreset_next_step(tiny_ckpt):
     assert trunc.all()
     obs, r, term, trunc, info = venv.step(np.array([0, 1]))
     assert (r == 0).all() and not term.any() and not trunc.any() and info["episode_reset"].all()
-    assert (info["context_seconds"] == 0).all()
+    assert np.allclose(info["context_seconds"], 4 / 50)  # only the new first chunk is in the cache
     with pytest.raises(ValueError, match="actions"):
         venv.step(np.array([0]))
 
