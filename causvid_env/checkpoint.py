@@ -47,15 +47,23 @@ def default_checkpoint_dir(world: str = "cartpole") -> Path:
 
 
 def save_world_model(directory, student: DiT, vae: CausalVAE, heads: RewardTerminationHead, schedule: FlowSchedule,
-                     world: str, info: dict | None = None) -> Path:
+                     world: str, info: dict | None = None, storage_dtype: torch.dtype | None = None) -> Path:
     def write(tmp: Path):
-        student.save_pretrained(tmp / "student")
-        vae.save_pretrained(tmp / "vae")
-        heads.save_pretrained(tmp / "heads")
+        student.save_pretrained(tmp / "student", storage_dtype=storage_dtype)
+        vae.save_pretrained(tmp / "vae", storage_dtype=storage_dtype)
+        heads.save_pretrained(tmp / "heads", storage_dtype=storage_dtype)
         meta = {"format": FORMAT, "world": world, "schedule": schedule.cfg.__dict__ | {"student_steps": list(schedule.cfg.student_steps)},
                 **(info or {})}
         (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2))
     return atomic_write_dir(directory, write)
+
+
+def ship_checkpoint(source: str | os.PathLike, world: str | None = None, storage_dtype: torch.dtype = torch.float16) -> Path:
+    """Copy a trained checkpoint into the package (fp16 storage) so `CausVidEnv()` finds it."""
+    wm = load_world_model(source, world=world)
+    return save_world_model(default_checkpoint_dir(wm.world), wm.student, wm.vae, wm.heads, wm.schedule, wm.world,
+                            {k: v for k, v in wm.info.items() if k not in ("format", "world", "schedule")} | {"shipped_from": str(source)},
+                            storage_dtype=storage_dtype)
 
 
 def load_world_model(directory: str | os.PathLike, device="cpu", world: str | None = None) -> WorldModel:

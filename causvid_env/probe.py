@@ -21,7 +21,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +203,7 @@ def fit_probe(train_frames: np.ndarray, train_states: np.ndarray, heldout_frames
     return probe, ev
 
 
-def train_probe(world: str = "cartpole", *, steps: int = 1200, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
+def train_probe(world: str = "cartpole", *, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
                 episodes: int = 32, heldout_episodes: int = 4, max_frames: int = 400, data: str | Path | None = None, max_data_frames: int = 16000,
                 out: str | Path | None = None, progress: bool = False, config: ProbeConfig | None = None) -> tuple[StateProbe, dict]:
     """Train a probe on real frames and report its held-out error on real frames.
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data", default=None, help="read frames from a collected dataset instead of simulating")
     p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--heldout-episodes", type=int, default=4)
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)

@@ -62,10 +62,14 @@ class PretrainedMixin:
 
     config_class: type
 
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None, storage_dtype: torch.dtype | None = None) -> Path:
+        """`storage_dtype=torch.float16` halves the files (for shipping); loading casts back to
+        the model's dtype (fp32 here: this CPU has no fast half/bf16 arithmetic)."""
         cfg = config_to_dict(self.config)
         payload = {"_class": type(self).__name__, **cfg}
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if storage_dtype is not None:
+            state = {k: (v.to(storage_dtype) if v.is_floating_point() else v) for k, v in state.items()}
 
         def write(tmp: Path):
             (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2))

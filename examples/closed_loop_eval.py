@@ -1,0 +1,157 @@
+"""Closed-loop evaluation: the dream against the real world, under identical actions.
+
+    python examples/closed_loop_eval.py --checkpoint runs/cartpole/checkpoint --world cartpole \\
+        --out runs/eval_closed_loop --episodes 12 --horizons 1,2,5,10,30 [--probe runs/probe]
+
+For each episode the real twin is reset with a seed and driven for up to max(horizons) seconds by a
+policy that reads the TWIN's true state (the balancing controller, the collection's noisy balancer)
+or by random pushes held for several chunks; the dream is reset from the twin's first frame (an
+image reset) under the variant's prompt and replays exactly those actions. Reported per horizon
+bin: frame PSNR / SSIM, the state probe's pole-angle and cart-position error against the twin's
+true state, reward error and termination timing -- next to the two baselines of CALIBRATION.md
+(repeat-last-frame and the VAE's own reconstruction) and the probe's error on the real frames.
+
+Writes OUT/metrics.json, OUT/table.md, OUT/error_vs_horizon.png, OUT/strip.png and
+OUT/dream_vs_real.mp4 (dream | real). Without --probe a probe is trained first (~2-4 min, 1 core)
+and saved to OUT/probe; pass --probe DIR to reuse one (it is trained into DIR when DIR is empty).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causvid_env import evaluation as ev
+from causvid_env.checkpoint import load_world_model
+from causvid_env.worlds import get_world
+
+
+@dataclass
+class Args:
+    checkpoint: str
+    """world-model checkpoint directory (checkpoint.json, student/, vae/, heads/)"""
+    out: str
+    """output directory"""
+    world: str = "cartpole"
+    episodes: int = 12
+    """real episodes; the policies (balance, held_random, noisy_balance) and variants cycle"""
+    horizons: str = "1,2,5,10,30"
+    """horizon bins in seconds; the longest is the rollout length"""
+    probe: str | None = None
+    """state-probe directory (trained into it when empty; default OUT/probe)"""
+    probe_steps: int = 1500
+    probe_episodes: int = 32
+    probe_data: str | None = None
+    """train the probe from a collected dataset directory instead of fresh simulation"""
+    seed: int = 10_000
+    """seed of the first real episode (collection uses other seeds)"""
+    policies: str = "balance,held_random,noisy_balance"
+    """comma list of action sources, cycled over episodes: balance (scripted controller on the twin's true
+    state), noisy_balance (the collection's noisy balancer), held_random (random push held 2-8 chunks), random"""
+    variants: str = "all"
+    """'all' (cycle the world's variants), 'default', or a comma list of variant names"""
+    batch_size: int = 8
+    """dream envs per batched forward"""
+    window_seconds: float = 10.0
+    video_episodes: int = 3
+    """episodes in the MP4 (the longest first)"""
+    threads: int = 1
+
+
+def parse_horizons(text: str) -> list[float]:
+    try:
+        hs = sorted({float(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"--horizons: expected comma-separated seconds like 1,2,5,10,30, got {text!r}") from None
+    if not hs or hs[0] <= 0:
+        raise ValueError(f"--horizons: expected positive seconds, got {text!r}")
+    return hs
+
+
+def parse_variants(text: str, world: str) -> list[str | None]:
+    spec = get_world(world)
+    if text == "all":
+        return list(spec.variant_names)
+    if text == "default":
+        return [None]
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    for n in names:
+        spec.variant(n)  # ValueError naming the variant
+    return names
+
+
+def run(args: Args, command: str = "") -> dict:
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = get_world(args.world)
+    horizons = parse_horizons(args.horizons)
+    model = load_world_model(args.checkpoint, world=spec.name)
+    texts = ev.PromptTexts.from_run(Path(args.checkpoint).resolve().parent)
+    probe, probe_eval = ev.resolve_probe(args.probe, spec.name, out, args.probe_steps, args.probe_episodes, args.probe_data)
+
+    episodes, t_real = ev.timed(ev.real_rollouts, spec.name, args.episodes, horizons[-1], args.seed,
+                                policies=[x.strip() for x in args.policies.split(",") if x.strip()],
+                                variants=parse_variants(args.variants, spec.name))
+    dream, t_dream = ev.timed(ev.student_generate, model, spec, episodes, args.batch_size, args.window_seconds, texts)
+    methods = {"dream (student)": dream, "repeat_last_frame": ev.repeat_last_frame(episodes),
+               "vae_reconstruction": ev.vae_reconstruction(model, episodes)}
+    table, per_frame = ev.evaluate_methods(methods, episodes, horizons, spec.fps, probe)
+
+    names = probe.config.target_names if probe is not None else ()
+    ev.plot_error_vs_time(per_frame, spec.fps, out / "error_vs_horizon.png", target_names=names)
+    longest = max(range(len(episodes)), key=lambda i: episodes[i].n)
+    ep = episodes[longest]
+    times = [t for t in (0.08, 0.5, 1, 2, 5, 10, 20, 30) if t * spec.fps <= ep.n] or [ep.n / spec.fps]
+    ev.strip_image({"real": ep.frames[ep.F:], "dream": dream[longest].frames, "repeat_last": methods["repeat_last_frame"][longest].frames},
+                   times, spec.fps, out / "strip.png")
+    order = sorted(range(len(episodes)), key=lambda i: -episodes[i].n)[:max(1, args.video_episodes)]
+    ev.side_by_side_video([(np.concatenate([episodes[i].frames[:episodes[i].F], dream[i].frames]), episodes[i].frames) for i in order],
+                          spec.fps, out / "dream_vs_real.mp4")
+
+    n_frames = sum(e.n for e in episodes)
+    result = {
+        "kind": "closed_loop",
+        "command": command,
+        "args": asdict(args),
+        "checkpoint_info": {k: model.info.get(k) for k in ("preset", "seed", "ablation", "dmd_rollout", "command")},
+        "world": spec.name, "fps": spec.fps, "horizons_s": horizons,
+        "horizon_semantics": "frame metrics pooled over generated frames in (previous horizon, horizon]; termination and "
+                             "return metrics over the first `horizon` seconds; frames only while the real twin runs "
+                             "(it runs on past termination until the world's run-on limit, like data collection)",
+        "probe": probe_eval,
+        "methods": table,
+        "episodes": ev.episode_summaries(episodes, dream, spec.fps),
+        "timing": {"real_rollouts_s": t_real, "dream_s": t_dream, "dream_frames": n_frames,
+                   "dream_frames_per_s": n_frames / t_dream if t_dream else None, "total_s": time.time() - t0},
+        "files": ["metrics.json", "table.md", "error_vs_horizon.png", "strip.png", "dream_vs_real.mp4"],
+    }
+    ev.write_json(out / "metrics.json", result)
+    md = [f"# Closed-loop evaluation ({spec.name})", "", f"Command: `{command}`" if command else "",
+          f"{len(episodes)} real episodes, {n_frames} frames compared; {result['horizon_semantics']}.", "",
+          "Probe held-out error on real frames: " + ", ".join(f"{k} {v:.3f}" for k, v in probe_eval.items()
+                                                            if k.endswith("_mae")), "",
+          ev.markdown_table(table, horizons)]
+    (out / "table.md").write_text("\n".join(md))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ev.add_dataclass_args(p, Args)
+    a = p.parse_args(argv)
+    command = "python examples/closed_loop_eval.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    result = run(Args(**vars(a)), command)
+    print((Path(a.out) / "table.md").read_text())
+    return result
+
+
+if __name__ == "__main__":
+    main()
