@@ -58,6 +58,7 @@ import gymnasium as gym
 import numpy as np
 
 from causvid_env.rendering import Simulator
+from distill.dataset import sha256_file
 from causvid_env.worlds import WorldSpec, get_world
 
 __all__ = ["CollectConfig", "collect", "rollout_episode", "write_npz", "main", "POLICIES"]
@@ -274,14 +275,6 @@ def episode_summary(ep: dict[str, Any], spec: WorldSpec) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- shard i/o
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_npz(path: str, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
     """Write an ``np.load``-readable .npz with fixed zip timestamps, atomically (temp + os.replace)."""
     tmp = f"{path}.tmp{os.getpid()}"
@@ -326,7 +319,7 @@ def _make_shard(task: tuple[WorldSpec, str, int, int, int, int]) -> dict[str, An
         "file": shard_name(k),
         "episodes": n_eps,
         "frames": sum(s["frames"] for s in summaries),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "episode_summaries": summaries,
     }
 
@@ -369,7 +362,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
             )
         for s in old["shards"]:
             path = os.path.join(cfg.out, s["file"])
-            if os.path.exists(path) and _sha256(path) == s["sha256"]:
+            if os.path.exists(path) and sha256_file(path) == s["sha256"]:
                 done[s["index"]] = s
 
     eps_per = cfg.episodes_per_shard

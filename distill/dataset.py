@@ -61,7 +61,7 @@ class Episode:
         return len(self.action_mask)
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -107,7 +107,7 @@ class EpisodeDataset:
             try:
                 if not os.path.exists(shard_path):
                     raise FileNotFoundError("file is missing")
-                if verify and _sha256(shard_path) != s["sha256"]:
+                if verify and sha256_file(shard_path) != s["sha256"]:
                     raise ValueError("sha256 does not match the manifest (truncated or modified)")
                 loaded = self._load_shard(shard_path, s["file"], s["episodes"])
             except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:

@@ -65,7 +65,7 @@ def default() -> PipelineConfig:
         heads=HeadsTrainConfig(steps=1200),
         teacher=TeacherTrainConfig(steps=2000, batch_size=16, clip_latent_frames=8, lr=4e-4, warmup_steps=200),
         causal_teacher_steps=1500,
-        ode_pairs=ODEPairsConfig(num_pairs=384, batch_size=16, clip_latent_frames=8, num_steps=24),
+        ode_pairs=ODEPairsConfig(num_pairs=256, batch_size=16, clip_latent_frames=8, num_steps=24),
         ode_init=ODEInitConfig(steps=400, batch_size=8, lr=1e-4),
         dmd=DMDConfig(steps=120, batch_size=8, clip_latent_frames=8, ttur=5, lr_generator=5e-5, lr_fake=5e-5),
     )

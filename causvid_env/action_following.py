@@ -1,0 +1,88 @@
+"""Does the dream follow actions? Push right vs push left from the same real start, read the
+generated frames with the state probe, and compare with the real twin under the same pushes.
+
+    python -m causvid_env.action_following [--checkpoint DIR] [--probe DIR] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from causvid_env.probe import load_probe
+
+
+def _final_state(env, probe, start_frame, prompt, action: int, chunks: int, seed: int, dream: bool):
+    if dream:
+        env.reset(options={"image": start_frame, "prompt": prompt}, seed=seed)
+        frames, terminated_at = [], None
+        for k in range(chunks):
+            obs, _, term, _, _ = env.step(action)
+            frames.append(obs[-1])
+            if term and terminated_at is None:
+                terminated_at = k
+        pred = probe.predict(np.stack(frames))
+        return pred, terminated_at
+    env.reset(seed=seed)
+    frames, terminated_at = [], None
+    for k in range(chunks):
+        obs, _, term, trunc, info = env.step(action)
+        frames.append(obs[-1])
+        if term and terminated_at is None:
+            terminated_at = k
+        if term or trunc:
+            frames += [obs[-1]] * (chunks - k - 1)
+            break
+    return probe.predict(np.stack(frames)), terminated_at
+
+
+def measure(checkpoint=None, probe_dir=None, seeds=(0, 1, 2, 3), seconds: float = 1.0, world: str = "cartpole") -> dict:
+    """Per seed and side: probe readings (pole angle deg, cart x m) after `seconds` of a held push,
+    in the dream and in the real twin. Returns means and the push-right minus push-left gaps."""
+    from causvid_env.checkpoint import default_checkpoint_dir
+    from causvid_env.env import CausVidEnv
+    from causvid_env.real_env import RealWorldEnv
+
+    probe_dir = Path(probe_dir) if probe_dir else (Path(checkpoint) if checkpoint else default_checkpoint_dir(world)) / "probe"
+    probe, _ = load_probe(probe_dir)
+    dream = CausVidEnv(world, checkpoint=checkpoint, max_episode_steps=10**6)
+    real = RealWorldEnv(world)
+    chunks = int(round(seconds * real.world.fps / real.world.frames_per_chunk))
+    prompt = real.world.variant().prompt
+    out = {"seconds": seconds, "seeds": list(seeds), "dream": {}, "real": {}}
+    for name, env, is_dream in (("dream", dream, True), ("real", real, False)):
+        res = {}
+        for side, action in (("right", 1), ("left", 0)):
+            finals, terms = [], []
+            for s in seeds:
+                start, _ = real.reset(seed=s)
+                pred, t = _final_state(env, probe, start[-1], prompt, action, chunks, s, is_dream)
+                finals.append(pred[-1])
+                terms.append(t)
+            finals = np.array(finals)
+            res[side] = {"pole_angle_deg": float(finals[:, 0].mean()), "cart_x_m": float(finals[:, 1].mean()),
+                         "terminated_within": sum(t is not None for t in terms)}
+        res["gap_cart_x_m"] = res["right"]["cart_x_m"] - res["left"]["cart_x_m"]
+        res["gap_pole_angle_deg"] = res["right"]["pole_angle_deg"] - res["left"]["pole_angle_deg"]
+        out[name] = res
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Push right vs left in the dream and the real twin, read with the state probe.")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--probe", default=None)
+    p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    res = measure(a.checkpoint, a.probe, seconds=a.seconds)
+    print(json.dumps(res, indent=2))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main()
