@@ -43,7 +43,6 @@ loses nor duplicates episodes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import math

@@ -67,7 +67,7 @@ def default() -> PipelineConfig:
         causal_teacher_steps=1500,
         ode_pairs=ODEPairsConfig(num_pairs=256, batch_size=16, clip_latent_frames=8, num_steps=24),
         ode_init=ODEInitConfig(steps=400, batch_size=8, lr=1e-4),
-        dmd=DMDConfig(steps=120, batch_size=8, clip_latent_frames=8, ttur=5, lr_generator=5e-5, lr_fake=5e-5),
+        dmd=DMDConfig(steps=75, batch_size=8, clip_latent_frames=8, ttur=5, lr_generator=5e-5, lr_fake=5e-5),
     )
 
 

@@ -338,7 +338,8 @@ class DiT(nn.Module, PretrainedMixin):
         tokens = self.patchify(x)
         c = self.frame_conditioning(t, action_feats, action_null, text)
         cos, sin = self.rope(frame_pos)
-        attn_mask = valid[:, None, None, :]  # (B, 1, 1, S)
+        # (B, 1, 1, S); once the window is full every slot is valid and SDPA can skip the mask
+        attn_mask = None if bool(valid.all()) else valid[:, None, None, :]
         for i, blk in enumerate(self.blocks):
             tokens = blk(tokens, c, cos, sin, attn_mask, text, cache_kv=(cache.k[i], cache.v[i]), slots=slots, text_kv=text.kv[i])
         if write:
