@@ -32,7 +32,12 @@ def main(argv=None) -> dict:
     p.add_argument("--variant", default=None)
     a = p.parse_args(argv)
 
+    import warnings
+
     import imageio.v2 as imageio
+
+    # the dream keeps running after its termination head fires: that is the point of the video
+    warnings.filterwarnings("ignore", message=".*already returned terminated.*")
 
     from causvid_env.env import CausVidEnv
     from causvid_env.real_env import RealWorldEnv

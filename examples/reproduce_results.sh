@@ -11,15 +11,17 @@ cp $RUN/data/CARD.md docs/DATA_CARD.md
 
 stream_a() {
   python -m causvid_env.action_following --json docs/results/action_following.json
-  python examples/kv_cache_benchmark.py --json docs/results/kv_cache.json --threads 1
+  [ -f docs/results/kv_cache.json ] || python examples/kv_cache_benchmark.py --json docs/results/kv_cache.json --threads 1
   python examples/closed_loop_eval.py --checkpoint $CK --world cartpole --out docs/results/closed_loop --probe $RUN/probe --episodes 8 --threads 1
   python examples/benchmark.py --checkpoint $CK --teacher $RUN/teacher/model --json docs/results/benchmark.json --threads 1
-  python examples/ablation.py --run $RUN --out docs/results/ablation --probe $RUN/probe --episodes 6 --horizons 1,2 --teacher-steps 50 --threads 1
+  python examples/ablation.py --run $RUN --out docs/results/ablation --probe $RUN/probe --episodes 4 --horizons 1,2 --teacher-steps 20 --threads 1
   python examples/plot_training.py --run $RUN --out docs/training_curves.png
+  python examples/quickstart.py --out docs/results/quickstart --seconds 6
+  bash examples/screenshot_viewer.sh || true
 }
 stream_b() {
-  python -m agents.ppo --world cartpole --env dream --checkpoint $CK --out $RUN/ppo_dream --total-steps ${PPO_STEPS:-12288} --num-envs 16 --threads 1 --no-progress
-  python -m agents.ppo --world cartpole --env real --out $RUN/ppo_real --total-steps ${PPO_STEPS:-12288} --num-envs 16 --threads 1 --no-progress
+  python -m agents.ppo --world cartpole --env dream --checkpoint $CK --out $RUN/ppo_dream --total-steps ${PPO_STEPS:-16384} --num-envs 16 --threads 1 --no-progress
+  [ -f $RUN/ppo_real/policy.safetensors ] || python -m agents.ppo --world cartpole --env real --out $RUN/ppo_real --total-steps ${PPO_STEPS:-16384} --num-envs 16 --threads 1 --no-progress
   python -m agents.evaluate --policy $RUN/ppo_dream --world cartpole --episodes 100 --real --json docs/results/ppo_dream_in_real.json
   python -m agents.evaluate --policy $RUN/ppo_real --world cartpole --episodes 100 --real --json docs/results/ppo_real_in_real.json
   python -m agents.evaluate --policy random --world cartpole --episodes 100 --real --json docs/results/random_in_real.json

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not (SHIPPED / "checkpoint.json").is_file(), rea
 @pytest.fixture(scope="module")
 def pushes():
     from causvid_env.action_following import measure
-    return measure(seeds=(0, 1, 2), seconds=1.0)
+    return measure(seeds=(0, 1, 2), seconds=2.0)
 
 
 def test_left_and_right_pushes_move_the_dream_like_the_real_cart(pushes):
@@ -25,7 +25,7 @@ def test_left_and_right_pushes_move_the_dream_like_the_real_cart(pushes):
 
 
 def test_the_pole_falls_when_nobody_balances(pushes):
-    """Holding one push for 1 s topples the pole in the real twin; the dream must show the fall
+    """Holding one push for 2 s topples the pole in the real twin; the dream must show the fall
     too: a large probe angle or the termination head firing."""
     for side in ("right", "left"):
         real, dream = pushes["real"][side], pushes["dream"][side]
