@@ -20,7 +20,7 @@ stream_a() {
   bash examples/screenshot_viewer.sh || true
 }
 stream_b() {
-  python -m agents.ppo --world cartpole --env dream --checkpoint $CK --out $RUN/ppo_dream --total-steps ${PPO_STEPS:-16384} --num-envs 16 --threads 1 --no-progress
+  python -m agents.ppo --world cartpole --env dream --checkpoint $CK --out $RUN/ppo_dream --total-steps ${PPO_DREAM_STEPS:-4096} --num-envs 16 --threads 1 --no-progress
   [ -f $RUN/ppo_real/policy.safetensors ] || python -m agents.ppo --world cartpole --env real --out $RUN/ppo_real --total-steps ${PPO_STEPS:-16384} --num-envs 16 --threads 1 --no-progress
   python -m agents.evaluate --policy $RUN/ppo_dream --world cartpole --episodes 100 --real --json docs/results/ppo_dream_in_real.json
   python -m agents.evaluate --policy $RUN/ppo_real --world cartpole --episodes 100 --real --json docs/results/ppo_real_in_real.json
@@ -31,3 +31,4 @@ stream_b > docs/results/stream_b.log 2>&1 &
 wait
 python examples/write_results.py --closed-loop docs/results/closed_loop --benchmark docs/results/benchmark.json \
   --kv-cache docs/results/kv_cache.json --ablation docs/results/ablation --out docs/RESULTS.md
+python examples/append_results.py --run $RUN --results docs/results --out docs/RESULTS.md
