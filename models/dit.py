@@ -340,8 +340,10 @@ class DiT(nn.Module, PretrainedMixin):
         cos, sin = self.rope(frame_pos)
         # (B, 1, 1, S); once the window is full every slot is valid and SDPA can skip the mask
         attn_mask = None if bool(valid.all()) else valid[:, None, None, :]
+        used = valid.shape[1]
         for i, blk in enumerate(self.blocks):
-            tokens = blk(tokens, c, cos, sin, attn_mask, text, cache_kv=(cache.k[i], cache.v[i]), slots=slots, text_kv=text.kv[i])
+            kv = (cache.k[i][:, :, :used], cache.v[i][:, :, :used])  # views: writes land in the cache
+            tokens = blk(tokens, c, cos, sin, attn_mask, text, cache_kv=kv, slots=slots, text_kv=text.kv[i])
         if write:
             cache.advance(c_frames)
         return self._head(tokens, c)

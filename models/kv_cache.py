@@ -49,7 +49,8 @@ class KVCache:
 
     def begin_chunk(self, num_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Claim the slots of the next chunk. Returns (frame positions (B, c), token slots (B, c*N),
-        valid token mask (B, S)) for the attention of this chunk."""
+        valid token mask (B, used)) for the attention of this chunk; slots at and above `used`
+        (= valid.shape[1]) have never been written and are left out of the attention."""
         c = self.chunk_frames if num_frames is None else num_frames
         if c > self.chunk_frames:
             raise ValueError(f"num_frames={c} exceeds the cache's chunk_frames={self.chunk_frames}")
@@ -60,7 +61,10 @@ class KVCache:
         lo = self.next_frame[:, None] - self.window_frames
         sf = self.slot_frame
         valid_f = (sf >= 0) & ((sf >= lo) | (sf < self.sink_frames)) & (sf < (self.next_frame[:, None] + c))
-        valid = valid_f.repeat_interleave(self.N, dim=1)  # (B, S)
+        # slots fill upwards from 0 until the ring wraps, so nothing above `used` is ever valid:
+        # attention can skip that tail (short rollouts then cost what their context costs)
+        used = int(min(self.cap_frames, int(self.next_frame.max()) + c)) * self.N
+        valid = valid_f.repeat_interleave(self.N, dim=1)[:, :used]  # (B, used)
         return frames, tok, valid
 
     def advance(self, num_frames: int | None = None) -> None:
