@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as Fn
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from models.config_utils import config_from_dict
+from models.io import load_weights_into, read_json
 
 __all__ = ["PolicyConfig", "Policy", "load_policy", "action_space_to_dict", "action_space_from_dict"]
 
@@ -236,23 +236,10 @@ def load_policy(directory: str | os.PathLike, device: str | torch.device = "cpu"
                                 "`python -m agents.ppo` (it holds policy.json and policy.safetensors)")
     if not weights_path.is_file():
         raise FileNotFoundError(f"load_policy: {weights_path} is missing; the policy directory has a config but no weights")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"load_policy: {meta_path} is not valid JSON ({e})") from e
+    meta = read_json(meta_path, "load_policy: ")
     if meta.get("format") != FORMAT:
         raise ValueError(f"load_policy: {meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
     policy = Policy.from_config(config_from_dict(PolicyConfig, meta["config"], where=str(meta_path)))
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise ValueError(f"load_policy: {weights_path} could not be read as safetensors ({e})") from e
-    try:
-        missing, unexpected = policy.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatch
-        raise ValueError(f"load_policy: {weights_path} does not match the config in {meta_path}: {e}") from e
-    if missing or unexpected:
-        raise ValueError(f"load_policy: {weights_path} does not match {meta_path}: missing {missing}, "
-                         f"unexpected {unexpected}")
+    load_weights_into(policy, weights_path)  # corrupt file, missing/unexpected keys, shapes: ValueError naming the file
     policy.info = meta.get("info", {})
     return policy.to(device).eval()

@@ -14,28 +14,20 @@ import numpy as np
 from causvid_env.probe import load_probe
 
 
-def _final_state(env, probe, start_frame, prompt, action: int, chunks: int, seed: int, dream: bool):
-    if dream:
-        env.reset(options={"image": start_frame, "prompt": prompt}, seed=seed)
-        frames, terminated_at = [], None
-        for k in range(chunks):
-            obs, _, term, _, _ = env.step(action)
-            frames.append(obs[-1])
-            if term and terminated_at is None:
-                terminated_at = k
-        pred = probe.predict(np.stack(frames))
-        return pred, terminated_at
-    env.reset(seed=seed)
+def _rollout(env, action: int, chunks: int, stop_when_done: bool):
+    """Hold `action` for `chunks` steps after a reset -> (last frame of each chunk, first terminal
+    chunk or None). The real twin stops producing frames once its episode ends: its last frame is
+    repeated, while the dream keeps generating."""
     frames, terminated_at = [], None
     for k in range(chunks):
-        obs, _, term, trunc, info = env.step(action)
+        obs, _, term, trunc, _ = env.step(action)
         frames.append(obs[-1])
         if term and terminated_at is None:
             terminated_at = k
-        if term or trunc:
+        if stop_when_done and (term or trunc):
             frames += [obs[-1]] * (chunks - k - 1)
             break
-    return probe.predict(np.stack(frames)), terminated_at
+    return np.stack(frames), terminated_at
 
 
 def measure(checkpoint=None, probe_dir=None, seeds=(0, 1, 2, 3), seconds: float = 1.0, world: str = "cartpole") -> dict:
@@ -58,8 +50,10 @@ def measure(checkpoint=None, probe_dir=None, seeds=(0, 1, 2, 3), seconds: float 
             finals, terms = [], []
             for s in seeds:
                 start, _ = real.reset(seed=s)
-                pred, t = _final_state(env, probe, start[-1], prompt, action, chunks, s, is_dream)
-                finals.append(pred[-1])
+                if is_dream:
+                    env.reset(options={"image": start[-1], "prompt": prompt}, seed=s)
+                frames, t = _rollout(env, action, chunks, stop_when_done=not is_dream)
+                finals.append(probe.predict(frames)[-1])
                 terms.append(t)
             finals = np.array(finals)
             res[side] = {"pole_angle_deg": float(finals[:, 0].mean()), "cart_x_m": float(finals[:, 1].mean()),

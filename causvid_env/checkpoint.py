@@ -19,7 +19,7 @@ import torch
 from models.config_utils import config_from_dict
 from models.dit import DiT
 from models.heads import RewardTerminationHead
-from models.io import atomic_write_dir
+from models.io import atomic_write_dir, read_json
 from models.schedule import FlowSchedule, ScheduleConfig
 from models.vae import CausalVAE
 
@@ -75,10 +75,7 @@ def load_world_model(directory: str | os.PathLike, device="cpu", world: str | No
     meta_path = directory / "checkpoint.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"checkpoint: {meta_path} is missing; {directory} is not a world-model checkpoint")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"checkpoint: {meta_path} is not valid JSON ({e}); the checkpoint is corrupt") from e
+    meta = read_json(meta_path, "checkpoint: ")
     if meta.get("format") != FORMAT:
         raise ValueError(f"checkpoint: {meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
     if world is not None and meta.get("world") != world:

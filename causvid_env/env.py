@@ -13,7 +13,7 @@ from gymnasium import logger, spaces
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
 from causvid_env.engine import DreamEngine
 from causvid_env.inputs import parse_step_input, to_clip, to_image
-from causvid_env.worlds import WorldSpec, get_world
+from causvid_env.worlds import WorldSpec, as_action_sequence, get_world
 from models.text import validate_prompt
 
 
@@ -140,7 +140,6 @@ class CausVidEnv(gym.Env):
             for k in range(0, z.shape[2], self.engine.c):
                 a = None
                 if actions is not None and k > 0:
-                    from causvid_env.worlds import as_action_sequence
                     a = as_action_sequence(self.action_space, np.asarray(actions)[k * self.engine.F:(k + self.engine.c) * self.engine.F], self.F)
                 res = self.engine.chunk([a], reset=reset if k == 0 else None, override={0: z[:, :, k:k + self.engine.c]})
         else:

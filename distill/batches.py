@@ -9,7 +9,7 @@ import torch
 from models.actions import ActionCodec
 from models.dit import DiT, TextCond
 from models.samplers import Cond
-from models.text import TEXT_DIM
+from models.text import pad_prompt_tokens
 
 
 class PromptBank:
@@ -35,20 +35,7 @@ class PromptBank:
 
     def batch(self, prompts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> tokens (B, L, 384), mask (B, L), is_null (B,); None = the null prompt."""
-        L = max(t.shape[0] for t in self.tokens)
-        B = len(prompts)
-        tok = torch.zeros(B, L, TEXT_DIM)
-        mask = torch.zeros(B, L, dtype=torch.bool)
-        is_null = torch.zeros(B, dtype=torch.bool)
-        for i, p in enumerate(prompts):
-            if p is None:
-                is_null[i] = True
-                mask[i, 0] = True
-                continue
-            j = self.index[p]
-            n = self.tokens[j].shape[0]
-            tok[i, :n], mask[i, :n] = self.tokens[j], self.masks[j]
-        return tok, mask, is_null
+        return pad_prompt_tokens([None if p is None else (self.tokens[self.index[p]], self.masks[self.index[p]]) for p in prompts])
 
 
 @dataclass

@@ -57,6 +57,15 @@ def resolve_dir(directory: str | os.PathLike) -> Path:
     )
 
 
+def read_json(path: str | os.PathLike, who: str = "") -> Any:
+    """Parse a checkpoint's JSON file; a corrupt one is a ValueError naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{who}{path} is not valid JSON ({e}); the file is corrupt, re-save it") from e
+
+
 class PretrainedMixin:
     """Mixin for nn.Modules whose constructor takes one config dataclass: `Model(cfg)`."""
 
@@ -85,10 +94,7 @@ class PretrainedMixin:
         path = directory / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: not a checkpoint directory written by save_pretrained")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, re-save it") from e
+        data = read_json(path)
         klass = data.pop("_class", cls.__name__)
         if klass != cls.__name__:
             raise ValueError(f"{path} holds a {klass} checkpoint, but {cls.__name__}.from_pretrained was called")

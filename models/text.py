@@ -53,18 +53,25 @@ class TextEncoder:
 
     def encode(self, prompts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> tokens (B, L, 384), mask (B, L), is_null (B,). None entries are the null prompt."""
-        enc = [self.encode_one(p) if p is not None else None for p in prompts]
-        L = max([e[0].shape[0] for e in enc if e is not None], default=1)
-        tokens = torch.zeros(len(prompts), L, TEXT_DIM, device=self.device)
-        mask = torch.zeros(len(prompts), L, dtype=torch.bool, device=self.device)
-        is_null = torch.tensor([e is None for e in enc], device=self.device)
-        for i, e in enumerate(enc):
-            if e is not None:
-                tokens[i, : e[0].shape[0]] = e[0]
-                mask[i, : e[1].shape[0]] = e[1]
-            else:
-                mask[i, 0] = True
-        return tokens, mask, is_null
+        return pad_prompt_tokens([self.encode_one(p) if p is not None else None for p in prompts], self.device)
+
+
+def pad_prompt_tokens(encoded: list[tuple[torch.Tensor, torch.Tensor] | None], device="cpu"
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per prompt (tokens (L_i, 384), mask (L_i,)) or None (the null prompt) -> a padded batch:
+    tokens (B, L, 384), mask (B, L), is_null (B,). A null row keeps one unmasked slot, which the
+    DiT fills with its learned null-prompt token."""
+    L = max([e[0].shape[0] for e in encoded if e is not None], default=1)
+    tokens = torch.zeros(len(encoded), L, TEXT_DIM, device=device)
+    mask = torch.zeros(len(encoded), L, dtype=torch.bool, device=device)
+    is_null = torch.tensor([e is None for e in encoded], device=device)
+    for i, e in enumerate(encoded):
+        if e is None:
+            mask[i, 0] = True
+        else:
+            tokens[i, : e[0].shape[0]] = e[0]
+            mask[i, : e[1].shape[0]] = e[1]
+    return tokens, mask, is_null
 
 
 _SHARED: dict = {}
