@@ -81,7 +81,7 @@ class Args:
     image_reset_fraction: float = 0.5
     """dream only: fraction of resets that start from a real frame (a ``RealWorldEnv`` reset
     with a random seed) plus its variant's prompt; the rest start from the prompt alone"""
-    window_seconds: float = 10.0
+    window_seconds: float | None = None
     """dream only: KV-cache window of ``CausVidVectorEnv``"""
 
     # algorithm (cleanrl's ppo_atari defaults, scaled down for a CPU)

@@ -19,7 +19,7 @@ from causvid_env.checkpoint import WorldModel
 from causvid_env.worlds import WorldSpec
 from models.actions import ActionCodec
 from models.dit import TextCond
-from models.samplers import Cond, student_sample_chunk
+from models.samplers import Cond, student_sample_chunk, write_chunk
 from models.text import validate_prompt
 from models.vae import frames_to_tensor, tensor_to_frames
 
@@ -33,10 +33,21 @@ class ChunkResult:
 
 
 class DreamEngine:
-    def __init__(self, model: WorldModel, world: WorldSpec, num_envs: int, window_seconds: float = 10.0,
-                 sink_chunks: int = 0, device: str | torch.device = "cpu", text_encoder=None):
-        if window_seconds <= 0:
-            raise ValueError(f"window_seconds: must be > 0 seconds, got {window_seconds}")
+    def __init__(self, model: WorldModel, world: WorldSpec, num_envs: int, window_seconds: float | None = None,
+                 sink_chunks: int = 0, device: str | torch.device = "cpu", text_encoder=None, context_noise: float | None = None):
+        """`window_seconds` None: the window the checkpoint was trained with (`window_frames` in its
+        info; 10 s for checkpoints that do not record one). `context_noise` None: the level the
+        checkpoint was trained to read its cache at (info `context_noise`, else 0)."""
+        if window_seconds is None:
+            trained = model.info.get("window_frames")
+            window_seconds = trained * model.student.config.frames_per_latent / world.fps if trained else 10.0
+        if not isinstance(window_seconds, (int, float)) or window_seconds <= 0:
+            raise ValueError(f"window_seconds: must be > 0 seconds (or None for the trained window), got {window_seconds!r}")
+        if context_noise is None:
+            context_noise = float(model.info.get("context_noise", 0.0))
+        if not 0.0 <= context_noise < 1.0:
+            raise ValueError(f"context_noise: must be in [0, 1), got {context_noise}")
+        self.context_noise = context_noise
         if sink_chunks < 0:
             raise ValueError(f"sink_chunks: must be >= 0, got {sink_chunks}")
         self.model, self.world, self.B = model, world, num_envs
@@ -121,6 +132,8 @@ class DreamEngine:
         noise = torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
         renoise = [torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
                    for _ in range(len(self.timesteps) - 1)]
+        ctx_eps = (torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
+                   if self.context_noise > 0 else None)
         student = self.model.student
         if override:
             if len(override) == self.B:
@@ -131,10 +144,11 @@ class DreamEngine:
                 x0, _ = student_sample_chunk(student, self.cache, noise, cond, self.timesteps, renoise, write=False)
             for i, z in override.items():
                 x0[i] = z[0].to(x0)
-            # the clean pass writes the (possibly replaced) chunk; denoising left the slots scratch
-            student.forward_chunk(x0, torch.zeros(self.B, self.c, device=self.device), af, an, cond.text, self.cache, write=True)
+            # the cache pass writes the (possibly replaced) chunk; denoising left the slots scratch
+            write_chunk(student, self.cache, x0, cond, self.context_noise, ctx_eps)
         else:
-            x0, _ = student_sample_chunk(student, self.cache, noise, cond, self.timesteps, renoise, write=True)
+            x0, _ = student_sample_chunk(student, self.cache, noise, cond, self.timesteps, renoise, write=True,
+                                         context_noise=self.context_noise, context_eps=ctx_eps)
         x, self.vae_state = self.model.vae.decode_step(x0, self.vae_state)
         frames = tensor_to_frames(x)  # (B, F*c, H, W, 3)
         start = self.at_start.to(self.device)[:, None, None, None, None]

@@ -87,7 +87,7 @@ class CausVidEnv(gym.Env):
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 50}
 
     def __init__(self, world: str | WorldSpec = "cartpole", checkpoint: str | Path | WorldModel | None = None, device: str = "cpu",
-                 window_seconds: float = 10.0, sink_chunks: int = 0, obs_mode: str = "chunk", render_mode: str | None = None,
+                 window_seconds: float | None = None, sink_chunks: int = 0, obs_mode: str = "chunk", render_mode: str | None = None,
                  max_episode_steps: int | None = None, prompt: str | None = None, render_scale: int = 6, timing_info: bool = True,
                  text_encoder=None):
         self.world = get_world(world) if isinstance(world, str) else world

@@ -201,7 +201,8 @@ def _chunk_actions(ep: RealRollout, k: int) -> np.ndarray:
 
 
 def student_generate(model: WorldModel, world: str | WorldSpec, episodes: list[RealRollout], batch_size: int = 8,
-                     window_seconds: float = 10.0, texts: PromptTexts | None = None, device: str = "cpu") -> list[Generated]:
+                     window_seconds: float | None = None, texts: PromptTexts | None = None, device: str = "cpu",
+                     context_noise: float | None = None) -> list[Generated]:
     """The few-step student, batched through the env's `DreamEngine`: each env is reset from its
     episode's start frame (the image reset of `CausVidEnv`) under the episode's prompt and seed,
     then stepped with the script. Termination by the head does not stop it (we want the whole
@@ -213,7 +214,7 @@ def student_generate(model: WorldModel, world: str | WorldSpec, episodes: list[R
     for idx in _batches(episodes, batch_size):
         eps = [episodes[i] for i in idx]
         B = len(eps)
-        engine = DreamEngine(model, spec, B, window_seconds, 0, device, texts)
+        engine = DreamEngine(model, spec, B, window_seconds, 0, device, texts, context_noise)
         override = {}
         for j, ep in enumerate(eps):
             engine.set_prompt(j, ep.prompt)
@@ -271,6 +272,36 @@ def vae_reconstruction(model: WorldModel, episodes: list[RealRollout]) -> list[G
 def repeat_last_frame(episodes: list[RealRollout]) -> list[Generated]:
     """Baseline from below: copy the context (the start frame) forever; no reward/termination."""
     return [Generated(np.repeat(ep.frames[ep.F - 1][None], ep.n, axis=0)) for ep in episodes]
+
+
+def simulator_from_still_frame(episodes: list[RealRollout], world: str | WorldSpec, seed: int = 0) -> list[Generated]:
+    """Baseline from the side: the REAL simulator used as a world model that, like the dream, only
+    sees the start frame. It starts from the true pose (positions and angles, which a frame shows)
+    with velocities re-drawn from the world's reset distribution (a still frame cannot show them),
+    replays the same action script and renders. Its error is what perfect physics costs when the
+    initial velocities are unknown: for an unstable system under a script computed from the true
+    state, this grows quickly, so it bounds what any image-started world model can reach."""
+    spec = get_world(world)
+    from causvid_env.rendering import Simulator
+
+    out = []
+    for ep in episodes:
+        sim = Simulator(spec, ep.variant)
+        sim.reset(seed=int(np.random.default_rng([seed, ep.seed, 29]).integers(2**31 - 1)))  # fresh reset velocities
+        drawn = np.asarray(sim.env.state, dtype=np.float64).copy()
+        start = ep.states[0].astype(np.float64)
+        if len(start) == 4:  # cartpole (x, x_dot, theta, theta_dot): keep the pose, new velocities
+            drawn[0], drawn[2] = start[0], start[2]
+        else:  # other worlds: keep the whole observable start state except its last (velocity) entry
+            drawn[:-1] = start[:-1]
+        sim.env.state = drawn
+        frames = []
+        for a in ep.actions[ep.F:]:
+            frame, _, _, _ = sim.step(a, run_on=True)
+            frames.append(frame)
+        sim.close()
+        out.append(Generated(np.stack(frames)))
+    return out
 
 
 def _episode_cond(net, texts: PromptTexts, eps: list[RealRollout], n_lat: int, codec, with_null: bool):

@@ -36,7 +36,7 @@ class CausVidVectorEnv(VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, world: str | WorldSpec = "cartpole", checkpoint: str | Path | WorldModel | None = None,
-                 device: str = "cpu", window_seconds: float = 10.0, sink_chunks: int = 0, obs_mode: str = "chunk",
+                 device: str = "cpu", window_seconds: float | None = None, sink_chunks: int = 0, obs_mode: str = "chunk",
                  max_episode_steps: int | None = None, prompt: str | None = None, render_mode: str | None = None,
                  reset_options_fn: Callable[[int, np.random.Generator], dict] | None = None, timing_info: bool = True,
                  text_encoder=None):

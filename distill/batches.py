@@ -48,13 +48,29 @@ class LatentBatch:
     terminated: torch.Tensor  # (B, T*F) bool
 
     def cond(self, model: DiT, bank: PromptBank, with_null_text: bool = False) -> Cond:
+        """Conditioning for `model`, on the model's device (prompt tokens are moved there)."""
+        dev = next(model.parameters()).device
         tok, mask, is_null = bank.batch(self.prompts)
-        text = model.encode_text(tok, mask, is_null)
+        text = model.encode_text(tok.to(dev), mask.to(dev), is_null.to(dev))
         null_text = None
         if with_null_text:
             tok0, mask0, null0 = bank.batch([None] * len(self.prompts))
-            null_text = model.encode_text(tok0, mask0, null0)
-        return Cond(self.action_feats, self.action_null, text, null_text)
+            null_text = model.encode_text(tok0.to(dev), mask0.to(dev), null0.to(dev))
+        return Cond(self.action_feats.to(dev), self.action_null.to(dev), text, null_text)
+
+    def to(self, device) -> "LatentBatch":
+        """The tensors on `device` (the accelerator's), prompts unchanged."""
+        return LatentBatch(self.latents.to(device), self.action_feats.to(device), self.action_null.to(device), self.prompts,
+                           self.rewards.to(device), self.terminated.to(device))
+
+    def window(self, frames: tuple[int, int]) -> "LatentBatch":
+        """The sub-clip of video frames [a, b) (whole latent frames): latents, actions, rewards."""
+        a, b = frames
+        F = self.action_feats.shape[1] // self.latents.shape[2]
+        if a % F or b % F:
+            raise ValueError(f"frames: {frames} must be multiples of the {F} video frames per latent frame")
+        return LatentBatch(self.latents[:, :, a // F:b // F], self.action_feats[:, a:b], self.action_null[:, a:b], self.prompts,
+                           self.rewards[:, a:b], self.terminated[:, a:b])
 
 
 def make_batch(clips: list[dict], codec: ActionCodec, rng: np.random.Generator, p_drop_text: float = 0.0,

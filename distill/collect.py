@@ -152,6 +152,27 @@ def make_cartpole_edge_pushes(spec: WorldSpec, space: gym.Space, rng: np.random.
     return policy
 
 
+def make_cartpole_balance_then_topple(spec: WorldSpec, space: gym.Space, rng: np.random.Generator) -> Policy:
+    """Long stretches of noisy balancing (1-8 s), then a push held for 3-12 chunks -- often long
+    enough to topple the pole -- then balancing again (a recovery when the push was short). This is
+    what players and agents do: hold a key, then try to save the pole."""
+    balance = make_cartpole_noisy_balance(spec, space, rng)
+    s = {"calm": int(rng.integers(12, 100)), "push": 0, "a": 0}
+
+    def policy(state):
+        if s["push"] > 0:
+            s["push"] -= 1
+            if s["push"] == 0:
+                s["calm"] = int(rng.integers(12, 100))
+            return s["a"]
+        s["calm"] -= 1
+        if s["calm"] <= 0:
+            s["push"], s["a"] = int(rng.integers(3, 13)), int(rng.integers(2))
+        return balance(state)
+
+    return policy
+
+
 def make_pendulum_noisy_swingup(spec: WorldSpec, space: gym.Space, rng: np.random.Generator) -> Policy:
     """Energy pumping plus a PD controller near the top, 40-50% of decisions random."""
     p_random = rng.uniform(0.4, 0.5)
@@ -173,9 +194,10 @@ def make_pendulum_noisy_swingup(spec: WorldSpec, space: gym.Space, rng: np.rando
 # world name -> policy name -> (factory, weight); worlds not listed use DEFAULT_POLICIES.
 POLICIES: dict[str, dict[str, tuple[Callable[..., Policy], float]]] = {
     "cartpole": {
-        "noisy_balance": (make_cartpole_noisy_balance, 0.45),
-        "edge_pushes": (make_cartpole_edge_pushes, 0.2),
-        "flippy_balance": (make_cartpole_flippy_balance, 0.15),
+        "noisy_balance": (make_cartpole_noisy_balance, 0.35),
+        "balance_then_topple": (make_cartpole_balance_then_topple, 0.2),
+        "edge_pushes": (make_cartpole_edge_pushes, 0.15),
+        "flippy_balance": (make_cartpole_flippy_balance, 0.1),
         "held_pushes": (make_held_pushes, 0.1),
         "random": (make_random, 0.1),
     },

@@ -2,16 +2,21 @@
 
 Three networks: the causal student G; the frozen teacher as the "real" score (with CFG); a "fake"
 score initialised from the teacher and trained with the ordinary diffusion loss on G's outputs,
-`ttur` (5) updates per generator update. Generator gradient: (x0_fake - x0_real_cfg), normalised
+`ttur` updates per generator update. Generator gradient: (x0_fake - x0_real_cfg), normalised
 by mean |x - x0_real_cfg|; loss = 0.5 * MSE(x, (x - grad).detach()).
 
 How G produces the clip it is judged on (`rollout`):
+- "self_forcing" (the default; Self-Forcing, Huang et al. 2025): G generates `rollout_latent_frames`
+  chunk after chunk with its own sliding-window KV cache exactly as the env runs it (same window,
+  same eviction, same positions, same context-noise level for the cache-writing pass). Each chunk
+  exits at a random student step; that one step carries the gradient, every other step and the
+  cache are detached, so memory stays bounded by one chunk's activations per chunk. The teacher
+  then judges a random window of `score_frames` of that rollout (its first frame as context).
 - "teacher_forcing" (CausVid): every chunk is denoised against the *real* earlier chunks as clean
   context, all chunks in parallel; each chunk exits at a random student step.
-- "self_rollout" (Self-Forcing): G generates chunk after chunk with its own KV cache, each chunk
-  exiting at a random student step, so it is trained on its own context as at inference.
-Either way the final, gradient-carrying step is one block-causal forward with the clean context
-copy; by the cache invariant it equals what the cached rollout computed.
+
+`data_weight` > 0 adds a regression of the generated latents onto the real ones (the data has the
+true future under the same actions, and CartPole is deterministic); 0 is pure DMD.
 """
 from __future__ import annotations
 
@@ -37,8 +42,8 @@ from models.schedule import FlowSchedule
 class DMDConfig:
     steps: int = 300  # generator updates
     batch_size: int = 8
-    clip_latent_frames: int = 8
-    context_frames: int = 1
+    clip_latent_frames: int = 8  # teacher forcing: frames per clip (= what the teacher judges)
+    context_frames: int = 1  # teacher forcing: real context frames
     p_no_context: float = 0.15
     lr_generator: float = 2e-5
     lr_fake: float = 2e-5
@@ -48,68 +53,81 @@ class DMDConfig:
     t_min: float = 0.02
     t_max: float = 0.98
     grad_clip: float = 10.0
-    rollout: str = "teacher_forcing"  # or "self_rollout"
+    rollout: str = "self_forcing"  # or "teacher_forcing"
+    # self-forcing rollouts ------------------------------------------------------------------
+    window_frames: int = 16  # the KV-cache window of the rollout (= the env's default window)
+    rollout_latent_frames: int = 24  # real context + generated frames per rollout (> window: eviction is trained)
+    score_frames: int = 8  # the window of the rollout the teacher judges (<= its training clip length)
+    max_context_frames: int = 4  # real context frames when a rollout starts mid-episode
+    p_from_start: float = 0.5  # rollouts from an episode's still first chunk (an image reset)
+    # shared ---------------------------------------------------------------------------------
+    context_noise_max: float = 0.0  # context-noise augmentation: cache written at a level in [0, max]
+    p_context_noise: float = 0.5
+    data_weight: float = 0.0  # regression onto the real future latents (0 = pure DMD)
     seed: int = 0
     save_every: int = 25
     log_every: int = 5
 
 
-class Generator:
-    """Produces G's clip for a batch: context (B, C, k, ...) real + generated frames."""
+ROLLOUTS = ("self_forcing", "teacher_forcing")
 
-    def __init__(self, schedule: FlowSchedule, rollout: str):
-        if rollout not in ("teacher_forcing", "self_rollout"):
-            raise ValueError(f"rollout: expected 'teacher_forcing' or 'self_rollout', got {rollout!r}")
-        self.schedule, self.rollout = schedule, rollout
+
+def self_forcing_rollout(G: DiT, real: torch.Tensor, k: int, cond: Cond, timesteps: torch.Tensor, window_frames: int,
+                         context_noise: float, rng: np.random.Generator) -> torch.Tensor:
+    """Generate frames k.. of a clip (B, C, T, h, w) after writing its first k real frames to a
+    fresh sliding-window cache, chunk by chunk as the env does. -> (B, C, T, h, w): the real
+    context followed by the generated frames, which carry the gradient of their exit step."""
+    B, C, T, h, w = real.shape
+    chunk, F_ = G.config.latent_frames_per_chunk, G.config.frames_per_latent
+    cache = G.new_cache(B, window_frames=window_frames, device=real.device)
+    write_context(G, cache, real[:, :, :k], cond.frames(0, k, F_), context_noise)
+    outs = [real[:, :, :k]]
+    for c0 in range(k, T, chunk):
+        c1 = min(T, c0 + chunk)
+        exit_step = int(rng.integers(0, len(timesteps)))
+        x0, _ = student_sample_chunk(G, cache, torch.randn(B, C, c1 - c0, h, w, device=real.device), cond.frames(c0, c1, F_),
+                                     timesteps, exit_step=exit_step, context_noise=context_noise, grad_at_exit=True)
+        outs.append(x0)
+    return torch.cat(outs, dim=2)
+
+
+class TeacherForcingGenerator:
+    """CausVid's generator pass: every chunk of a real clip denoised in parallel against the real
+    earlier chunks (the clean copy, at the context-noise level `t_clean`), each exiting at a random
+    student step; the exit step carries the gradient."""
+
+    def __init__(self, schedule: FlowSchedule):
+        self.schedule = schedule
         self.ts = schedule.student_timesteps()
 
-    def __call__(self, student, raw: DiT, real: torch.Tensor, k: int, cond: Cond, rng: np.random.Generator, grad: bool):
+    def __call__(self, student, raw: DiT, real: torch.Tensor, k: int, cond: Cond, rng: np.random.Generator, context_noise: float = 0.0):
         B, C, T, h, w = real.shape
         chunk = raw.config.latent_frames_per_chunk
         S = len(self.ts)
         n_chunks = -(-T // chunk)
         exit_idx = torch.from_numpy(rng.integers(0, S, size=(B, n_chunks))).repeat_interleave(chunk, 1)[:, :T]
-        t_exit = self.ts[exit_idx]  # (B, T)
+        t_exit = self.ts[exit_idx].to(real.device)  # (B, T)
+        t_clean = torch.full((B, T), float(context_noise), device=real.device)
+        clean = self.schedule.add_noise(real, torch.randn_like(real), t_clean) if context_noise > 0 else real
+        mask = teacher_forcing_mask(T, chunk, device=real.device)
         with torch.no_grad():
-            if self.rollout == "teacher_forcing":
-                clean = real
-                x = torch.randn(B, C, T, h, w)
-                x_in = x.clone()
-                mask = teacher_forcing_mask(T, chunk)
-                for s in range(S):
-                    here = (exit_idx == s)[:, None, :, None, None]
-                    x_in = torch.where(here, x, x_in)
-                    if s == S - 1 or bool((exit_idx <= s).all()):
-                        break
-                    t = torch.full((B, T), float(self.ts[s]))
-                    v = raw(x, t, cond.action_feats, cond.action_null, cond.text, frame_mask=mask, x_clean=clean)
-                    x0 = self.schedule.x0_from_v(x, v, t)
-                    tn = float(self.ts[s + 1])
-                    x = (1 - tn) * x0 + tn * torch.randn_like(x0)
-            else:
-                cache = raw.new_cache(B, window_frames=T + chunk)
-                F_ = raw.config.frames_per_latent
-                if k:
-                    write_context(raw, cache, real[:, :, :k], cond.frames(0, k, F_))
-                outs, ins = [real[:, :, :k]], [real[:, :, :k]]
-                for c0 in range(k, T, chunk):
-                    c1 = min(T, c0 + chunk)
-                    # one exit step per chunk (shared by the batch in a cached rollout)
-                    e = int(exit_idx[0, c0])
-                    exit_idx[:, c0:c1] = e
-                    x0, xin = student_sample_chunk(raw, cache, torch.randn(B, C, c1 - c0, h, w), cond.frames(c0, c1, F_), self.ts, exit_step=e)
-                    outs.append(x0)
-                    ins.append(xin)
-                clean = torch.cat(outs, dim=2)
-                x_in = torch.cat(ins, dim=2)
-                t_exit = self.ts[exit_idx]
+            x = torch.randn(B, C, T, h, w, device=real.device)
+            x_in = x.clone()
+            for s in range(S):
+                here = (exit_idx == s).to(real.device)[:, None, :, None, None]
+                x_in = torch.where(here, x, x_in)
+                if s == S - 1 or bool((exit_idx <= s).all()):
+                    break
+                t = torch.full((B, T), float(self.ts[s]), device=real.device)
+                v = raw(x, t, cond.action_feats, cond.action_null, cond.text, frame_mask=mask, x_clean=clean, t_clean=t_clean)
+                x0 = self.schedule.x0_from_v(x, v, t)
+                tn = float(self.ts[s + 1])
+                x = (1 - tn) * x0 + tn * torch.randn_like(x0)
         t_exit = t_exit.clone()
         t_exit[:, :k] = 0.0
         x_in = torch.cat([real[:, :, :k], x_in[:, :, k:]], dim=2)
-        ctx = torch.enable_grad() if grad else torch.no_grad()
-        with ctx:
-            v = student(x_in, t_exit, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk), x_clean=clean)
-            x0 = self.schedule.x0_from_v(x_in, v, t_exit)
+        v = student(x_in, t_exit, cond.action_feats, cond.action_null, cond.text, frame_mask=mask, x_clean=clean, t_clean=t_clean)
+        x0 = self.schedule.x0_from_v(x_in, v, t_exit)
         return torch.cat([real[:, :, :k], x0[:, :, k:]], dim=2)
 
 
@@ -120,81 +138,114 @@ def _score(net: DiT, x, t, cond: Cond, causal: bool, guidance, clean) -> torch.T
     return guided_velocity(net, x, t, cond, *guidance)
 
 
+def _sync_grads(model: torch.nn.Module, acc) -> None:
+    """Average gradients across processes for passes that bypass the DDP wrapper (the cached
+    self-forcing rollout calls the raw module chunk by chunk)."""
+    if acc.num_processes > 1:
+        import torch.distributed as dist
+        for p in model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= acc.num_processes
+
+
 def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, bank: PromptBank, schedule: FlowSchedule,
               cfg: DMDConfig, stage_dir, causal_teacher: bool = False, accelerator=None) -> dict:
     stage_dir = Path(stage_dir)
     if is_done(stage_dir):
         return {}
+    if cfg.rollout not in ROLLOUTS:
+        raise ValueError(f"dmd.rollout: expected one of {ROLLOUTS}, got {cfg.rollout!r}")
+    if cfg.rollout == "self_forcing" and not (cfg.score_frames <= cfg.rollout_latent_frames):
+        raise ValueError(f"dmd.score_frames={cfg.score_frames} must be <= dmd.rollout_latent_frames={cfg.rollout_latent_frames}")
     from accelerate import Accelerator
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    dev = acc.device
     seed_everything(cfg.seed + acc.process_index)
-    G = copy.deepcopy(student_init).train()
-    fake = copy.deepcopy(real_score).train()
-    real_score = real_score.eval().requires_grad_(False)
+    G = copy.deepcopy(student_init).train().requires_grad_(True)
+    fake = copy.deepcopy(real_score).train().requires_grad_(True)
+    real_score = real_score.eval().requires_grad_(False).to(dev)
     opt_g = torch.optim.AdamW(G.parameters(), lr=cfg.lr_generator, betas=(0.0, 0.999))
     opt_f = torch.optim.AdamW(fake.parameters(), lr=cfg.lr_fake, betas=(0.0, 0.999))
     step, _ = load_training_state(stage_dir, {"generator": G, "fake": fake}, {"opt_g": opt_g, "opt_f": opt_f})
     G_w, fake_w, opt_g, opt_f = acc.prepare(G, fake, opt_g, opt_f)
     G_raw, fake_raw = acc.unwrap_model(G_w), acc.unwrap_model(fake_w)
-    gen = Generator(schedule, cfg.rollout)
+    tf_gen = TeacherForcingGenerator(schedule)
+    student_ts = schedule.student_timesteps()
     log = ScalarLogger(stage_dir / "log.jsonl")
     bar = tqdm(total=cfg.steps, initial=step, desc=f"dmd ({cfg.rollout})", disable=not acc.is_main_process, dynamic_ncols=True)
-
-    def draw():
-        k = 0 if rng.random() < cfg.p_no_context else cfg.context_frames
-        clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=(k == 0))
-        batch = make_batch(clips, codec, rng)
-        return batch, k
+    F_ = G_raw.config.frames_per_latent
 
     def noisy(x, k):
         B, T = x.shape[0], x.shape[2]
         u = torch.from_numpy(rng.uniform(cfg.t_min, cfg.t_max, size=(B, 1))).float()
-        t = schedule.shift(u).expand(B, T).clone()
+        t = schedule.shift(u).expand(B, T).clone().to(x.device)
         t[:, :k] = 0.0
         eps = torch.randn_like(x)
         return schedule.add_noise(x, eps, t), t, eps
 
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
-        # -- fake score: diffusion loss on fresh generator samples (TTUR) --------------------------
-        for _ in range(cfg.ttur):
-            batch, k = draw()
-            cond_f = batch.cond(fake_raw, bank)
+        ctx_noise = float(rng.uniform(0, cfg.context_noise_max)) if (cfg.context_noise_max > 0 and rng.random() < cfg.p_context_noise) else 0.0
+        # -- the generator's sample (gradient-carrying) -------------------------------------------
+        if cfg.rollout == "self_forcing":
+            from_start = rng.random() < cfg.p_from_start
+            k = 1 if from_start else int(rng.integers(1, cfg.max_context_frames + 1))
+            batch = make_batch(dataset.sample(cfg.batch_size, cfg.rollout_latent_frames, rng, from_start=from_start), codec, rng).to(dev)
             cond_g = batch.cond(G_raw, bank)
-            with torch.no_grad():
-                x = gen(G_w, G_raw, batch.latents, k, cond_g, rng, grad=False)
-            xt, t, eps = noisy(x, k)
-            v = _score(fake_w, xt, t, cond_f, causal_teacher, (1.0, 1.0), x)
-            err = (v - schedule.v_target(x, eps)).pow(2).mean(dim=(1, 3, 4))[:, k:]
+            full = self_forcing_rollout(G_raw, batch.latents, k, cond_g, student_ts, cfg.window_frames, ctx_noise, rng)
+            T = full.shape[2]
+            s0 = int(rng.integers(0, T - cfg.score_frames + 1))
+            kc = max(k - s0, 1)  # the teacher reads the window's first frame(s) as context
+        else:
+            k = 0 if rng.random() < cfg.p_no_context else cfg.context_frames
+            batch = make_batch(dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=(k == 0)), codec, rng).to(dev)
+            cond_g = batch.cond(G_raw, bank)
+            full = tf_gen(G_w, G_raw, batch.latents, k, cond_g, rng, ctx_noise)
+            T, s0, kc = full.shape[2], 0, k
+        win = slice(s0, s0 + (cfg.score_frames if cfg.rollout == "self_forcing" else T))
+        x = full[:, :, win]
+        real_win = batch.latents[:, :, win]
+        fr = (win.start * F_, win.stop * F_)
+        wb = batch.window(fr)
+        # -- fake score: diffusion loss on the generator's samples (TTUR) ---------------------------
+        for _ in range(cfg.ttur):
+            cond_f = wb.cond(fake_raw, bank)
+            xd = x.detach()
+            xt, t, eps = noisy(xd, kc)
+            v = _score(fake_w, xt, t, cond_f, causal_teacher, (1.0, 1.0), xd)
+            err = (v - schedule.v_target(xd, eps)).pow(2).mean(dim=(1, 3, 4))[:, kc:]
             loss_f = err.mean()
             opt_f.zero_grad(set_to_none=True)
             acc.backward(loss_f)
             acc.clip_grad_norm_(fake_w.parameters(), cfg.grad_clip)
             opt_f.step()
-        # -- generator: distribution matching gradient --------------------------------------------
-        batch, k = draw()
-        cond_g = batch.cond(G_raw, bank)
-        x = gen(G_w, G_raw, batch.latents, k, cond_g, rng, grad=True)
-        xt, t, _ = noisy(x.detach(), k)
+        # -- generator: distribution matching gradient (+ optional regression on the real future) ----
+        xt, t, _ = noisy(x.detach(), kc)
         with torch.no_grad():
-            cond_r = batch.cond(real_score, bank, with_null_text=True)
-            cond_f = batch.cond(fake_raw, bank)
+            cond_r = wb.cond(real_score, bank, with_null_text=True)
+            cond_f = wb.cond(fake_raw, bank)
             x0_real = schedule.x0_from_v(xt, _score(real_score, xt, t, cond_r, causal_teacher, (cfg.guidance_text, cfg.guidance_action), x.detach()), t)
             x0_fake = schedule.x0_from_v(xt, _score(fake_raw, xt, t, cond_f, causal_teacher, (1.0, 1.0), x.detach()), t)
-            xg = x.detach()[:, :, k:]
-            norm = (xg - x0_real[:, :, k:]).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-6)
-            grad = torch.nan_to_num((x0_fake - x0_real)[:, :, k:] / norm)
-        loss_g = 0.5 * F.mse_loss(x[:, :, k:], (x[:, :, k:] - grad).detach())
+            xg = x.detach()[:, :, kc:]
+            norm = (xg - x0_real[:, :, kc:]).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-6)
+            grad = torch.nan_to_num((x0_fake - x0_real)[:, :, kc:] / norm)
+        loss_dmd = 0.5 * F.mse_loss(x[:, :, kc:], (x[:, :, kc:] - grad).detach())
+        loss_data = F.mse_loss(full[:, :, k:], batch.latents[:, :, k:])
+        loss_g = loss_dmd + cfg.data_weight * loss_data if cfg.data_weight > 0 else loss_dmd
         opt_g.zero_grad(set_to_none=True)
-        acc.backward(loss_g)
+        loss_g.backward() if cfg.rollout == "self_forcing" else acc.backward(loss_g)
+        if cfg.rollout == "self_forcing":
+            _sync_grads(G_raw, acc)
         gn = acc.clip_grad_norm_(G_w.parameters(), cfg.grad_clip)
         opt_g.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(dmd=f"{loss_g.item():.4f}", fake=f"{loss_f.item():.4f}")
+        bar.set_postfix(dmd=f"{loss_dmd.item():.4f}", data=f"{loss_data.item():.4f}", fake=f"{loss_f.item():.4f}")
         if step % cfg.log_every == 0 and acc.is_main_process:
-            log.log(step, **{"losses/dmd": loss_g.item(), "losses/fake_score": loss_f.item(), "charts/generator_grad_norm": float(gn),
-                             "charts/dmd_grad_abs": grad.abs().mean().item()})
+            log.log(step, **{"losses/dmd": loss_dmd.item(), "losses/data": loss_data.item(), "losses/fake_score": loss_f.item(),
+                             "charts/generator_grad_norm": float(gn), "charts/dmd_grad_abs": grad.abs().mean().item(),
+                             "charts/context_noise": ctx_noise})
         if (step % cfg.save_every == 0 or step == cfg.steps) and acc.is_main_process:
             save_training_state(stage_dir, step, {"generator": G_raw, "fake": fake_raw}, {"opt_g": opt_g, "opt_f": opt_f})
     bar.close()

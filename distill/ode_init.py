@@ -25,6 +25,8 @@ class ODEInitConfig:
     batch_size: int = 16
     lr: float = 1e-4
     grad_clip: float = 1.0
+    context_noise_max: float = 0.0  # context-noise augmentation of the clean copy (the cache) ...
+    p_context_noise: float = 0.5  # ... in this fraction of batches, level uniform in [0, max]
     seed: int = 0
     save_every: int = 100
     log_every: int = 10
@@ -59,7 +61,8 @@ def student_inputs(pairs: dict, schedule: FlowSchedule, chunk: int, rng: np.rand
 def student_cond(model: DiT, bank: PromptBank, pairs: dict) -> Cond:
     prompts = [bank.prompts[int(i)] for i in pairs["prompt_index"]]
     tok, m, null = bank.batch(prompts)
-    return Cond(pairs["action_feats"], pairs["action_null"], model.encode_text(tok, m, null))
+    dev = next(model.parameters()).device
+    return Cond(pairs["action_feats"].to(dev), pairs["action_null"].to(dev), model.encode_text(tok.to(dev), m.to(dev), null.to(dev)))
 
 
 def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule: FlowSchedule, cfg: ODEInitConfig, stage_dir, accelerator=None) -> dict:
@@ -83,8 +86,14 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
         x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
         T = x_in.shape[2]
         x_clean = torch.cat([pairs["real"][:, :, :pairs["context_frames"]], pairs["x0"]], dim=2)
+        level = float(rng.uniform(0, cfg.context_noise_max)) if (cfg.context_noise_max > 0 and rng.random() < cfg.p_context_noise) else 0.0
+        t_clean = torch.full(t.shape, level)
+        ctx_in = schedule.add_noise(x_clean, torch.randn_like(x_clean), t_clean) if level > 0 else x_clean
+        dev = acc.device
+        x_in, t, mask, x_clean, ctx_in, t_clean = (a.to(dev) for a in (x_in, t, mask, x_clean, ctx_in, t_clean))
         cond = student_cond(raw, bank, pairs)
-        v = model(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk), x_clean=x_clean)
+        v = model(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk, device=dev),
+                  x_clean=ctx_in, t_clean=t_clean)
         x0_pred = schedule.x0_from_v(x_in, v, t)
         err = (x0_pred - x_clean).pow(2).mean(dim=(1, 3, 4))
         loss = (err * mask).sum() / mask.sum()

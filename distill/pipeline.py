@@ -32,7 +32,7 @@ from distill.dataset import EpisodeDataset, LatentCache, build_latent_cache
 from distill.dmd import train_dmd
 from distill.ode_init import train_ode_init
 from distill.ode_pairs import generate_ode_pairs, load_ode_pairs
-from distill.presets import PipelineConfig, get_preset, to_dict
+from distill.presets import PipelineConfig, apply_overrides, get_preset, to_dict
 from distill.train_heads import train_heads
 from distill.train_teacher import train_teacher
 from distill.train_vae import train_vae
@@ -77,8 +77,26 @@ def build_dit_config(cfg: PipelineConfig, spec, vae: CausalVAE) -> DiTConfig:
                                frames_per_latent=spec.frames_per_latent, latent_frames_per_chunk=spec.latent_frames_per_chunk)
 
 
+def reuse_vae(source: str | Path, stage_dir: Path) -> None:
+    """Copy a trained VAE (a `save_pretrained` directory, e.g. a shipped checkpoint's `vae/`)
+    in as this run's VAE stage."""
+    import shutil
+
+    from distill.training_utils import mark_done
+
+    source = Path(source)
+    if not (source / "config.json").exists():
+        raise FileNotFoundError(f"vae_from: {source} is not a saved VAE (no config.json); pass e.g. causvid_env/checkpoints/cartpole/vae")
+    CausalVAE.from_pretrained(source)  # fails clearly if it does not load
+    shutil.copytree(source, stage_dir / "vae", dirs_exist_ok=True)
+    mark_done(stage_dir, {"reused_from": str(source)})
+
+
+STAGES = ("collect", "vae", "latents", "heads", "teacher", "ode_pairs", "ode_init", "dmd")
+
+
 def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str = "none", rollout: str | None = None,
-                 command: str = "") -> Path:
+                 command: str = "", until: str | None = None) -> Path | None:
     from accelerate import Accelerator
 
     if ablation not in ABLATIONS:
@@ -110,12 +128,17 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     train_ids, held_ids = held_out_split(len(episodes), cfg.heldout_fraction, cfg.seed)
     if main:
         (out / "split.json").write_text(json.dumps({"train": train_ids, "heldout": held_ids}))
+    if until == "collect":
+        return None
 
     # 2. VAE ------------------------------------------------------------------------------------
     vae_cfg = cfg.vae
     vae_cfg.vae.frame_height, vae_cfg.vae.frame_width = spec.frame_height, spec.frame_width
     vae_cfg.vae.temporal_down = spec.frames_per_latent
     vae_cfg.seed = cfg.seed
+    if main and not is_done(out / "vae") and cfg.vae_from:
+        log(f"stage vae: reusing the trained VAE {cfg.vae_from}")
+        reuse_vae(cfg.vae_from, out / "vae")
     if main and not is_done(out / "vae"):
         log("stage vae")
         train_eps = EpisodeDataset.from_episodes([episodes[i] for i in train_ids], episodes.manifest, episodes.path)
@@ -125,6 +148,8 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
         log(f"vae: {summary}")
     acc.wait_for_everyone()
     vae = CausalVAE.from_pretrained(out / "vae" / "vae").eval()
+    if until == "vae":
+        return None
 
     # 3. latent cache, written once ---------------------------------------------------------------
     lat_path = out / "latents.safetensors"
@@ -134,6 +159,8 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     acc.wait_for_everyone()
     cache = LatentCache.load(lat_path)
     train_clips = ClipSampler(cache, train_ids)
+    if until == "latents":
+        return None
 
     # 4. prompts (MiniLM runs once) ---------------------------------------------------------------
     bank_path = out / "prompts.pt"
@@ -153,6 +180,8 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
         train_heads(train_clips, cfg.heads, out / "heads")
     acc.wait_for_everyone()
     heads = RewardTerminationHead.from_pretrained(out / "heads" / "model")
+    if until == "heads":
+        return None
 
     # 6. bidirectional teacher --------------------------------------------------------------------
     dit_cfg = build_dit_config(cfg, spec, vae)
@@ -161,6 +190,8 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
         log("stage teacher (bidirectional)")
         train_teacher(train_clips, codec, bank, cfg.teacher, out / "teacher", accelerator=acc)
     teacher = DiT.from_pretrained(out / "teacher" / "model").eval()
+    if until == "teacher":
+        return None
 
     # 7. ODE pairs -------------------------------------------------------------------------------
     if main and not is_done(out / "ode_pairs"):
@@ -169,9 +200,13 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     acc.wait_for_everyone()
 
     # 8. ODE init ----------------------------------------------------------------------------------
+    if until == "ode_pairs":
+        return None
     if ablation != "no_ode_init" and not is_done(out / "ode_init"):
         log("stage ode_init")
         train_ode_init(teacher, load_ode_pairs(out / "ode_pairs"), bank, schedule, cfg.ode_init, out / "ode_init", accelerator=acc)
+    if until == "ode_init":
+        return None
 
     # 9. asymmetric DMD (or an ablation of it) --------------------------------------------------------
     base = out if ablation == "none" else out / "ablations" / ablation
@@ -197,6 +232,8 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     if main:
         info = {"preset": cfg.preset, "seed": cfg.seed, "ablation": ablation, "dmd_rollout": cfg.dmd.rollout,
                 "command": command, "trained_clip_latent_frames": cfg.teacher.clip_latent_frames,
+                "window_frames": cfg.dmd.window_frames if cfg.dmd.rollout == "self_forcing" else cfg.dmd.clip_latent_frames,
+                "context_noise": cfg.context_noise,
                 "data": {"episodes": len(episodes), "frames": episodes.total_frames, "heldout_episodes": held_ids}}
         save_world_model(ckpt, student.eval(), vae, heads, schedule, world, info)
         log(f"checkpoint written to {ckpt}")
@@ -213,14 +250,18 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--ablation", default="none", choices=ABLATIONS)
     p.add_argument("--rollout", default=None, choices=["teacher_forcing", "self_rollout"], help="DMD generator rollout")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any preset value, e.g. --set teacher.steps=8000 --set dmd.rollout=teacher_forcing (repeatable)")
+    p.add_argument("--until", default=None, choices=STAGES, help="stop after this stage (the rest resumes later)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     cfg = get_preset(a.preset)
     cfg.seed = a.seed
+    apply_overrides(cfg, a.overrides)
     command = "python -m distill.pipeline " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
-    return run_pipeline(a.world, a.out, cfg, a.ablation, a.rollout, command)
+    return run_pipeline(a.world, a.out, cfg, a.ablation, a.rollout, command, a.until)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ class PipelineConfig:
     seed: int = 0
     dit_size: str = "S"
     heldout_fraction: float = 0.1
+    context_noise: float = 0.0  # the level the env writes its cache at (recorded in the checkpoint)
+    vae_from: str = ""  # a trained VAE directory to reuse instead of training the VAE stage
     collect: CollectSettings = field(default_factory=CollectSettings)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
     heads: HeadsTrainConfig = field(default_factory=HeadsTrainConfig)
@@ -51,23 +53,32 @@ def tiny() -> PipelineConfig:
         causal_teacher_steps=30,
         ode_pairs=ODEPairsConfig(num_pairs=8, batch_size=4, clip_latent_frames=4, num_steps=6),
         ode_init=ODEInitConfig(steps=30, batch_size=4, lr=1e-3, save_every=15, log_every=5),
-        dmd=DMDConfig(steps=4, batch_size=2, clip_latent_frames=4, ttur=2, lr_generator=1e-3, lr_fake=1e-3, save_every=2, log_every=1),
+        dmd=DMDConfig(steps=4, batch_size=2, clip_latent_frames=4, score_frames=4, window_frames=3, rollout_latent_frames=6, max_context_frames=2,
+                      ttur=2, lr_generator=1e-3, lr_fake=1e-3, data_weight=1.0, context_noise_max=0.2, save_every=2, log_every=1),
     )
 
 
 def default() -> PipelineConfig:
-    """The shipped cartpole checkpoint: ~1.5 hours on one core of this 2-core CPU (the second core stays
-    free; two busy torch threads slow ~10x as soon as anything else runs)."""
+    """The shipped cartpole checkpoint, sized for about 2 hours on one core of this 2-core CPU (the
+    second core stays free: two busy torch threads slow ~10x as soon as anything else runs).
+    Stage times measured on that core are in docs/RESULTS.md ("Training").
+
+    Compute goes where it buys fidelity: most of it to the teacher (it is all the dynamics the
+    student can learn) and to self-forcing DMD, which trains the student on its own 24-chunk
+    rollouts through the env's 16-chunk sliding-window cache (evictions included), with a
+    regression onto the real future (`dmd.data_weight`) and context-noise augmentation."""
     return PipelineConfig(
         preset="default", dit_size="S",
-        collect=CollectSettings(episodes=160, workers=2, max_frames=1000),
+        collect=CollectSettings(episodes=200, workers=2, max_frames=1000),
         vae=VAETrainConfig(steps=900, batch_size=16, clip_frames=8, save_every=100),
         heads=HeadsTrainConfig(steps=1200),
-        teacher=TeacherTrainConfig(steps=2000, batch_size=16, clip_latent_frames=8, lr=4e-4, warmup_steps=200),
+        teacher=TeacherTrainConfig(steps=2400, batch_size=16, clip_latent_frames=8, lr=4e-4, warmup_steps=200,
+                                   context_noise_max=0.2, save_every=100),
         causal_teacher_steps=1500,
-        ode_pairs=ODEPairsConfig(num_pairs=256, batch_size=16, clip_latent_frames=8, num_steps=24),
-        ode_init=ODEInitConfig(steps=400, batch_size=8, lr=1e-4),
-        dmd=DMDConfig(steps=75, batch_size=8, clip_latent_frames=8, ttur=5, lr_generator=5e-5, lr_fake=5e-5),
+        ode_pairs=ODEPairsConfig(num_pairs=192, batch_size=16, clip_latent_frames=8, num_steps=20),
+        ode_init=ODEInitConfig(steps=400, batch_size=8, lr=1e-4, context_noise_max=0.2, save_every=50),
+        dmd=DMDConfig(steps=200, batch_size=8, clip_latent_frames=8, score_frames=8, window_frames=16, rollout_latent_frames=24,
+                      ttur=2, lr_generator=5e-5, lr_fake=5e-5, data_weight=1.0, context_noise_max=0.2, save_every=10),
     )
 
 
@@ -82,3 +93,51 @@ def get_preset(name: str) -> PipelineConfig:
 
 def to_dict(cfg: PipelineConfig) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def _parse_value(text: str, current, where: str):
+    """Parse `text` to the type of the value it replaces (bool, int, float, str, tuple, None)."""
+    import ast
+
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {where}: expected true/false, got {text!r}")
+    if isinstance(current, (int, float)) or current is None or isinstance(current, tuple):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            if current is None:
+                return text
+            raise ValueError(f"--set {where}: cannot parse {text!r} as {type(current).__name__}") from None
+        if isinstance(current, float) and isinstance(value, int):
+            value = float(value)
+        if current is not None and not isinstance(value, type(current)):
+            raise ValueError(f"--set {where}: expected {type(current).__name__}, got {text!r}")
+        return value
+    return text
+
+
+def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig:
+    """Apply `section.key=value` overrides (e.g. `teacher.steps=8000`, `dmd.rollout=teacher_forcing`)
+    in place; unknown keys and unparsable values raise a ValueError naming the override."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, for example teacher.steps=8000")
+        key, text = item.split("=", 1)
+        *path, name = key.strip().split(".")
+        obj = cfg
+        for part in path:
+            if not dataclasses.is_dataclass(obj) or not hasattr(obj, part):
+                raise ValueError(f"--set {key}: no section {part!r}; sections are {[f.name for f in dataclasses.fields(cfg)]}")
+            obj = getattr(obj, part)
+        if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+            valid = sorted(f.name for f in dataclasses.fields(obj)) if dataclasses.is_dataclass(obj) else []
+            raise ValueError(f"--set {key}: unknown key {name!r}; valid keys here are {valid}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            raise ValueError(f"--set {key}: is a section; set one of its keys, e.g. {key}.{dataclasses.fields(current)[0].name}=...")
+        setattr(obj, name, _parse_value(text, current, key))
+    return cfg

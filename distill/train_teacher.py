@@ -45,6 +45,8 @@ class TeacherTrainConfig:
     p_no_context: float = 0.15  # bidirectional: clips generated from the prompt alone
     max_context_frames: int = 4
     p_shared_t: float = 0.5  # bidirectional: one noise level for all generated frames
+    context_noise_max: float = 0.0  # context-noise augmentation: context frames noised to a level in [0, max] ...
+    p_context_noise: float = 0.5  # ... in this fraction of clips, the level given to the model as their timestep
     seed: int = 0
     save_every: int = 200
     log_every: int = 20
@@ -66,7 +68,8 @@ def sample_noise_levels(schedule: FlowSchedule, B: int, T: int, cfg: TeacherTrai
     k = rng.integers(1, cfg.max_context_frames + 1, size=B)
     k[rng.random(B) < cfg.p_no_context] = 0
     ctx = torch.arange(T)[None] < torch.from_numpy(k)[:, None]
-    t[ctx] = 0.0
+    level = torch.from_numpy(rng.uniform(0, cfg.context_noise_max, size=(B, 1)) * (rng.random((B, 1)) < cfg.p_context_noise)).float()
+    t = torch.where(ctx, level.expand(B, T), t)  # context frames: clean, or lightly noised (GameNGen / DIAMOND)
     return t, ~ctx
 
 
@@ -78,6 +81,7 @@ def diffusion_loss(model, raw: DiT, schedule: FlowSchedule, batch, bank: PromptB
     B, _, T = x0.shape[:3]
     chunk = raw.config.latent_frames_per_chunk
     t, loss_mask = sample_noise_levels(schedule, B, T, cfg, rng, chunk, mode)
+    t, loss_mask = t.to(x0.device), loss_mask.to(x0.device)
     eps = torch.randn_like(x0)
     xt = schedule.add_noise(x0, eps, t)
     cond = batch.cond(raw, bank)
@@ -115,7 +119,7 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
         clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng)
-        batch = make_batch(clips, codec, rng, cfg.p_drop_text, cfg.p_drop_action)
+        batch = make_batch(clips, codec, rng, cfg.p_drop_text, cfg.p_drop_action).to(acc.device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         loss = diffusion_loss(model, raw, schedule, batch, bank, cfg, rng, cfg.mode)

@@ -59,7 +59,7 @@ class Args:
     probe_steps: int = 1500
     probe_episodes: int = 32
     batch_size: int = 8
-    window_seconds: float = 10.0
+    window_seconds: float | None = None
     threads: int = 1
 
 
@@ -90,7 +90,7 @@ def run(a: Args, command: str = "") -> dict:
     clip = a.teacher_clip_frames or cfg.get("teacher", {}).get("clip_latent_frames") or main_model.info.get("trained_clip_latent_frames")
     probe, probe_eval = ev.resolve_probe(a.probe, spec.name, out, a.probe_steps, a.probe_episodes)
     episodes = ev.real_rollouts(spec.name, a.episodes, horizons[-1], a.seed, variants=list(spec.variant_names))
-    window = max(1, int(round(a.window_seconds * spec.fps / spec.frames_per_latent)))
+    window = max(1, int(round((a.window_seconds or 10.0) * spec.fps / spec.frames_per_latent)))
 
     def student(ckpt: Path | WorldModel):
         m = ckpt if isinstance(ckpt, WorldModel) else load_world_model(ckpt, world=spec.name)

@@ -58,7 +58,10 @@ class Args:
     """'all' (cycle the world's variants), 'default', or a comma list of variant names"""
     batch_size: int = 8
     """dream envs per batched forward"""
-    window_seconds: float = 10.0
+    window_seconds: float | None = None
+    """KV-cache window (default: the window the checkpoint was trained with)"""
+    context_noise: float | None = None
+    """noise level of the cache-writing pass (default: the checkpoint's trained level)"""
     video_episodes: int = 3
     """episodes in the MP4 (the longest first)"""
     threads: int = 1
@@ -100,9 +103,11 @@ def run(args: Args, command: str = "") -> dict:
     episodes, t_real = ev.timed(ev.real_rollouts, spec.name, args.episodes, horizons[-1], args.seed,
                                 policies=[x.strip() for x in args.policies.split(",") if x.strip()],
                                 variants=parse_variants(args.variants, spec.name))
-    dream, t_dream = ev.timed(ev.student_generate, model, spec, episodes, args.batch_size, args.window_seconds, texts)
+    dream, t_dream = ev.timed(ev.student_generate, model, spec, episodes, args.batch_size, args.window_seconds, texts,
+                              context_noise=args.context_noise)
     methods = {"dream (student)": dream, "repeat_last_frame": ev.repeat_last_frame(episodes),
-               "vae_reconstruction": ev.vae_reconstruction(model, episodes)}
+               "vae_reconstruction": ev.vae_reconstruction(model, episodes),
+               "simulator_from_still_frame": ev.simulator_from_still_frame(episodes, spec.name)}
     table, per_frame = ev.evaluate_methods(methods, episodes, horizons, spec.fps, probe)
 
     names = probe.config.target_names if probe is not None else ()
@@ -121,7 +126,7 @@ def run(args: Args, command: str = "") -> dict:
         "kind": "closed_loop",
         "command": command,
         "args": asdict(args),
-        "checkpoint_info": {k: model.info.get(k) for k in ("preset", "seed", "ablation", "dmd_rollout", "command")},
+        "checkpoint_info": {k: model.info.get(k) for k in ("preset", "seed", "ablation", "dmd_rollout", "command", "window_frames", "context_noise")},
         "world": spec.name, "fps": spec.fps, "horizons_s": horizons,
         "horizon_semantics": "frame metrics pooled over generated frames in (previous horizon, horizon]; termination and "
                              "return metrics over the first `horizon` seconds; frames only while the real twin runs "

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from distill.training_utils import read_log  # noqa: E402
 
-STAGES = ("vae", "heads", "teacher", "causal_teacher", "ode_init", "dmd_teacher_forcing", "dmd_self_rollout")
+STAGES = ("vae", "heads", "teacher", "causal_teacher", "ode_init", "dmd_teacher_forcing", "dmd_self_forcing")
 
 
 def main(argv=None) -> Path:

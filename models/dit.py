@@ -127,9 +127,14 @@ class SelfAttention(nn.Module):
         if cache_kv is not None:
             k_buf, v_buf = cache_kv
             idx = slots[:, None, :, None].expand(B, self.h, L, self.hd)
-            k_buf.scatter_(2, idx, k)
-            v_buf.scatter_(2, idx, v)
-            k, v = k_buf, v_buf
+            if torch.is_grad_enabled() and k.requires_grad:
+                # a gradient-carrying denoising step (self-forcing training): attend to a copy with
+                # this chunk's keys in its slots; the cache itself stays detached and unchanged
+                k, v = k_buf.scatter(2, idx, k), v_buf.scatter(2, idx, v)
+            else:
+                k_buf.scatter_(2, idx, k)
+                v_buf.scatter_(2, idx, v)
+                k, v = k_buf, v_buf
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, L, hd)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
@@ -285,13 +290,13 @@ class DiT(nn.Module, PretrainedMixin):
             raise ValueError(f"action_feats/action_null: expected (B, T*{cfg.frames_per_latent}, ...) = {(B, T * cfg.frames_per_latent)}, got {tuple(action_feats.shape)} / {tuple(action_null.shape)}")
 
     # -- the three ways to run -------------------------------------------------------------------
-    def forward(self, x, t, action_feats, action_null, text: TextCond, frame_pos=None, frame_mask=None, x_clean=None):
+    def forward(self, x, t, action_feats, action_null, text: TextCond, frame_pos=None, frame_mask=None, x_clean=None, t_clean=None):
         """Full-sequence forward. x (B, C, T, h, w) latents at per-frame noise levels t (B, T).
         frame_mask None: bidirectional (teacher). frame_mask (T, T) bool: e.g. block-causal
         (models.masks). Returns the velocity prediction (B, C, T, h, w).
         With `x_clean` (B, C, T, h, w): teacher forcing, see `forward_teacher_forcing`."""
         if x_clean is not None:
-            return self.forward_teacher_forcing(x, t, x_clean, action_feats, action_null, text, frame_mask)
+            return self.forward_teacher_forcing(x, t, x_clean, action_feats, action_null, text, frame_mask, t_clean)
         self._check(x, t, action_feats, action_null)
         B, _, T = x.shape[:3]
         N = self.tokens_per_frame
@@ -309,12 +314,15 @@ class DiT(nn.Module, PretrainedMixin):
             tokens = blk(tokens, c, cos, sin, attn_mask, text, text_kv=None if text.kv is None else text.kv[i])
         return self._head(tokens, c)
 
-    def forward_teacher_forcing(self, x_noisy, t, x_clean, action_feats, action_null, text: TextCond, frame_mask: torch.Tensor):
+    def forward_teacher_forcing(self, x_noisy, t, x_clean, action_feats, action_null, text: TextCond, frame_mask: torch.Tensor,
+                                t_clean: torch.Tensor | None = None):
         """Block-causal training with a clean context: the sequence [x_clean | x_noisy] under
-        `models.masks.teacher_forcing_mask`; returns the velocity for the noisy copy only."""
+        `models.masks.teacher_forcing_mask`; returns the velocity for the noisy copy only.
+        `t_clean` (B, T): noise levels of the context copy (context-noise augmentation; default 0),
+        matching a cache written at that level at inference."""
         T = x_noisy.shape[2]
         x = torch.cat([x_clean, x_noisy], dim=2)
-        tt = torch.cat([torch.zeros_like(t), t], dim=1)
+        tt = torch.cat([torch.zeros_like(t) if t_clean is None else t_clean.to(t), t], dim=1)
         af = torch.cat([action_feats, action_feats], dim=1)
         an = torch.cat([action_null, action_null], dim=1)
         pos = torch.arange(T, device=x.device).repeat(2)

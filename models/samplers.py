@@ -104,26 +104,31 @@ def ode_sample(model: DiT, schedule: FlowSchedule, noise: torch.Tensor, cond: Co
 
 
 @torch.no_grad()
-def write_context(model: DiT, cache: KVCache, latents: torch.Tensor, cond: Cond) -> None:
-    """Write clean latents (B, C, T, h, w) into the cache chunk by chunk at t = 0."""
+def write_context(model: DiT, cache: KVCache, latents: torch.Tensor, cond: Cond, context_noise: float = 0.0) -> None:
+    """Write real latents (B, C, T, h, w) into the cache chunk by chunk (at t = 0, or re-noised to
+    the context noise level; see `write_chunk`)."""
     c = model.config.latent_frames_per_chunk
     F = model.config.frames_per_latent
     for s in range(0, latents.shape[2], c):
         x = latents[:, :, s:s + c]
-        sub = cond.frames(s, s + x.shape[2], F)
-        model.forward_chunk(x, torch.zeros(x.shape[0], x.shape[2], device=x.device), sub.action_feats, sub.action_null, cond.text, cache, write=True)
+        write_chunk(model, cache, x, cond.frames(s, s + x.shape[2], F), context_noise)
 
 
-@torch.no_grad()
 def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: Cond, timesteps: torch.Tensor,
                          renoise: list[torch.Tensor] | None = None, exit_step: int | None = None,
-                         write: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                         write: bool = True, context_noise: float = 0.0, context_eps: torch.Tensor | None = None,
+                         grad_at_exit: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Few-step generation of one chunk attending to the cache.
 
     At each student level t_i: predict x0, then re-noise it with fresh noise to t_{i+1}; the last
     prediction is the chunk. `renoise[i]` supplies the noise used after step i (seeded per env by
-    the caller). `exit_step` stops early (Self-Forcing's random exit). Finally the clean chunk is run
-    once more at t = 0 to write its keys/values (`write`). Returns (x0, input at the exit step)."""
+    the caller). `exit_step` stops early (Self-Forcing's random exit). Finally the chunk is run
+    once more to write its keys/values (`write`): clean at t = 0, or -- with `context_noise` c > 0
+    (context-noise augmentation) -- re-noised to level c with `context_eps` and tagged with t = c.
+
+    `grad_at_exit` (self-forcing training): every step runs without gradient except the exit step,
+    whose prediction carries the gradient; the cache stays detached. Returns (x0, input at the exit
+    step)."""
     B, _, c = noise.shape[:3]
     x = noise
     last = len(timesteps) - 1 if exit_step is None else exit_step
@@ -131,12 +136,27 @@ def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: 
     for i in range(last + 1):
         t = torch.full((B, c), float(timesteps[i]), device=noise.device)
         x_in = x
-        v = model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=False)
-        x0 = x - t[:, None, :, None, None] * v
+        with torch.set_grad_enabled(grad_at_exit and i == last):
+            v = model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=False)
+            x0 = x - t[:, None, :, None, None] * v
         if i < last:
             eps = renoise[i] if renoise is not None else torch.randn_like(x0)
             tn = float(timesteps[i + 1])
             x = (1 - tn) * x0 + tn * eps
     if write:
-        model.forward_chunk(x0, torch.zeros(B, c, device=noise.device), cond.action_feats, cond.action_null, cond.text, cache, write=True)
+        write_chunk(model, cache, x0.detach(), cond, context_noise, context_eps)
     return x0, x_in
+
+
+@torch.no_grad()
+def write_chunk(model: DiT, cache: KVCache, x0: torch.Tensor, cond: Cond, context_noise: float = 0.0,
+                context_eps: torch.Tensor | None = None) -> None:
+    """The cache-writing pass of a finished chunk x0 (B, C, c, h, w): at t = 0, or at the context
+    noise level c with x = (1 - c) x0 + c eps (what the model was trained to read as context)."""
+    B, c = x0.shape[0], x0.shape[2]
+    x = x0
+    if context_noise > 0:
+        eps = context_eps if context_eps is not None else torch.randn_like(x0)
+        x = (1 - context_noise) * x0 + context_noise * eps
+    t = torch.full((B, c), float(context_noise), device=x0.device)
+    model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=True)

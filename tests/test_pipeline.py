@@ -31,7 +31,7 @@ def test_pipeline_produces_a_playable_checkpoint(tiny_run):
     obs, _ = env.reset(seed=0)
     obs, r, term, trunc, info = env.step(1)
     assert obs.shape == (4, 64, 96, 3) and np.isfinite(r)
-    for stage in ("vae", "heads", "teacher", "ode_pairs", "ode_init", "dmd_teacher_forcing"):
+    for stage in ("vae", "heads", "teacher", "ode_pairs", "ode_init", "dmd_self_forcing"):
         assert (out / stage / "DONE").is_file(), stage
     assert (out / "data" / "CARD.md").is_file()
 
@@ -47,7 +47,7 @@ def test_dmd_changes_the_student(tiny_run):
     out, _ = tiny_run
     from models.dit import DiT
     a = DiT.from_pretrained(out / "ode_init" / "model")
-    b = DiT.from_pretrained(out / "dmd_teacher_forcing" / "model")
+    b = DiT.from_pretrained(out / "dmd_self_forcing" / "model")
     diff = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
     assert diff > 0
     cfg = a.config

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record-scale", type=int, default=4, help="upscale of recorded frames (default: 4)")
     p.add_argument("--twin", action="store_true", help="start in twin mode (real simulator side by side)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first reset, the twin seeds and the random policy")
-    p.add_argument("--window-seconds", type=float, default=10.0, help="context kept in the KV cache (default: 10)")
+    p.add_argument("--window-seconds", type=float, default=None, help="context kept in the KV cache (default: the window the checkpoint was trained with)")
     p.add_argument("--headless", action="store_true", help="no display needed (SDL dummy driver when $DISPLAY is unset); "
                                                         "runs --steps chunks as fast as possible, then exits")
     p.add_argument("--steps", type=int, default=None, help="chunks to generate before stopping (headless default: 10, "

@@ -1,0 +1,113 @@
+"""Self-forcing training and context noise: the training rollout computes exactly what inference
+computes, the gradient reaches every generated chunk, and the cache is never touched by it."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from distill.batches import LatentBatch
+from distill.dmd import self_forcing_rollout
+from distill.presets import apply_overrides, tiny
+from models.masks import teacher_forcing_mask
+from models.samplers import Cond, student_sample_chunk, write_chunk, write_context
+from models.schedule import FlowSchedule
+from tests.test_dit import inputs, random_model
+
+
+def test_gradient_step_equals_inference_step_and_leaves_cache_alone():
+    m = random_model(1)
+    x, t, af, an, text = inputs(m, B=2, T=5)
+    cache = m.new_cache(2, window_frames=3)
+    with torch.no_grad():
+        for s in range(4):
+            m.forward_chunk(x[:, :, s:s + 1], torch.zeros(2, 1), af[:, 4 * s:4 * s + 4], an[:, 4 * s:4 * s + 4], text, cache, write=True)
+    k_before = cache.k.clone()
+    args = (x[:, :, 4:5], t[:, 4:5], af[:, 16:20], an[:, 16:20], text, cache)
+    with torch.enable_grad():
+        y_grad = m.forward_chunk(*args, write=False)
+    assert y_grad.requires_grad
+    assert torch.equal(cache.k, k_before), "a gradient-carrying step must not write into the cache"
+    assert not cache.k.requires_grad
+    with torch.no_grad():
+        y_ref = m.forward_chunk(*args, write=False)
+    assert torch.allclose(y_grad, y_ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("level", [0.0, 0.15])
+@torch.no_grad()
+def test_context_noise_teacher_forcing_equals_cached_inference(level):
+    """Training reads the context copy at level c (t_clean = c); inference writes its cache with
+    `write_chunk(context_noise=c)`. Both must give the same prediction for the next chunk."""
+    m = random_model(1)
+    B, T = 2, 4
+    x0, t, af, an, text = inputs(m, B=B, T=T)
+    eps = torch.randn_like(x0)
+    ctx = (1 - level) * x0 + level * eps
+    noisy = torch.randn_like(x0)
+    t_clean = torch.full((B, T), level)
+    full = m(noisy, t, af, an, text, frame_mask=teacher_forcing_mask(T, 1), x_clean=ctx, t_clean=t_clean)
+    cache = m.new_cache(B, window_frames=10)
+    cond = Cond(af, an, text)
+    outs = []
+    for s in range(T):
+        sub = cond.frames(s, s + 1, 4)
+        outs.append(m.forward_chunk(noisy[:, :, s:s + 1], t[:, s:s + 1], sub.action_feats, sub.action_null, text, cache, write=False))
+        write_chunk(m, cache, x0[:, :, s:s + 1], sub, level, eps[:, :, s:s + 1])
+    assert torch.allclose(torch.cat(outs, 2), full, atol=1e-5)
+
+
+def test_self_forcing_rollout_matches_inference_and_carries_gradient():
+    m = random_model(1)
+    for p in m.parameters():
+        p.requires_grad_(True)
+    B, T, k, window = 2, 7, 2, 3  # 5 generated chunks through a 3-chunk window: evictions happen
+    real, _, af, an, text = inputs(m, B=B, T=T)
+    cond = Cond(af, an, text)
+    ts = FlowSchedule().student_timesteps()
+    torch.manual_seed(5)
+    out = self_forcing_rollout(m, real, k, cond, ts, window, 0.1, np.random.default_rng(0))
+    assert out.shape == real.shape and torch.equal(out[:, :, :k], real[:, :, :k])
+    # the same rollout, as the env runs it (no gradient anywhere), with the same noise and exits
+    torch.manual_seed(5)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        cache = m.new_cache(B, window_frames=window)
+        write_context(m, cache, real[:, :, :k], cond.frames(0, k, 4), 0.1)
+        ref = []
+        for c0 in range(k, T):
+            e = int(rng.integers(0, len(ts)))
+            x0, _ = student_sample_chunk(m, cache, torch.randn(B, 8, 1, 8, 12), cond.frames(c0, c0 + 1, 4), ts, exit_step=e,
+                                         context_noise=0.1)
+            ref.append(x0)
+    assert torch.allclose(out[:, :, k:].detach(), torch.cat(ref, 2), atol=1e-5)
+    # the gradient reaches every generated chunk through its own exit step
+    for c in range(k, T):
+        m.zero_grad()
+        out[:, :, c].pow(2).sum().backward(retain_graph=True)
+        g = sum(p.grad.abs().sum() for p in m.parameters() if p.grad is not None)
+        assert g > 0, f"chunk {c} carries no gradient"
+
+
+def test_latent_batch_window_slices_every_field():
+    B, T, F = 2, 5, 4
+    lb = LatentBatch(torch.randn(B, 8, T, 8, 12), torch.randn(B, T * F, 2), torch.zeros(B, T * F, dtype=torch.bool), ["a", None],
+                     torch.randn(B, T * F), torch.zeros(B, T * F, dtype=torch.bool))
+    w = lb.window((4, 12))
+    assert w.latents.shape[2] == 2 and torch.equal(w.latents, lb.latents[:, :, 1:3])
+    assert torch.equal(w.action_feats, lb.action_feats[:, 4:12]) and w.rewards.shape == (B, 8)
+    with pytest.raises(ValueError, match="multiples"):
+        lb.window((3, 12))
+
+
+def test_overrides_set_values_and_reject_bad_ones():
+    cfg = apply_overrides(tiny(), ["teacher.steps=7", "dmd.rollout=teacher_forcing", "dmd.lr_generator=1e-3", "context_noise=0.1"])
+    assert cfg.teacher.steps == 7 and cfg.dmd.rollout == "teacher_forcing" and cfg.dmd.lr_generator == 1e-3 and cfg.context_noise == 0.1
+    with pytest.raises(ValueError, match="unknown key 'stepz'"):
+        apply_overrides(tiny(), ["teacher.stepz=3"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        apply_overrides(tiny(), ["teacher.steps"])
+    with pytest.raises(ValueError, match="cannot parse .many. as int"):
+        apply_overrides(tiny(), ["teacher.steps=many"])
+    with pytest.raises(ValueError, match="is a section"):
+        apply_overrides(tiny(), ["teacher=3"])
