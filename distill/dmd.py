@@ -65,6 +65,7 @@ class DMDConfig:
     p_context_noise: float = 0.5
     data_weight: float = 0.0  # regression onto the real future latents (0 = pure DMD)
     seed: int = 0
+    snapshot_every: int = 0  # also keep the generator's weights every N steps (model_stepN/), for equal-budget ablations
     save_every: int = 25
     log_every: int = 5
 
@@ -248,6 +249,8 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
                              "charts/context_noise": ctx_noise})
         if (step % cfg.save_every == 0 or step == cfg.steps) and acc.is_main_process:
             save_training_state(stage_dir, step, {"generator": G_raw, "fake": fake_raw}, {"opt_g": opt_g, "opt_f": opt_f})
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0 and acc.is_main_process:
+            G_raw.save_pretrained(stage_dir / f"model_step{step}")
     bar.close()
     if acc.is_main_process:
         G_raw.save_pretrained(stage_dir / "model")

@@ -3,7 +3,7 @@
     collect -> VAE -> latent cache -> reward/termination heads -> bidirectional teacher
     -> ODE pairs -> ODE init -> asymmetric DMD -> checkpoint
 
-    python -m distill.pipeline --world cartpole --out runs/cartpole [--preset tiny|default] [--resume]
+    python -m distill.pipeline --world cartpole --out runs/cartpole [--preset tiny|default] [--set teacher.steps=8000]
     torchrun --standalone --nproc_per_node 2 -m distill.pipeline ...   # data-parallel training stages
 
 Ablations (the paper's Table 4) reuse the finished shared stages and write to OUT/ablations/NAME:
@@ -29,10 +29,10 @@ from causvid_env.worlds import get_world
 from distill.batches import ClipSampler, PromptBank
 from distill.collect import CollectConfig, collect
 from distill.dataset import EpisodeDataset, LatentCache, build_latent_cache
-from distill.dmd import train_dmd
+from distill.dmd import ROLLOUTS, train_dmd
 from distill.ode_init import train_ode_init
 from distill.ode_pairs import generate_ode_pairs, load_ode_pairs
-from distill.presets import PipelineConfig, apply_overrides, get_preset, to_dict
+from distill.presets import PRESETS, PipelineConfig, apply_overrides, get_preset, to_dict
 from distill.train_heads import train_heads
 from distill.train_teacher import train_teacher
 from distill.train_vae import train_vae
@@ -228,7 +228,7 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
         student = DiT.from_pretrained(dmd_dir / "model")
 
     # 10. the checkpoint the env loads --------------------------------------------------------------
-    ckpt = base / "checkpoint"
+    ckpt = base / ("checkpoint" if cfg.dmd.rollout == ROLLOUTS[0] or ablation == "ode_init_only" else f"checkpoint_{cfg.dmd.rollout}")
     if main:
         info = {"preset": cfg.preset, "seed": cfg.seed, "ablation": ablation, "dmd_rollout": cfg.dmd.rollout,
                 "command": command, "trained_clip_latent_frames": cfg.teacher.clip_latent_frames,
@@ -242,18 +242,24 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
 
 
 def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description="Run the CausVid distillation pipeline end to end (resumable).")
-    p.add_argument("--world", default="cartpole")
+    p = argparse.ArgumentParser(
+        description="Run the CausVid distillation pipeline end to end. Every stage checkpoints; re-running the same "
+                    "command resumes the running stage and skips finished ones.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="presets (measured on a 2-core x86 CPU, one torch thread): tiny = a ~30 s smoke test of every stage "
+               "(its model is noise); default = the shipped checkpoint, about 2.5 h (collect 4 min, heads 1 min, "
+               "teacher 55 min, ODE pairs + init ~12 min, self-forcing DMD ~40 min; VAE ~20 min unless "
+               "--set vae_from=DIR reuses a trained one). Per-stage times: docs/RESULTS.md.")
+    p.add_argument("--world", default="cartpole", help="world name (causvid_env.worlds)")
     p.add_argument("--out", required=True, help="run directory; stages already finished there are skipped")
-    p.add_argument("--preset", default="default", help="tiny | default")
-    p.add_argument("--resume", action="store_true", help="accepted for clarity: re-running always resumes")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="size of every stage (see below)")
     p.add_argument("--ablation", default="none", choices=ABLATIONS)
-    p.add_argument("--rollout", default=None, choices=["teacher_forcing", "self_rollout"], help="DMD generator rollout")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rollout", default=None, choices=list(ROLLOUTS), help="DMD generator rollout (default: the preset's, self_forcing)")
+    p.add_argument("--seed", type=int, default=0, help="seed of collection, splits and every training stage")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any preset value, e.g. --set teacher.steps=8000 --set dmd.rollout=teacher_forcing (repeatable)")
     p.add_argument("--until", default=None, choices=STAGES, help="stop after this stage (the rest resumes later)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None = all cores")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
