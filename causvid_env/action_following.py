@@ -61,6 +61,9 @@ def measure(checkpoint=None, probe_dir=None, seeds=(0, 1, 2, 3), seconds: float 
         res["gap_cart_x_m"] = res["right"]["cart_x_m"] - res["left"]["cart_x_m"]
         res["gap_pole_angle_deg"] = res["right"]["pole_angle_deg"] - res["left"]["pole_angle_deg"]
         out[name] = res
+    # the response the dream shows as a fraction of the real one (1.0 = exact; target within +-30%)
+    out["response_ratio"] = {k: (out["dream"][k] / out["real"][k] if out["real"][k] else None)
+                             for k in ("gap_pole_angle_deg", "gap_cart_x_m")}
     return out
 
 
@@ -68,10 +71,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Push right vs left in the dream and the real twin, read with the state probe.")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--probe", default=None)
-    p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--seconds", type=float, default=1.0, help="how long the push is held (0.24 = 12 frames)")
+    p.add_argument("--starts", type=int, default=4, help="real start states (seeds 0..N-1)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
-    res = measure(a.checkpoint, a.probe, seconds=a.seconds)
+    if a.starts < 1:
+        raise ValueError(f"--starts: must be >= 1, got {a.starts}")
+    res = measure(a.checkpoint, a.probe, seeds=tuple(range(a.starts)), seconds=a.seconds)
+    res["command"] = "python -m causvid_env.action_following " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     print(json.dumps(res, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

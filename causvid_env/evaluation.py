@@ -535,6 +535,8 @@ def aggregate(scores: list[FrameScores], gens: list[Generated], episodes: list[R
                     both_none += 1
                 ret.append(abs(_return_upto(g.rewards, g.first_termination(), Hi) - _return_upto(ep.rewards[ep.F:], ep.first_termination(), Hi)))
             n_ep = len(episodes)
+            n_real = len(errs) + missed  # episodes whose real twin terminates within the horizon
+            row.update(term_within_4_frames=sum(e <= 4 for e in errs) / n_real if n_real else None)
             row.update(term_timing_mae_frames=float(np.mean(errs)) if errs else None, term_both=len(errs),
                        term_missed=missed, term_false=false, term_agree=(len(errs) + both_none) / n_ep if n_ep else None,
                        return_mae=float(np.mean(ret)) if ret else None)
@@ -578,7 +580,8 @@ def episode_summaries(episodes: list[RealRollout], gens: list[Generated] | None,
 METRIC_COLUMNS = [("psnr", "PSNR dB", "{:.2f}"), ("psnr_fg", "PSNR fg dB", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
                   ("pole_angle_deg_err", "angle err deg", "{:.2f}"), ("cart_x_m_err", "cart x err m", "{:.3f}"),
                   ("reward_mae", "reward MAE", "{:.3f}"), ("term_frame_acc", "term acc", "{:.3f}"),
-                  ("term_timing_mae_frames", "term timing err (frames)", "{:.1f}"), ("term_missed", "term missed", "{}"),
+                  ("term_timing_mae_frames", "term timing err (frames)", "{:.1f}"),
+                  ("term_within_4_frames", "term within 4 fr", "{:.2f}"), ("term_missed", "term missed", "{}"),
                   ("term_false", "term false", "{}"), ("return_mae", "return MAE", "{:.1f}")]
 
 

@@ -5,7 +5,9 @@
 Rows (each one skipped with a note when its model is not in the run directory):
 - many-step bidirectional teacher   RUN/teacher/model (guided ODE, clip windows of its trained length)
 - many-step causal teacher          RUN/causal_teacher/model (chunk by chunk, KV cache, many steps)
-- ODE init + bidirectional DMD      RUN/checkpoint (= CausVid, the shipped student)
+- ODE init + bidirectional DMD      RUN/checkpoint (self-forcing, the shipped recipe), and the same
+                                    run's generator at the ablations' step budget (RUN/dmd_self_forcing/model_stepN)
+- teacher-forcing DMD               RUN/checkpoint_teacher_forcing (CausVid's generator rollout)
 - no ODE init                       RUN/ablations/no_ode_init/checkpoint
 - causal-teacher DMD                RUN/ablations/causal_teacher/checkpoint
 - ODE init only                     RUN/ablations/ode_init_only/checkpoint (else RUN/ode_init/model)
@@ -31,8 +33,9 @@ from causvid_env.checkpoint import WorldModel, load_world_model
 from causvid_env.worlds import get_world
 from models.dit import DiT
 
+MAIN_ROW = "ODE init + bidirectional DMD, self-forcing (shipped recipe)"
 PAPER_TABLE4 = {  # VBench temporal / frame / text quality (CausVid paper, Table 4)
-    "ODE init + bidirectional DMD (CausVid)": "94.7 / 64.4 / 30.1",
+    MAIN_ROW: "94.7 / 64.4 / 30.1 (CausVid)",
     "no ODE init": "92.9 / 48.1 / 25.3",
     "causal-teacher DMD": "91.9 / 61.7 / 28.2",
     "ODE init only": "93.4 / 60.6 / 29.4",
@@ -52,6 +55,8 @@ class Args:
     """seed of the first real episode"""
     teacher_steps: int = 50
     """Euler steps of the many-step teachers"""
+    budget_steps: int = 100
+    """DMD generator steps every ablation row was trained for (the main run's snapshot at this step is a row too)"""
     teacher_clip_frames: int = 0
     """bidirectional teacher window in latent frames (0: the length it was trained on)"""
     probe: str | None = None
@@ -102,18 +107,26 @@ def run(a: Args, command: str = "") -> dict:
                                    clip_frames=None if causal else clip, causal=causal, window_frames=window,
                                    batch_size=a.batch_size, texts=texts)
 
+    def with_student(path: Path) -> WorldModel:
+        """A bare student (e.g. a DMD snapshot) with the main checkpoint's VAE, heads and settings."""
+        m = main_model
+        return WorldModel(DiT.from_pretrained(path).eval(), m.vae, m.heads, m.schedule, m.world, dict(m.info, note=str(path)))
+
     ode_only = run_dir / "ablations" / "ode_init_only" / "checkpoint"
     ode_model = None
     if not (ode_only / "checkpoint.json").is_file() and _dit_dir(run_dir / "ode_init" / "model"):
         m = main_model
-        ode_model = WorldModel(DiT.from_pretrained(run_dir / "ode_init" / "model").eval(), m.vae, m.heads, m.schedule, m.world,
-                               {"note": "RUN/ode_init/model with the main checkpoint's VAE and heads"})
+        ode_model = with_student(run_dir / "ode_init" / "model")
     rows = [  # (name, how it samples, available?, generate)
         ("many-step bidirectional teacher", f"{a.teacher_steps} steps, CFG, clip windows of {clip} latent frames",
          _dit_dir(run_dir / "teacher" / "model"), lambda: teacher(run_dir / "teacher" / "model", False)),
         ("many-step causal teacher", f"{a.teacher_steps} steps per chunk, CFG, KV cache",
          _dit_dir(run_dir / "causal_teacher" / "model"), lambda: teacher(run_dir / "causal_teacher" / "model", True)),
-        ("ODE init + bidirectional DMD (CausVid)", "4 steps, KV cache", (main_ckpt / "checkpoint.json").is_file(), lambda: student(main_ckpt)),
+        (MAIN_ROW, "4 steps, KV cache", (main_ckpt / "checkpoint.json").is_file(), lambda: student(main_ckpt)),
+        (f"self-forcing DMD, {a.budget_steps} steps", "4 steps, KV cache", _dit_dir(run_dir / "dmd_self_forcing" / f"model_step{a.budget_steps}"),
+         lambda: student(with_student(run_dir / "dmd_self_forcing" / f"model_step{a.budget_steps}"))),
+        (f"teacher-forcing DMD, {a.budget_steps} steps", "4 steps, KV cache", (run_dir / "checkpoint_teacher_forcing/checkpoint.json").is_file(),
+         lambda: student(run_dir / "checkpoint_teacher_forcing")),
         ("no ODE init", "4 steps, KV cache", (run_dir / "ablations/no_ode_init/checkpoint/checkpoint.json").is_file(),
          lambda: student(run_dir / "ablations/no_ode_init/checkpoint")),
         ("causal-teacher DMD", "4 steps, KV cache", (run_dir / "ablations/causal_teacher/checkpoint/checkpoint.json").is_file(),
@@ -132,6 +145,7 @@ def run(a: Args, command: str = "") -> dict:
         timing[name] = {"sampling": how, "seconds": dt, "ms_per_frame": 1e3 * dt / max(1, n_frames)}
     methods["repeat_last_frame"] = ev.repeat_last_frame(episodes)
     methods["vae_reconstruction"] = ev.vae_reconstruction(main_model, episodes)
+    methods["simulator_from_still_frame"] = ev.simulator_from_still_frame(episodes, spec.name)
     table, _ = ev.evaluate_methods(methods, episodes, horizons, spec.fps, probe)
     for name, why in notes.items():
         table[name] = {"skipped": why}
