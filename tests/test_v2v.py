@@ -196,3 +196,18 @@ def test_appearance_measures_read_real_renders():
     assert np.nanmean(colour_error_deg(ep.frames, layout, "pole", part_colours(world, "short_blue_strong_push")["pole"])) > 30
     assert lengths["short_blue_strong_push"] < lengths["default"] < lengths["long_teal_orange_cart"] < lengths["long_red_low_gravity"]
 
+
+
+def test_viewer_restyle_mode_headless(tiny_ckpt):
+    from causvid_env.viewer.app import run
+
+    app = run(["--checkpoint", str(tiny_ckpt), "--headless", "--seed", "0", "--scale", "1",
+               "--script", f"Y,T:{RED},right*2,left"])
+    c = app.controller
+    assert c.restyle_mode and c.twin_mode
+    assert c.restyler.prompt == RED and c.prompt == RED
+    assert c.twin_variant == get_world("cartpole").default_variant  # the input keeps its own look
+    assert c.stats.steps == 3 and c.restyler.chunks == 4  # the reset chunk + 3 steps
+    dream, real = app.current
+    assert dream.shape == real.shape == (H, W, 3)
+    assert app.final_image.shape == (H, 2 * W, 3)

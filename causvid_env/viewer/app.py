@@ -8,7 +8,8 @@
 Keys: the world's keymap (CartPole: left/right arrows; no key = repeat the last push),
 T prompt (Enter confirms, Esc cancels), R reset from the prompt, I reset from an image,
 F reset from a real frame of the twin, P pause, . single step while paused, V record on/off,
-Tab twin mode (dream | real side by side), Esc quit.
+Tab twin mode (dream | real side by side), Y restyle mode (the live twin restyled under the prompt,
+streaming video-to-video, side by side with it), Esc quit.
 
 The loop runs at the world's fps and shows one frame per tick; when the frames of the last
 chunk are all shown it reads the keys and generates the next chunk (a slow machine shows the
@@ -32,7 +33,7 @@ from causvid_env.viewer.window import KeyActions, TextBox, ViewerWindow, key_eve
 
 __all__ = ["build_parser", "parse_script", "ViewerApp", "run", "main"]
 
-HELP_LINE = "T prompt  R reset  I image  F real frame  P pause  . step  V rec  Tab twin  Esc quit"
+HELP_LINE = "T prompt  R reset  I image  F real frame  P pause  . step  V rec  Tab twin  Y restyle  Esc quit"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(V toggles; later segments get -2, -3, ... suffixes)")
     p.add_argument("--record-scale", type=int, default=4, help="upscale of recorded frames (default: 4)")
     p.add_argument("--twin", action="store_true", help="start in twin mode (real simulator side by side)")
+    p.add_argument("--restyle", action="store_true", help="start in restyle mode (Y): the real twin restyled "
+                                                       "under the prompt, side by side with it")
+    p.add_argument("--strength", type=float, default=0.5, help="restyle noise strength in (0, 1] (default 0.5: "
+                                                            "keeps the input's motion, changes its look)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first reset, the twin seeds and the random policy")
     p.add_argument("--window-seconds", type=float, default=None, help="context kept in the KV cache (default: the window the checkpoint was trained with)")
     p.add_argument("--headless", action="store_true", help="no display needed (SDL dummy driver when $DISPLAY is unset); "
@@ -194,8 +199,11 @@ class ViewerApp:
         self.final_image: np.ndarray | None = None
         self.screenshot_path: Path | None = None
         self._done_at: float | None = None
+        self.controller.restyle_strength = args.strength
         # first episode
-        if args.twin:
+        if args.restyle:
+            self._show_chunk(self._toggle_restyle())
+        elif args.twin:
             self.controller.twin_mode = True
             self._show_chunk(self.controller.reset_real())
         elif self._image is not None:
@@ -285,11 +293,21 @@ class ViewerApp:
             self.toggle_recording()
         elif name == "tab":
             self._safely(self._toggle_twin)
+        elif name == "y":
+            self._safely(self._toggle_restyle)
         elif name == "escape":
             self.running = False
         else:
             return False
         return True
+
+    def _toggle_restyle(self):
+        chunk = self.controller.toggle_restyle()
+        self.window.set_twin(self.controller.twin_mode)
+        if self.recorder is not None:  # frame size may change: close this segment, start the next
+            self.stop_recording()
+            self.start_recording()
+        return chunk
 
     def _toggle_twin(self):
         chunk = self.controller.toggle_twin()
@@ -444,6 +462,8 @@ def run(argv=None, env=None) -> ViewerApp:
     """Parse ``argv``, run the viewer until it is closed (or the headless run ends); returns the app
     (its ``controller``, ``recordings``, ``final_image`` ... for tests and scripts)."""
     args = build_parser().parse_args(argv)
+    if not 0.0 < args.strength <= 1.0:
+        raise ValueError(f"--strength: must be in (0, 1], got {args.strength}")
     if args.scale < 1:
         raise ValueError(f"--scale: must be a positive integer, got {args.scale}")
     if args.record and Path(args.record).suffix.lower() not in Recorder.SUFFIXES:

@@ -134,6 +134,10 @@ class PlayController:
         self.pending_prompt: str | None = None
         self.twin_mode = False
         self.twin = None
+        self.restyle_mode = False  # Y: restyle the live twin under the prompt (streaming video-to-video)
+        self.restyler = None
+        self.restyle_strength = 0.5
+        self._restyle_ended = False
         self._twin_factory = twin_factory
         self.stats = Stats()
         self.last_info: dict = {}
@@ -187,6 +191,7 @@ class PlayController:
 
     def reset_image(self, image: np.ndarray) -> Chunk:
         """I: a dream episode whose first chunk is ``image`` (zero-shot image-to-world)."""
+        self.restyle_mode = False
         self._image = image
         prompt = self.pending_prompt or self.prompt
         obs, info = self.env.reset(seed=self._seed(), options={"image": image, "prompt": prompt})
@@ -195,6 +200,8 @@ class PlayController:
     def reset_real(self) -> Chunk:
         """F: reset the twin (random seed, the variant matching the prompt if any), then the dream
         from that very frame; in twin mode both sides then run under the same keys."""
+        if self.restyle_mode:
+            return self.reset_restyle()
         prompt = self.pending_prompt or self.prompt
         twin = self._twin_env()
         options = {}
@@ -220,6 +227,7 @@ class PlayController:
     def toggle_twin(self) -> Chunk | None:
         """Tab: twin mode on resets both sides from one real frame; off keeps the dream running."""
         self.twin_mode = not self.twin_mode
+        self.restyle_mode = False
         if self.twin_mode:
             return self.reset_real()
         self.stats.psnr_chunk = float("nan")
@@ -234,6 +242,8 @@ class PlayController:
 
     def step(self, action: Any) -> Chunk:
         """One chunk under ``action`` (held for its F frames), in the dream and, in twin mode, the twin."""
+        if self.restyle_mode:
+            return self.restyle_step(action)
         arg = action if self.pending_prompt is None else {"action": action, "prompt": self.pending_prompt}
         obs, reward, terminated, truncated, info = self.env.step(arg)
         self.last_info = info
@@ -268,8 +278,68 @@ class PlayController:
         """Divergence readout of one shown frame: PSNR (dB) dream vs real, capped at 99."""
         return float("nan") if real is None else min(psnr(dream, real), 99.0)
 
+    # -- restyle mode: streaming video-to-video of the live twin ------------------------------------
+    def toggle_restyle(self) -> Chunk:
+        """Y: on, the live real twin (in its own look) is restyled chunk by chunk under the prompt
+        (restyled | input side by side); off, back to twin mode (dream | real). Both from a new real start."""
+        self.restyle_mode = not self.restyle_mode
+        self.twin_mode = True
+        return self.reset_real()
+
+    def reset_restyle(self) -> Chunk:
+        """A new restyle stream: the twin restarts in the world's default variant, the restyler's
+        cache empties, and the first real chunk is restyled under the (pending) prompt."""
+        from causvid_env.v2v import StreamingRestyler
+
+        prompt = self.pending_prompt or self.prompt
+        if self.restyler is None:  # shares the env's model and text encoder
+            self.restyler = StreamingRestyler(self.env.model, prompt, self.restyle_strength, world=self.world,
+                                              text_encoder=self.env.engine.text_encoder)
+        seed = self._seed()
+        real, self.real_info = self._twin_env().reset(seed=seed, options={"variant": self.world.default_variant})
+        self.restyler.reset(seed=seed)
+        self.restyler.set_prompt(prompt)
+        out = self.restyler.feed(real)
+        self.prompt, self.pending_prompt = prompt, None
+        self.stats = Stats(steps=self.stats.steps, latency_s=self.restyler.last_latency_s,
+                           context_seconds=self.restyler.context_seconds())
+        self._restyle_ended = False
+        self.last_reset = "real"
+        return Chunk(out, real, "restyle")
+
+    def restyle_step(self, action: Any) -> Chunk:
+        """One chunk of the twin under ``action``, restyled with the same action; the step after the
+        twin's episode ended starts a new stream."""
+        if self._restyle_ended:
+            return self.reset_restyle()
+        if self.pending_prompt is not None:
+            self.restyler.set_prompt(self.pending_prompt)
+            self.prompt, self.pending_prompt = self.pending_prompt, None
+        real, r_reward, r_term, r_trunc, self.real_info = self.twin.step(action)
+        out = self.restyler.feed(real, actions=action)
+        s = self.stats
+        s.steps += 1
+        s.episode_steps += 1
+        s.real_return += float(r_reward)
+        s.real_terminated = bool(r_term)
+        s.latency_s, s.context_seconds = self.restyler.last_latency_s, self.restyler.context_seconds()
+        self._restyle_ended = bool(r_term or r_trunc)
+        return Chunk(out, real, "step")
+
+    def restyle_overlay_lines(self, shown_fps: float) -> list[str]:
+        s, r = self.stats, self.restyler
+        gen_fps = self.F / s.latency_s if s.latency_s == s.latency_s and s.latency_s > 0 else float("nan")
+        lines = [f"restyle | {gen_fps:5.1f} fps | chunk {1000 * s.latency_s:4.0f} ms | shown {shown_fps:4.1f} fps",
+                 f"strength {r.strength:.2f} (t={r.timestep:.2f}, {r.steps} steps) | context {s.context_seconds:4.2f} s",
+                 f"prompt: {self.prompt}"]
+        if self.pending_prompt is not None:
+            lines.append(f"next prompt: {self.pending_prompt}")
+        return lines
+
     # -- overlay text ----------------------------------------------------------------------------
     def overlay_lines(self, shown_fps: float, frame_psnr: float = float("nan")) -> list[str]:
+        if self.restyle_mode:
+            return self.restyle_overlay_lines(shown_fps)
         s = self.stats
         gen_fps = self.F / s.latency_s if s.latency_s == s.latency_s and s.latency_s > 0 else float("nan")
         lines = [f"dream | gen {gen_fps:5.1f} fps | chunk {1000 * s.latency_s:4.0f} ms | shown {shown_fps:4.1f} fps",
