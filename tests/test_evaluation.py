@@ -178,8 +178,8 @@ def test_ablation_rows_and_skips(run_dir, probe_dir, tmp_path):
     res = ab.run(ab.Args(run=str(run_dir), out=str(tmp_path), episodes=2, horizons="0.08,0.16", teacher_steps=2, probe=str(probe_dir),
                          batch_size=2))
     rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]
-    for name in ("many-step bidirectional teacher", "many-step causal teacher", "ODE init + bidirectional DMD (CausVid)",
-                 "ODE init only", "repeat_last_frame", "vae_reconstruction"):
+    for name in ("many-step bidirectional teacher", "many-step causal teacher", ab.MAIN_ROW,
+                 "ODE init only", "repeat_last_frame", "vae_reconstruction", "simulator_from_still_frame"):
         assert "psnr" in rows[name]["0.08s"], name
     assert rows["no ODE init"] == {"skipped": "model not found in the run directory"}
     assert "skipped" in rows["causal-teacher DMD"]
@@ -188,9 +188,12 @@ def test_ablation_rows_and_skips(run_dir, probe_dir, tmp_path):
     assert set(res["timing"]) >= {"many-step bidirectional teacher", "many-step causal teacher"}
 
 
-def test_write_results(closed_loop, tmp_path):
-    wr = load_example("write_results")
-    out = wr.write_results(closed_loop=closed_loop[0], out=tmp_path / "RESULTS.md")
-    text = out.read_text()
-    assert "## Closed loop against the real world" in text and "dream (student)" in text and "pytest" in text
-    assert "_Not run yet._" in text and "examples/benchmark.py" in text  # missing sections say how to make them
+def test_compose_results(closed_loop, tmp_path):
+    cr = load_example("compose_results")
+    res = tmp_path / "results"
+    (res / "closed_loop").mkdir(parents=True)
+    (res / "closed_loop" / "metrics.json").write_text((Path(closed_loop[0]) / "metrics.json").read_text())
+    text = cr.compose(res, tmp_path / "RESULTS.md").read_text()
+    assert "## Closed loop: the shipped checkpoint" in text and "dream (student)" in text
+    assert "## Issue 13 targets" in text and "repeat-last-frame" in text
+    assert "_Not run:" in text and "benchmark.json missing" in text  # missing inputs say how to make them
