@@ -66,15 +66,35 @@ def ship_checkpoint(source: str | os.PathLike, world: str | None = None, storage
                             storage_dtype=storage_dtype)
 
 
+def check_checkpoint_dir(directory: Path) -> None:
+    """Raise an error that says what to pass when `directory` is not a checkpoint directory: a
+    missing path, a file (checkpoint.json, a component's weights), or a training run directory
+    (`runs/x` instead of `runs/x/checkpoint`)."""
+    what = "pass the checkpoint directory written by `python -m distill.pipeline` (it holds checkpoint.json, student/, vae/, heads/)"
+    if directory.is_file():
+        home = next((d for d in (directory.parent, directory.parent.parent) if (d / "checkpoint.json").is_file()), None)
+        hint = f"pass its directory instead: checkpoint={str(home)!r}" if home is not None else what
+        raise ValueError(f"checkpoint: {str(directory)!r} is a file, not a directory; {hint}")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint: directory {str(directory)!r} does not exist; {what}")
+    if (directory / "checkpoint.json").is_file():
+        return
+    if (directory / "checkpoint" / "checkpoint.json").is_file():
+        raise FileNotFoundError(f"checkpoint: {str(directory)!r} looks like a training run directory; pass its "
+                                f"checkpoint subdirectory: checkpoint={str(directory / 'checkpoint')!r}")
+    if any((d / "DONE").is_file() or (d / "state.pt").is_file() for d in directory.iterdir() if d.is_dir()):
+        raise FileNotFoundError(f"checkpoint: {str(directory)!r} looks like a training run directory whose checkpoint "
+                                f"stage has not finished (no {directory / 'checkpoint' / 'checkpoint.json'}); finish the "
+                                f"pipeline, then pass checkpoint={str(directory / 'checkpoint')!r}")
+    raise FileNotFoundError(f"checkpoint: {directory / 'checkpoint.json'} is missing, so {str(directory)!r} is not a "
+                            f"world-model checkpoint; {what}")
+
+
 def load_world_model(directory: str | os.PathLike, device="cpu", world: str | None = None) -> WorldModel:
     """Load a checkpoint directory; errors say which file is missing or which part disagrees."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint: directory {str(directory)!r} does not exist; pass a directory written by "
-                                "`python -m distill.pipeline` (it holds checkpoint.json, student/, vae/, heads/)")
+    check_checkpoint_dir(directory)
     meta_path = directory / "checkpoint.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"checkpoint: {meta_path} is missing; {directory} is not a world-model checkpoint")
     meta = read_json(meta_path, "checkpoint: ")
     if meta.get("format") != FORMAT:
         raise ValueError(f"checkpoint: {meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")

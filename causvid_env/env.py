@@ -12,7 +12,7 @@ from gymnasium import logger, spaces
 
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
 from causvid_env.engine import DreamEngine
-from causvid_env.inputs import parse_step_input, to_clip, to_image
+from causvid_env.inputs import check_prompt, parse_step_input, quiet_text_encoder, to_clip, to_image
 from causvid_env.worlds import WorldSpec, as_action_sequence, get_world
 from models.text import validate_prompt
 
@@ -46,21 +46,30 @@ class CausVidEnv(gym.Env):
 
     ## Action space
     The world's action space (`cartpole`: `Discrete(2)`, 0 = push left, 1 = push right). `step`
-    also accepts a sequence of one action per frame (shape `(F, *action_shape)`), a `str` (switch
-    the prompt, then generate with the null action), or `{"action": ..., "prompt": ...}`.
+    also accepts a sequence of one action per frame (shape `(F, *action_shape)`) or a dict
+    `{"action": ..., "prompt": ...}` that switches the prompt from this chunk on (without
+    `"action"`: the null action). A plain `str` is refused (ValueError): it would be ambiguous
+    between a prompt and a key name such as `"left"`. Prompts longer than the text encoder reads
+    (32 MiniLM tokens, about 20 words) are refused rather than cut.
 
     ## Observation space
     `obs_mode="chunk"`: `Box(0, 255, (F, H, W, 3), uint8)` -- the chunk's frames.
     `obs_mode="last"`: `Box(0, 255, (H, W, 3), uint8)` -- its last frame.
 
     ## Rewards
-    The sum over the chunk's frames of the reward head's per-frame prediction, up to and including
-    the first frame predicted terminal (`cartpole`: about +1 per frame alive, like CartPole-v1).
+    Regressed, not counted: a small head reads the generated latents and predicts each frame's
+    reward (trained on the real simulator's rewards). The step reward is the sum of those
+    predictions up to and including the first frame predicted terminal (`cartpole`: about +1 per
+    frame alive, like CartPole-v1, so a 50-frame episode returns about 49.9, not exactly 50).
 
     ## Episode end
-    Termination: the termination head fires on any frame of the chunk (`cartpole`: the pole leans
-    past 12 degrees or the cart leaves the track). Truncation: after `max_episode_steps` chunks
-    (default: the world's `max_episode_frames` / F; `cartpole`: 500 frames = 125 steps).
+    Termination: the termination head fires on any frame of the chunk (`cartpole`: it was trained
+    on frames where the pole leans past 12 degrees or the cart leaves the track). A prompt-only
+    reset starts from a generated frame, which can already look terminal, so such episodes may end
+    at their first step; an image reset from a real frame does not have this problem. Truncation:
+    after `max_episode_steps` chunks (default: the world's `max_episode_frames` / F; `cartpole`:
+    500 frames = 125 steps). Stepping after the end warns like any Gymnasium env, unless the env
+    was made with `run_on=True`.
 
     ## Arguments
     - `world`: world name or `WorldSpec` (default `"cartpole"`).
@@ -71,14 +80,19 @@ class CausVidEnv(gym.Env):
     - `obs_mode`: `"chunk"` or `"last"`. `render_mode`: None, `"rgb_array"` or `"human"`.
     - `max_episode_steps`: truncation in chunks. `prompt`: default prompt for resets (default: the
       world's default variant). `render_scale`: window scale for `"human"`.
-    - `timing_info`: put the wall-clock `latency_s` of each chunk in `info` (default True). Wall
-      time is never reproducible, so gymnasium's `check_env` determinism test needs it False.
+    - `timing_info`: put the wall-clock `latency_s` of each chunk in `info` (default False: wall
+      time is never reproducible, and `info` must be for gymnasium's `check_env` determinism test).
+    - `run_on`: keep generating after the episode ended, without the step-after-end warning (the
+      dream past its own end; side-by-side tools use it). Default False.
 
     ## Reset
-    `reset(image_or_prompt=None, *, seed=None, options=None)`: a `str` seeds the cache with text and
-    generates the first chunk from it; an image (HxWx3 uint8, any size) is encoded as the first
-    chunk (zero-shot image-to-world); `options` may carry `"prompt"`, `"image"`, `"frames"` (a real
-    clip `(T, H, W, 3)`, T a multiple of F, written as context; optional `"actions"` per frame).
+    `reset(*, seed=None, options=None)` (through `gym.make` the wrappers take keywords only;
+    the unwrapped env also accepts the image or prompt as a first positional argument).
+    `options` may carry `"prompt"` (seeds the cache with text and generates the first chunk from
+    it), `"image"` (encoded as the first chunk: zero-shot image-to-world; any size, HxW, HxWx1,
+    HxWx3 or HxWx4, uint8, uint16 or float in [0, 1], or a PIL image -- see `causvid_env.inputs`),
+    `"frames"` (a real clip `(T, H, W, 3)`, T a multiple of F, written as context) and
+    `"actions"` (one per frame of `"frames"`).
 
     ## Version history
     - v0: first release (CausVid student, 4 steps, sliding-window cache).
@@ -88,8 +102,8 @@ class CausVidEnv(gym.Env):
 
     def __init__(self, world: str | WorldSpec = "cartpole", checkpoint: str | Path | WorldModel | None = None, device: str = "cpu",
                  window_seconds: float | None = None, sink_chunks: int = 0, obs_mode: str = "chunk", render_mode: str | None = None,
-                 max_episode_steps: int | None = None, prompt: str | None = None, render_scale: int = 6, timing_info: bool = True,
-                 text_encoder=None):
+                 max_episode_steps: int | None = None, prompt: str | None = None, render_scale: int = 6, timing_info: bool = False,
+                 run_on: bool = False, text_encoder=None):
         self.world = get_world(world) if isinstance(world, str) else world
         if obs_mode not in ("chunk", "last"):
             raise ValueError(f"obs_mode: expected 'chunk' or 'last', got {obs_mode!r}")
@@ -112,7 +126,7 @@ class CausVidEnv(gym.Env):
         self._ended = False
         self._steps = 0
         self._last_frames: np.ndarray | None = None
-        self.timing_info = timing_info
+        self.timing_info, self.run_on = bool(timing_info), bool(run_on)
         self._viewer = None
 
     # -- gymnasium API ---------------------------------------------------------------------------
@@ -126,7 +140,8 @@ class CausVidEnv(gym.Env):
             options.setdefault("prompt", image_or_prompt)
         elif image_or_prompt is not None:
             options.setdefault("image", image_or_prompt)
-        prompt = validate_prompt(options["prompt"], "prompt") if "prompt" in options else self.default_prompt
+        prompt = self._check_prompt(options["prompt"] if "prompt" in options else self.default_prompt,
+                                    "options['prompt']" if "prompt" in options else "prompt")
         self.engine.seed(0, int(self.np_random.integers(2**62)))
         self.engine.set_prompt(0, prompt)
         reset = np.ones(1, bool)
@@ -153,13 +168,13 @@ class CausVidEnv(gym.Env):
     def step(self, action_or_prompt: Any):
         if self._needs_reset:
             raise StepBeforeResetError("step: call reset() before step() (the KV cache holds no context yet)")
-        if self._ended:
+        if self._ended and not self.run_on:
             logger.warn("You are calling 'step()' even though this environment has already returned terminated = True or "
                         "truncated = True. You should always call 'reset()' once you receive 'terminated = True' or "
                         "'truncated = True' -- any further steps are undefined behaviour.")
-        actions, prompt, prompt_given = parse_step_input(action_or_prompt, self.action_space, self.F)
+        actions, prompt, prompt_given = parse_step_input(action_or_prompt, self.action_space, self.F, self.world.keymap)
         if prompt_given:
-            self.engine.set_prompt(0, prompt)
+            self.engine.set_prompt(0, self._check_prompt(prompt, "action_or_prompt['prompt']"))
         res = self.engine.chunk([actions])
         self._steps += 1
         r = res.frame_rewards[0]
@@ -194,6 +209,9 @@ class CausVidEnv(gym.Env):
             self._viewer = None
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _check_prompt(self, prompt: str, name: str) -> str:
+        return check_prompt(prompt, quiet_text_encoder(self.engine), name)
+
     def _obs(self, frames: np.ndarray) -> np.ndarray:
         return frames if self.obs_mode == "chunk" else frames[-1]
 

@@ -13,6 +13,7 @@ collection (:mod:`distill.collect`) so both see exactly the same frames:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -85,6 +86,35 @@ def apply_physics(env: gym.Env, spec: WorldSpec, variant: Variant) -> None:
         spec.physics_hook(base)
 
 
+def _offscreen_render(env: gym.Env) -> np.ndarray:
+    """``env.render()`` in ``rgb_array`` mode without probing a real display.
+
+    Gymnasium's classic-control envs initialise pygame's display on their first render even when
+    they only draw to an off-screen surface; on a headless machine SDL then prints
+    ``XDG_RUNTIME_DIR is invalid or not set``. Drawing needs no display, so while no pygame display
+    is open the render runs under SDL's dummy drivers and the display is closed again afterwards:
+    a window opened later in the process still gets the real driver.
+    """
+    try:
+        import pygame
+    except ImportError:  # pragma: no cover - the env's own render raises the install hint
+        return env.render()
+    if pygame.display.get_init():  # a window is open (the viewer): its driver is the right one
+        return env.render()
+    saved = {k: os.environ.get(k) for k in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER")}
+    os.environ.update(SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy")
+    try:
+        return env.render()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if pygame.display.get_init():
+            pygame.display.quit()
+
+
 class Simulator:
     """One real env of a world and variant, producing downsampled, recoloured frames.
 
@@ -110,7 +140,7 @@ class Simulator:
 
     def render_frame(self) -> np.ndarray:
         """The current frame: native render, recoloured, downsampled; (H, W, 3) uint8."""
-        frame = self.env.render()
+        frame = _offscreen_render(self.env)
         frame = recolor(frame, self.spec.palette, self.variant.colors)
         return downsample(frame, self.spec.frame_height, self.spec.frame_width)
 

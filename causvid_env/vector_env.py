@@ -13,9 +13,8 @@ from gymnasium.vector.utils import batch_space
 from causvid_env.checkpoint import WorldModel
 from causvid_env.engine import DreamEngine
 from causvid_env.env import StepBeforeResetError, resolve_model
-from causvid_env.inputs import to_image
+from causvid_env.inputs import check_prompt, quiet_text_encoder, to_image
 from causvid_env.worlds import WorldSpec, as_action_sequence, get_world
-from models.text import validate_prompt
 
 
 class CausVidVectorEnv(VectorEnv):
@@ -28,9 +27,13 @@ class CausVidVectorEnv(VectorEnv):
 
     `reset(seed=None, options=None)`: `seed` an int (env i gets seed + i, matching a `CausVidEnv`
     reset with that seed) or a list; `options` may hold `"prompt"` and `"image"` (one for all envs
-    or a list with one entry per env, None entries meaning the default) and `"reset_mask"` (bool
-    per env: reset only those). `reset_options_fn(env_index, rng) -> dict` chooses the options of
-    automatic resets (e.g. start from real frames); by default they use the default prompt.
+    or a list with one entry per env, None entries meaning the default). `reset()` always resets
+    every env: all envs advance together in one batched forward, so a partial reset would also
+    step the others. `options["reset_mask"]` is therefore accepted only when it is all True;
+    envs whose episode ended are reset by the next `step()` (NEXT_STEP autoreset).
+    `reset_options_fn(env_index, rng) -> dict` chooses the options of those automatic resets (e.g.
+    start from real frames); by default they use the default prompt. `timing_info=True` adds the
+    wall-clock `latency_s` to the infos (off by default: it is not reproducible).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -38,7 +41,7 @@ class CausVidVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 1, world: str | WorldSpec = "cartpole", checkpoint: str | Path | WorldModel | None = None,
                  device: str = "cpu", window_seconds: float | None = None, sink_chunks: int = 0, obs_mode: str = "chunk",
                  max_episode_steps: int | None = None, prompt: str | None = None, render_mode: str | None = None,
-                 reset_options_fn: Callable[[int, np.random.Generator], dict] | None = None, timing_info: bool = True,
+                 reset_options_fn: Callable[[int, np.random.Generator], dict] | None = None, timing_info: bool = False,
                  text_encoder=None):
         if int(num_envs) < 1:
             raise ValueError(f"num_envs: must be >= 1, got {num_envs}")
@@ -60,7 +63,7 @@ class CausVidVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.max_episode_steps = int(max_episode_steps or max(1, self.world.max_episode_frames // self.F))
-        self.default_prompt = validate_prompt(prompt, "prompt") if prompt is not None else self.world.variant().prompt
+        self.default_prompt = check_prompt(prompt, None, "prompt") if prompt is not None else self.world.variant().prompt
         self.reset_options_fn = reset_options_fn
         self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
         self._steps = np.zeros(self.num_envs, np.int64)
@@ -81,7 +84,8 @@ class CausVidVectorEnv(VectorEnv):
         if unknown:
             raise ValueError(f"options: unknown keys {sorted(unknown)}; supported: prompt, image, reset_mask")
         prompt = opts.get("prompt")
-        self.engine.set_prompt(i, validate_prompt(prompt, "prompt") if prompt is not None else self.default_prompt)
+        self.engine.set_prompt(i, check_prompt(prompt if prompt is not None else self.default_prompt,
+                                               quiet_text_encoder(self.engine), "options['prompt']" if prompt is not None else "prompt"))
         self.engine.seed(i, int(self._rngs[i].integers(2**62)))
         if opts.get("image") is not None:
             still = np.repeat(to_image(opts["image"], self.world, "image")[None], self.F, axis=0)
@@ -93,18 +97,19 @@ class CausVidVectorEnv(VectorEnv):
         mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, bool)), bool)
         if mask.shape != (self.num_envs,):
             raise ValueError(f"options['reset_mask']: expected shape ({self.num_envs},), got {mask.shape}")
-        if not self._started and not mask.all():
-            raise ValueError("options['reset_mask']: the first reset must reset every env")
+        if not mask.all():
+            raise ValueError("options['reset_mask']: partial resets are not supported (every env advances in the same "
+                             "batched forward, so resetting some would step the others); reset() resets every env, and "
+                             "envs whose episode ended are reset by the next step() (autoreset_mode NEXT_STEP)")
+        many = isinstance(seed, (list, tuple, np.ndarray))
+        super().reset(seed=None if seed is None or many else int(seed))  # the vector env's own np_random
         if seed is not None:
-            seeds = list(seed) if isinstance(seed, (list, tuple, np.ndarray)) else [int(seed) + i for i in range(self.num_envs)]
+            seeds = list(seed) if many else [int(seed) + i for i in range(self.num_envs)]
             if len(seeds) != self.num_envs:
                 raise ValueError(f"seed: expected {self.num_envs} seeds, got {len(seeds)}")
-            for i in np.flatnonzero(mask):
-                if seeds[i] is not None:
-                    self._rngs[i] = seeding.np_random(int(seeds[i]))[0]
-        if not mask.all():
-            raise ValueError("options['reset_mask']: partial resets are not supported by reset(); envs that end are "
-                             "reset automatically by the next step() (autoreset_mode NEXT_STEP)")
+            for i, s in enumerate(seeds):
+                if s is not None:
+                    self._rngs[i] = seeding.np_random(int(s))[0]
         per = {k: self._per_env(v, k) for k, v in options.items()}
         override: dict = {}
         for i in np.flatnonzero(mask):

@@ -16,7 +16,7 @@ class HumanWindow:
     def __init__(self, width: int, height: int, title: str, fps: int):
         pygame = import_pygame()
         self.pygame = pygame
-        pygame.init()
+        pygame.display.init()  # display only: pygame.init() would also open audio (ALSA errors on machines without a sound card)
         pygame.display.set_caption(title)
         self.screen = pygame.display.set_mode((width, height))
         self.clock = pygame.time.Clock()

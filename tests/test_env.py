@@ -10,12 +10,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import causvid_env  # noqa: F401  (registers the ids)
+from causvid_env.checkpoint import default_checkpoint_dir
 from causvid_env.env import CausVidEnv, StepBeforeResetError
 from causvid_env.vector_env import CausVidVectorEnv
+from causvid_env.worlds import get_world
 
 
-def rollout(env, actions, seed=0, reset_arg=None):
-    obs, _ = env.reset(reset_arg, seed=seed)
+def rollout(env, actions, seed=0, options=None):
+    obs, _ = env.reset(seed=seed, options=options)
     frames = [obs]
     for a in actions:
         obs, *_ = env.step(a)
@@ -24,18 +26,46 @@ def rollout(env, actions, seed=0, reset_arg=None):
 
 
 @pytest.mark.parametrize("render_mode", [None, "rgb_array"])
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_check_env_on_registered_env(tiny_ckpt, render_mode):
-    env = gym.make("causvid/CartPole-v0", checkpoint=str(tiny_ckpt), render_mode=render_mode, timing_info=False)
+    env = gym.make("causvid/CartPole-v0", checkpoint=str(tiny_ckpt), render_mode=render_mode)
     check_env(env.unwrapped, skip_render_check=render_mode is None)
     env.close()
 
 
+@pytest.mark.skipif(not (default_checkpoint_dir("cartpole") / "checkpoint.json").is_file(), reason="no checkpoint shipped")
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_check_env_passes_on_the_default_env():
+    """What a user runs first: the registered id with no arguments (the shipped checkpoint)."""
+    env = gym.make("causvid/CartPole-v0")
+    check_env(env.unwrapped)
+    _, info = env.reset(seed=0)
+    assert "latency_s" not in info  # wall time is opt-in (timing_info=True): info stays reproducible
+    env.close()
+
+
+def test_timing_info_is_opt_in(tiny_ckpt):
+    _, info = CausVidEnv(checkpoint=tiny_ckpt).reset(seed=0)
+    assert "latency_s" not in info
+    env = CausVidEnv(checkpoint=tiny_ckpt, timing_info=True)
+    env.reset(seed=0)
+    *_, info = env.step(0)
+    assert info["latency_s"] > 0
+
+
 def test_human_render_headless(tiny_ckpt, monkeypatch):
+    import pygame
+
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     env = CausVidEnv(checkpoint=tiny_ckpt, render_mode="human", render_scale=2)
     env.reset(seed=0)
-    env.step(1)
+    obs, *_ = env.step(1)
+    screen = pygame.display.get_surface()
+    assert screen.get_size() == (96 * 2, 64 * 2)
+    shown = pygame.surfarray.array3d(screen).transpose(1, 0, 2)  # (H, W, 3): the chunk's last frame, 2x nearest
+    assert np.array_equal(shown, np.repeat(np.repeat(obs[-1], 2, axis=0), 2, axis=1))
     env.close()
+    assert not pygame.display.get_init()
 
 
 def test_seeded_determinism_and_actions_matter(tiny_ckpt):
@@ -60,13 +90,13 @@ def test_bad_inputs_raise_clear_errors(tiny_ckpt, tmp_path):
     with pytest.raises(ValueError, match="action"):
         env.step([0, 1])  # neither one action nor one per frame
     with pytest.raises(ValueError, match="action_or_prompt"):
-        env.step("   ")  # empty prompt
+        env.step({"prompt": "   "})  # empty prompt
     with pytest.raises(ValueError, match="action_or_prompt"):
         env.step({"act": 1})
     with pytest.raises(ValueError, match="image"):
         env.reset(np.zeros(5, np.uint8))
-    with pytest.raises(TypeError, match="image"):
-        env.reset(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="image"):
+        env.reset(np.zeros((10, 10, 2), np.uint8))
     with pytest.raises(ValueError, match="prompt"):
         env.reset("")
     with pytest.raises(ValueError, match="frames"):
@@ -75,10 +105,16 @@ def test_bad_inputs_raise_clear_errors(tiny_ckpt, tmp_path):
         env.reset(options={"colour": 1})
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         CausVidEnv(checkpoint=tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"is a file.*pass its directory instead: checkpoint="):
+        CausVidEnv(checkpoint=tiny_ckpt / "checkpoint.json")
+    run = tmp_path / "run"
+    import shutil
+    shutil.copytree(tiny_ckpt, run / "checkpoint")
+    with pytest.raises(FileNotFoundError, match=r"training run directory; pass its checkpoint subdirectory"):
+        CausVidEnv(checkpoint=run)
     with pytest.raises(ValueError, match="world"):
         CausVidEnv(world="pendulum", checkpoint=tiny_ckpt)
     bad = tmp_path / "bad"
-    import shutil
     shutil.copytree(tiny_ckpt, bad)
     w = bad / "student" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:200])
@@ -91,7 +127,54 @@ def test_bad_inputs_raise_clear_errors(tiny_ckpt, tmp_path):
         CausVidEnv(checkpoint=bad)
 
 
-def test_step_after_termination_warns(tiny_ckpt):
+def test_strings_are_not_actions_and_prompts_are_not_cut(tiny_ckpt):
+    """step("left") must not silently become a prompt; a prompt too long for the text encoder must
+    not silently lose its end."""
+    env = CausVidEnv(checkpoint=tiny_ckpt)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"'left' is a key of this world's keymap: pass its action, env.step\(0\)"):
+        env.step("left")
+    with pytest.raises(ValueError, match=r"\{'prompt': '...'\}"):
+        env.step("a short pole on a black cart")
+    long = " ".join(["a long red pole on a black cart under low gravity"] * 4)
+    with pytest.raises(ValueError, match=r"action_or_prompt\['prompt'\]: the prompt is \d+ tokens long but the text encoder reads at most 32"):
+        env.step({"action": 1, "prompt": long})
+    with pytest.raises(ValueError, match=r"options\['prompt'\]: the prompt is"):
+        env.reset(seed=0, options={"prompt": long})
+    with pytest.warns(UserWarning, match="cannot read"):
+        env.reset(seed=0, options={"prompt": "x" * 10_000})  # one 'word' MiniLM maps to [UNK]
+    for variant in get_world("cartpole").variants + get_world("pendulum").variants:  # every shipped prompt fits
+        env.reset(seed=0, options={"prompt": variant.prompt})
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_images_of_every_common_kind(tiny_ckpt):
+    """HxW, HxWx1, HxWx3, HxWx4, PIL, float in [0, 1] and uint16 are the same picture; floats in
+    0..255 and other dtypes are refused with a message that says what to pass."""
+    from PIL import Image
+
+    env = CausVidEnv(checkpoint=tiny_ckpt)
+    grey = np.full((40, 60), 30, np.uint8)
+    grey[10:20, 20:40] = 220
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    ref, _ = env.reset(seed=0, options={"image": rgb})
+    same = [grey, grey[..., None], np.concatenate([rgb, np.full((40, 60, 1), 255, np.uint8)], axis=2),
+            Image.fromarray(rgb), Image.fromarray(grey), rgb.astype(np.float32) / 255, rgb.astype(np.uint16) * 257]
+    for img in same:
+        obs, _ = env.reset(seed=0, options={"image": img})
+        assert np.array_equal(obs, ref), type(img)
+    with pytest.raises(ValueError, match=r"float image must lie in \[0, 1\].*np.clip\(img, 0, 255\).astype\(np.uint8\)"):
+        env.reset(seed=0, options={"image": rgb.astype(np.float32)})
+    with pytest.raises(TypeError, match=r"image: unsupported dtype int64.*uint8 in 0..255"):
+        env.reset(seed=0, options={"image": rgb.astype(np.int64)})
+    with pytest.raises(ValueError, match="NaN"):
+        env.reset(seed=0, options={"image": np.full((40, 60, 3), np.nan, np.float32)})
+    clip = np.repeat(rgb[None].astype(np.float32) / 255, 8, axis=0)  # clips follow the same rules
+    obs, info = env.reset(seed=0, options={"frames": clip})
+    assert info["context_seconds"] == pytest.approx(8 / 50)
+
+
+def test_step_after_termination_warns_unless_run_on(tiny_ckpt):
     env = CausVidEnv(checkpoint=tiny_ckpt, max_episode_steps=2)
     env.reset(seed=0)
     env.step(0)
@@ -99,13 +182,39 @@ def test_step_after_termination_warns(tiny_ckpt):
     assert trunc
     with pytest.warns(UserWarning, match="reset"):
         env.step(0)
+    env = CausVidEnv(checkpoint=tiny_ckpt, max_episode_steps=2, run_on=True)  # watched past its end on purpose
+    env.reset(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(4):
+            env.step(0)
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_gymnasium_image_wrappers_with_last_frame_obs(tiny_ckpt):
+    from gymnasium.wrappers import GrayscaleObservation, ResizeObservation
+
+    env = GrayscaleObservation(gym.make("causvid/CartPole-v0", checkpoint=str(tiny_ckpt), obs_mode="last"))
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 96) and obs.dtype == np.uint8 and env.observation_space.contains(obs)
+    obs, *_ = env.step(1)
+    assert env.observation_space.contains(obs)
+    try:
+        import cv2  # noqa: F401  (ResizeObservation's dependency, not ours)
+    except ImportError:
+        with pytest.raises(gym.error.DependencyNotInstalled, match="opencv"):
+            ResizeObservation(env, (32, 48))
+        return
+    small = ResizeObservation(env, (32, 48))
+    obs, _ = small.reset(seed=0)
+    assert obs.shape == (32, 48) and small.observation_space.contains(small.step(0)[0])
 
 
 def test_reset_from_image_prompt_and_clip(tiny_ckpt):
     env = CausVidEnv(checkpoint=tiny_ckpt)
     img = np.full((400, 600, 3), 255, np.uint8)
     img[200:220, 250:350] = 0
-    o1, info = env.reset(img, seed=1)
+    o1, info = env.reset(img, seed=1)  # the unwrapped env also takes the image or prompt positionally
     o2, _ = env.reset(options={"image": img}, seed=1)
     assert np.array_equal(o1, o2) and o1.shape == (4, 64, 96, 3)
     o3, info3 = env.reset("a long red pole on a black cart under low gravity", seed=1)
@@ -127,6 +236,7 @@ def test_rollout_shorter_than_window_is_identical(tiny_ckpt):
     assert np.abs(a[4:].astype(int) - c[4:].astype(int)).mean() > 0.5
 
 
+@pytest.mark.slow
 def test_long_rollout_keeps_memory_flat(tiny_ckpt):
     """60 s of generated video (750 chunks) with a 2 s window: cache bounded, RSS flat."""
     env = CausVidEnv(checkpoint=tiny_ckpt, window_seconds=2.0, max_episode_steps=10**6)
@@ -176,6 +286,21 @@ def test_vector_env_autoreset_next_step(tiny_ckpt):
         venv.step(np.array([0]))
 
 
+def test_vector_env_reset_seeds_itself_and_refuses_partial_resets(tiny_ckpt):
+    venv = CausVidVectorEnv(2, checkpoint=tiny_ckpt)
+    venv.reset(seed=5)
+    assert venv.np_random_seed == 5  # VectorEnv.reset(seed) ran: the vector env's own generator is seeded
+    a = venv.np_random.integers(1000, size=3)
+    venv.reset(seed=5, options={"reset_mask": np.array([True, True])})  # an all-True mask is a full reset
+    assert np.array_equal(venv.np_random.integers(1000, size=3), a)
+    with pytest.raises(ValueError, match=r"reset_mask'\]: partial resets are not supported.*next step\(\)"):
+        venv.reset(options={"reset_mask": np.array([True, False])})
+    with pytest.raises(ValueError, match="reset_mask"):
+        venv.reset(options={"reset_mask": np.array([True])})
+    venv.reset(seed=[3, 4])  # per-env seeds leave the vector env's own generator alone
+    assert venv.np_random_seed == 5
+
+
 def test_vector_env_through_make_vec(tiny_ckpt):
     venv = gym.make_vec("causvid/CartPole-v0", num_envs=2, vectorization_mode="vector_entry_point", checkpoint=str(tiny_ckpt))
     obs, _ = venv.reset(seed=0, options={"image": [None, np.zeros((40, 60, 3), np.uint8)], "prompt": "a short pole on a black cart"})
@@ -190,5 +315,5 @@ def test_prompt_switch_changes_only_what_follows(tiny_ckpt):
     assert np.array_equal(base[:3], switched[:3])
     assert not np.array_equal(base[3:], switched[3:])
     env.reset(seed=0)
-    obs, r, *_ , info = env.step("a short pole on a black cart")
+    obs, r, *_ , info = env.step({"prompt": "a short pole on a black cart"})  # the null action
     assert info["prompt"] == "a short pole on a black cart" and info["prompt_changed"]
