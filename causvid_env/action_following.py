@@ -39,7 +39,7 @@ def measure(checkpoint=None, probe_dir=None, seeds=(0, 1, 2, 3), seconds: float 
 
     probe_dir = Path(probe_dir) if probe_dir else (Path(checkpoint) if checkpoint else default_checkpoint_dir(world)) / "probe"
     probe, _ = load_probe(probe_dir)
-    dream = CausVidEnv(world, checkpoint=checkpoint, max_episode_steps=10**6)
+    dream = CausVidEnv(world, checkpoint=checkpoint, max_episode_steps=10**6, run_on=True)  # watched past its end
     real = RealWorldEnv(world)
     chunks = int(round(seconds * real.world.fps / real.world.frames_per_chunk))
     prompt = real.world.variant().prompt

@@ -1,5 +1,6 @@
 """Closed-loop evaluation: the dream against the real world, under identical actions.
 
+    python examples/closed_loop_eval.py --out runs/eval_closed_loop      # the shipped checkpoint and probe
     python examples/closed_loop_eval.py --checkpoint runs/cartpole/checkpoint --world cartpole \\
         --out runs/eval_closed_loop --episodes 12 --horizons 1,2,5,10,30 [--probe runs/probe]
 
@@ -12,8 +13,10 @@ true state, reward error and termination timing -- next to the two baselines of 
 (repeat-last-frame and the VAE's own reconstruction) and the probe's error on the real frames.
 
 Writes OUT/metrics.json, OUT/table.md, OUT/error_vs_horizon.png, OUT/strip.png and
-OUT/dream_vs_real.mp4 (dream | real). Without --probe a probe is trained first (~2-4 min, 1 core)
-and saved to OUT/probe; pass --probe DIR to reuse one (it is trained into DIR when DIR is empty).
+OUT/dream_vs_real.mp4 (dream | real). Without --probe the checkpoint's own probe (CHECKPOINT/probe,
+shipped with the package's checkpoint) is used if it has one; otherwise a probe is trained first
+(~2-4 min, 1 core) and saved to OUT/probe. Pass --probe DIR to reuse one (it is trained into DIR
+when DIR is empty).
 """
 from __future__ import annotations
 
@@ -28,23 +31,23 @@ import numpy as np
 import torch
 
 from causvid_env import evaluation as ev
-from causvid_env.checkpoint import load_world_model
+from causvid_env.checkpoint import default_checkpoint_dir, load_world_model
 from causvid_env.worlds import get_world
 
 
 @dataclass
 class Args:
-    checkpoint: str
-    """world-model checkpoint directory (checkpoint.json, student/, vae/, heads/)"""
     out: str
     """output directory"""
+    checkpoint: str | None = None
+    """world-model checkpoint directory (checkpoint.json, student/, vae/, heads/); default: the one shipped for --world"""
     world: str = "cartpole"
     episodes: int = 12
     """real episodes; the policies (balance, held_random, noisy_balance) and variants cycle"""
     horizons: str = "1,2,5,10,30"
     """horizon bins in seconds; the longest is the rollout length"""
     probe: str | None = None
-    """state-probe directory (trained into it when empty; default OUT/probe)"""
+    """state-probe directory (trained into it when empty; default CHECKPOINT/probe if it exists, else OUT/probe)"""
     probe_steps: int = 1500
     probe_episodes: int = 32
     probe_data: str | None = None
@@ -96,9 +99,13 @@ def run(args: Args, command: str = "") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     spec = get_world(args.world)
     horizons = parse_horizons(args.horizons)
-    model = load_world_model(args.checkpoint, world=spec.name)
-    texts = ev.PromptTexts.from_run(Path(args.checkpoint).resolve().parent)
-    probe, probe_eval = ev.resolve_probe(args.probe, spec.name, out, args.probe_steps, args.probe_episodes, args.probe_data)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(spec.name)
+    model = load_world_model(checkpoint, world=spec.name)
+    texts = ev.PromptTexts.from_run(checkpoint.resolve().parent)
+    probe_dir = args.probe
+    if probe_dir is None and (checkpoint / "probe" / "config.json").is_file():
+        probe_dir = str(checkpoint / "probe")
+    probe, probe_eval = ev.resolve_probe(probe_dir, spec.name, out, args.probe_steps, args.probe_episodes, args.probe_data)
 
     episodes, t_real = ev.timed(ev.real_rollouts, spec.name, args.episodes, horizons[-1], args.seed,
                                 policies=[x.strip() for x in args.policies.split(",") if x.strip()],

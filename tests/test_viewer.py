@@ -142,3 +142,26 @@ def test_headless_random_policy_and_cli_entry(tiny_ckpt):
     out = subprocess.run([sys.executable, str(root / "examples" / "play.py"), "--help"], capture_output=True, text=True,
                          cwd=root, timeout=60)
     assert out.returncode == 0 and "--twin" in out.stdout and "Tab twin mode" in out.stdout
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_ended_episodes_are_never_stepped(tiny_ckpt):
+    """The twin stops at its own end (greyed last frame, no divergence readout); the step after the
+    dream's end starts a new episode. Neither side is stepped after its end (the filter above turns
+    Gymnasium's step-after-end warning into an error)."""
+    from causvid_env.env import CausVidEnv
+    from causvid_env.viewer.controller import PlayController
+
+    c = PlayController(CausVidEnv(checkpoint=tiny_ckpt, max_episode_steps=3, timing_info=True), seed=0)
+    c.toggle_twin()  # both sides from one real frame (seed 0)
+    chunks = [c.step(1) for _ in range(3)]  # held right: the real pole falls within 2 chunks
+    assert c.stats.real_terminated and c.stats.truncated  # the dream hit max_episode_steps=3
+    frozen = chunks[-1].real
+    assert (frozen == frozen[0]).all() and frozen[0].std() < chunks[0].real[0].std()  # stopped, washed out
+    assert np.isnan(c.stats.psnr_chunk) and np.isnan(c.frame_psnr(chunks[-1].dream[0], frozen[0]))
+    assert "stopped" in " ".join(c.real_overlay_lines()) and "new episode" in " ".join(c.overlay_lines(50.0))
+    nxt = c.step(1)
+    assert nxt.autoreset and nxt.kind == "real" and nxt.real is not None
+    assert c.stats.episode_steps == 0 and not (c.stats.real_terminated or c.stats.truncated)
+    assert not c.step(0).autoreset
+    c.close()

@@ -11,6 +11,10 @@ F reset from a real frame of the twin, P pause, . single step while paused, V re
 Tab twin mode (dream | real side by side), Y restyle mode (the live twin restyled under the prompt,
 streaming video-to-video, side by side with it), Esc quit.
 
+Episode ends: when the dream's termination head fires, the next chunk starts a new episode (the
+same kind of reset as the last one). The real twin stops at the end of its own episode and shows
+its last frame greyed out until the next reset (F, or the dream's next episode).
+
 The loop runs at the world's fps and shows one frame per tick; when the frames of the last
 chunk are all shown it reads the keys and generates the next chunk (a slow machine shows the
 chunk late, never skips frames). Scripted events are posted to pygame's event queue and take
@@ -169,7 +173,7 @@ class ViewerApp:
 
             # No time limit in human play: the episode ends when the termination head says so.
             env = CausVidEnv(self.world, checkpoint=args.checkpoint, device=args.device, window_seconds=args.window_seconds,
-                             max_episode_steps=10**9, prompt=args.prompt)
+                             max_episode_steps=10**9, prompt=args.prompt, timing_info=True)  # the overlay shows the latency
         self.controller = PlayController(env, seed=args.seed, prompt=args.prompt)
         self.fps = float(args.fps or self.world.fps)
         self.window = ViewerWindow((self.world.frame_height, self.world.frame_width), args.scale,
@@ -377,7 +381,11 @@ class ViewerApp:
             if self.paused:
                 self.single_steps -= 1
             try:
-                self._show_chunk(self.controller.step(self.keys.next_action()))
+                ended_return = self.controller.stats.episode_return
+                chunk = self.controller.step(self.keys.next_action())
+                if chunk.autoreset:
+                    self.say(f"episode ended (return {ended_return:.1f}): new episode", 2.0)
+                self._show_chunk(chunk)
             except (ValueError, TypeError) as e:
                 self.say(f"error: {e}", 6.0)
         if self.queue:

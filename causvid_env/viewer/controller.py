@@ -26,6 +26,7 @@ class Chunk:
     dream: np.ndarray
     real: np.ndarray | None = None
     kind: str = "step"  # "step" or the reset kind: "prompt", "image", "real"
+    autoreset: bool = False  # a reset made by step() because the last episode had ended
 
     def frames(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
         return [(self.dream[i], None if self.real is None else self.real[i]) for i in range(len(self.dream))]
@@ -106,16 +107,23 @@ class Stats:
     reward: float = 0.0            # last chunk's reward
     episode_return: float = 0.0
     terminated: bool = False
+    truncated: bool = False
     latency_s: float = float("nan")
     context_seconds: float = 0.0
     real_return: float = 0.0
     real_terminated: bool = False
+    real_truncated: bool = False
     psnr_chunk: float = float("nan")  # mean PSNR dream vs real over the last chunk
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class PlayController:
     """Owns the dream env and (lazily) its real twin; every method returns the :class:`Chunk` to show.
+
+    Episode ends follow Gymnasium's rules, so no env is ever stepped after it ended: the step after
+    the dream's episode ended starts a new one (the same kind of reset as the last; the action is
+    dropped, as in NEXT_STEP autoreset), and a twin whose episode ended is no longer stepped -- it
+    shows its final frame, greyed, until the next reset, while the dream goes on.
 
     Args:
         env: a :class:`~causvid_env.env.CausVidEnv` (obs_mode="chunk").
@@ -144,6 +152,7 @@ class PlayController:
         self.real_info: dict = {}
         self.last_reset = "prompt"
         self._image: np.ndarray | None = None
+        self._real_final: np.ndarray | None = None
         self.F = self.world.frames_per_chunk
 
     # -- seeds / twin ----------------------------------------------------------------------------
@@ -172,7 +181,9 @@ class PlayController:
         self.prompt, self.pending_prompt = info.get("prompt", self.prompt), None
         s = self.stats
         s.episode_steps, s.reward, s.episode_return, s.terminated = 0, 0.0, 0.0, False
-        s.real_return, s.real_terminated = 0.0, False
+        s.truncated = False
+        s.real_return, s.real_terminated, s.real_truncated = 0.0, False, False
+        self._real_final = None if real is None else real[-1]
         s.latency_s = float(info.get("latency_s", float("nan")))
         s.context_seconds = float(info.get("context_seconds", 0.0))
         self.last_reset = kind
@@ -240,8 +251,17 @@ class PlayController:
 
         self.pending_prompt = validate_prompt(prompt, "prompt")
 
+    @property
+    def real_ended(self) -> bool:
+        return self.stats.real_terminated or self.stats.real_truncated
+
     def step(self, action: Any) -> Chunk:
-        """One chunk under ``action`` (held for its F frames), in the dream and, in twin mode, the twin."""
+        """One chunk under ``action`` (held for its F frames), in the dream and, in twin mode, the
+        twin; after the dream's episode ended, a new episode instead (``chunk.autoreset``)."""
+        if self.stats.terminated or self.stats.truncated:
+            chunk = self.reset_again()
+            chunk.autoreset = True
+            return chunk
         if self.restyle_mode:
             return self.restyle_step(action)
         arg = action if self.pending_prompt is None else {"action": action, "prompt": self.pending_prompt}
@@ -255,28 +275,36 @@ class PlayController:
         if not s.terminated:
             s.episode_return += float(reward)
         s.terminated = s.terminated or bool(terminated)
+        s.truncated = s.truncated or bool(truncated)
         s.latency_s = float(info.get("latency_s", float("nan")))
         s.context_seconds = float(info.get("context_seconds", 0.0))
         real = None
         if self.twin_mode and self.twin is not None:
-            real, r_reward, r_term, _, self.real_info = self.twin.step(action)
-            if not s.real_terminated:
+            if self.real_ended:  # never step an ended episode: show its final frame, greyed
+                real = np.repeat(self._greyed_final()[None], len(obs), axis=0)
+            else:
+                real, r_reward, r_term, r_trunc, self.real_info = self.twin.step(action)
                 s.real_return += float(r_reward)
-            s.real_terminated = s.real_terminated or bool(r_term)
+                s.real_terminated, s.real_truncated = bool(r_term), bool(r_trunc)
+                self._real_final = real[-1]
         chunk = Chunk(obs, real, "step")
         self._divergence(chunk)
         return chunk
 
+    def _greyed_final(self) -> np.ndarray:
+        final = self._real_final if self._real_final is not None else np.zeros((*self.world.frame_shape,), np.uint8)
+        return (0.4 * final.astype(np.float32) + 77).astype(np.uint8)  # washed out: this side has stopped
+
     def _divergence(self, chunk: Chunk) -> None:
-        if chunk.real is None:
+        if chunk.real is None or (self.real_ended and chunk.kind == "step"):
             self.stats.psnr_chunk = float("nan")
             return
         self.stats.psnr_chunk = float(np.mean([min(psnr(d, r), 99.0) for d, r in zip(chunk.dream, chunk.real)]))
 
-    @staticmethod
-    def frame_psnr(dream: np.ndarray, real: np.ndarray | None) -> float:
-        """Divergence readout of one shown frame: PSNR (dB) dream vs real, capped at 99."""
-        return float("nan") if real is None else min(psnr(dream, real), 99.0)
+    def frame_psnr(self, dream: np.ndarray, real: np.ndarray | None) -> float:
+        """Divergence readout of one shown frame: PSNR (dB) dream vs real, capped at 99 (nan once the
+        twin's episode ended: there is nothing real left to compare with)."""
+        return float("nan") if real is None or self.real_ended else min(psnr(dream, real), 99.0)
 
     # -- restyle mode: streaming video-to-video of the live twin ------------------------------------
     def toggle_restyle(self) -> Chunk:
@@ -347,7 +375,8 @@ class PlayController:
                  f"prompt: {self.prompt}"]
         if self.pending_prompt is not None:
             lines.append(f"next prompt: {self.pending_prompt}")
-        lines.append(f"reward {s.reward:+.2f} | return {s.episode_return:.1f}" + ("  TERMINATED (R/F: reset)" if s.terminated else ""))
+        end = "  TERMINATED (next chunk: new episode)" if s.terminated else "  TRUNCATED (next chunk: new episode)" if s.truncated else ""
+        lines.append(f"reward {s.reward:+.2f} | return {s.episode_return:.1f}" + end)
         if self.twin_mode:
             lines.append(f"divergence: PSNR {frame_psnr:4.1f} dB (chunk {s.psnr_chunk:4.1f} dB)")
         return lines
@@ -356,8 +385,9 @@ class PlayController:
         if not self.twin_mode or self.twin is None:
             return []
         s = self.stats
-        return [f"real twin | variant {self.twin_variant}",
-                f"return {s.real_return:.1f}" + ("  TERMINATED" if s.real_terminated else "")]
+        end = "  TERMINATED: stopped (F: new real start)" if s.real_terminated else \
+            "  TIME LIMIT: stopped (F: new real start)" if s.real_truncated else ""
+        return [f"real twin | variant {self.twin_variant}", f"return {s.real_return:.1f}" + end]
 
     def close(self) -> None:
         if self.twin is not None:
