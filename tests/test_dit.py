@@ -201,8 +201,17 @@ def test_teacher_ode_sampler_records_student_levels():
     sched = FlowSchedule()
     ts = sched.student_timesteps()
     cond = Cond(af, an, text, null)
-    x0, rec = ode_sample(m, sched, torch.randn(2, 8, 3, 8, 12), cond, context=x[:, :, :1], num_steps=6,
-                         guidance_text=2.0, guidance_action=3.0, record_at=ts)
+    noise = torch.randn(2, 8, 3, 8, 12)
+    same = dict(context=x[:, :, :1], num_steps=6, record_at=ts)  # record_at adds its levels to the step grid
+    guided = dict(same, guidance_text=2.0, guidance_action=3.0)
+    x0, rec = ode_sample(m, sched, noise, cond, **guided)
     assert x0.shape == (2, 8, 3, 8, 12) and len(rec) == 4 and torch.isfinite(x0).all()
-    x0b, _ = ode_sample(m, sched, torch.randn(2, 8, 3, 8, 12), cond, context=x[:, :, :1], num_steps=6)
-    assert not torch.allclose(x0, x0b)
+    assert sorted(rec, reverse=True) == [round(float(t), 6) for t in ts]  # recorded exactly at the student's levels
+    assert all(not torch.equal(rec[a], rec[b]) for a, b in zip(sorted(rec), sorted(rec)[1:]))  # the ODE moved between levels
+    again, _ = ode_sample(m, sched, noise.clone(), cond, **guided)
+    assert torch.equal(x0, again)  # deterministic given the noise
+    # same noise, only the guidance differs: the guided sample must differ from the plain one
+    plain, _ = ode_sample(m, sched, noise, cond, **same)
+    assert (x0 - plain).abs().max() > 1e-3
+    text_only, _ = ode_sample(m, sched, noise, cond, guidance_text=2.0, **same)
+    assert (x0 - text_only).abs().max() > 1e-3 and (text_only - plain).abs().max() > 1e-3
