@@ -6,7 +6,8 @@ import pytest
 from causvid_env.checkpoint import default_checkpoint_dir
 
 SHIPPED = default_checkpoint_dir("cartpole")
-pytestmark = pytest.mark.skipif(not (SHIPPED / "checkpoint.json").is_file(), reason="no checkpoint shipped in the package")
+pytestmark = [pytest.mark.skipif(not (SHIPPED / "checkpoint.json").is_file(), reason="no checkpoint shipped in the package"),
+              pytest.mark.slow]  # ~150 chunks of the full-size model plus the real twin
 
 
 @pytest.fixture(scope="module")
