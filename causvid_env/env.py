@@ -140,7 +140,7 @@ class CausVidEnv(gym.Env):
             options.setdefault("prompt", image_or_prompt)
         elif image_or_prompt is not None:
             options.setdefault("image", image_or_prompt)
-        prompt = self._check_prompt(options["prompt"] if "prompt" in options else self.default_prompt,
+        prompt = self.check_prompt(options["prompt"] if "prompt" in options else self.default_prompt,
                                     "options['prompt']" if "prompt" in options else "prompt")
         self.engine.seed(0, int(self.np_random.integers(2**62)))
         self.engine.set_prompt(0, prompt)
@@ -174,7 +174,7 @@ class CausVidEnv(gym.Env):
                         "'truncated = True' -- any further steps are undefined behaviour.")
         actions, prompt, prompt_given = parse_step_input(action_or_prompt, self.action_space, self.F, self.world.keymap)
         if prompt_given:
-            self.engine.set_prompt(0, self._check_prompt(prompt, "action_or_prompt['prompt']"))
+            self.engine.set_prompt(0, self.check_prompt(prompt, "action_or_prompt['prompt']"))
         res = self.engine.chunk([actions])
         self._steps += 1
         r = res.frame_rewards[0]
@@ -209,7 +209,9 @@ class CausVidEnv(gym.Env):
             self._viewer = None
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _check_prompt(self, prompt: str, name: str) -> str:
+    def check_prompt(self, prompt: str, name: str = "prompt") -> str:
+        """The prompt as the env will use it, or a ValueError/TypeError naming `name` (empty, not a
+        str, or longer than the text encoder reads). Loads the text encoder on first use."""
         return check_prompt(prompt, quiet_text_encoder(self.engine), name)
 
     def _obs(self, frames: np.ndarray) -> np.ndarray:

@@ -165,3 +165,15 @@ def test_ended_episodes_are_never_stepped(tiny_ckpt):
     assert c.stats.episode_steps == 0 and not (c.stats.real_terminated or c.stats.truncated)
     assert not c.step(0).autoreset
     c.close()
+
+
+def test_a_prompt_too_long_is_refused_when_typed(tiny_ckpt):
+    from causvid_env.env import CausVidEnv
+    from causvid_env.viewer.controller import PlayController
+
+    c = PlayController(CausVidEnv(checkpoint=tiny_ckpt), seed=0)
+    c.reset_prompt()
+    with pytest.raises(ValueError, match="tokens long"):
+        c.set_prompt(" ".join([RED] * 4))
+    assert c.pending_prompt is None and c.step(1).dream.shape == (4, H, W, 3)  # play goes on
+    c.close()

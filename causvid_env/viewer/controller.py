@@ -246,10 +246,8 @@ class PlayController:
 
     # -- prompt / step ---------------------------------------------------------------------------
     def set_prompt(self, prompt: str) -> None:
-        """T: the prompt for the next chunk (validated now so a bad prompt never reaches step)."""
-        from models.text import validate_prompt
-
-        self.pending_prompt = validate_prompt(prompt, "prompt")
+        """T: the prompt for the next chunk (checked now -- empty, too long -- so a bad prompt never reaches step)."""
+        self.pending_prompt = self.env.check_prompt(prompt, "prompt")
 
     @property
     def real_ended(self) -> bool:
