@@ -13,7 +13,8 @@ Each incoming chunk of F real frames (cartpole: 4 frames of 64x96) is
 
 So the output streams with the input at the student's speed (fewer steps the lower the
 strength), the latency per chunk is bounded and the memory is flat: the cache is preallocated
-for `window_seconds` of context and the VAE keeps a fixed feature cache.
+for `window_seconds` of context (1 s by default, shorter than the env's 10 s: see the class
+docstring) and the VAE keeps a fixed feature cache.
 
 `strength` says how much of each input chunk is replaced by noise: at ~0.5 the layout and
 motion of the input survive and the prompt mostly restyles the appearance; near 1 the input is
@@ -70,8 +71,11 @@ class StreamingRestyler:
             it and denoised from there (`timestep`, `steps`).
         world: world name or spec (default: the checkpoint's world, or "cartpole").
         seed: seeds the noise stream (`reset(seed)` re-seeds it).
-        window_seconds: context kept in the KV cache (default: the window the checkpoint was
-            trained with, else 10 s). `sink_chunks`: first chunks always kept (attention sink).
+        window_seconds: restyled video kept in the KV cache (default 1 s; None: the window the
+            checkpoint was trained with, else 10 s). Short on purpose: the input already carries
+            the content, the cache only has to keep the look consistent, and a long context of
+            the student's own outputs lets its own dynamics drift away from the input (a second,
+            ghost cart after ~2 s; see docs/V2V.md). `sink_chunks`: first chunks always kept.
         context_noise: the level the cache is written at (default: the checkpoint's
             `context_noise`, else 0), as in `DreamEngine`.
         device: torch device. `text_encoder`: a MiniLM `TextEncoder` to share (default: the
@@ -83,7 +87,7 @@ class StreamingRestyler:
 
     def __init__(self, checkpoint: str | os.PathLike | WorldModel | None = None, prompt: str | None = None,
                  strength: float = 0.5, *, world: str | WorldSpec | None = None, seed: int = 0,
-                 window_seconds: float | None = None, sink_chunks: int = 0, context_noise: float | None = None,
+                 window_seconds: float | None = 1.0, sink_chunks: int = 0, context_noise: float | None = None,
                  device: str | torch.device = "cpu", text_encoder=None):
         self.device = torch.device(device)
         if isinstance(checkpoint, WorldModel):

@@ -211,3 +211,32 @@ def test_viewer_restyle_mode_headless(tiny_ckpt):
     dream, real = app.current
     assert dream.shape == real.shape == (H, W, 3)
     assert app.final_image.shape == (H, 2 * W, 3)
+
+
+def _example(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_example_and_benchmark_smoke(tiny_ckpt, tmp_path):
+    import imageio.v2 as imageio
+
+    res = _example("restyle_episode").main(["--checkpoint", str(tiny_ckpt), "--seconds", "0.16", "--policy", "balance",
+                                            "--variants", "default,long_red_low_gravity", "--out", str(tmp_path / "r")])
+    reader = imageio.get_reader(res["video"])
+    assert reader.count_frames() == res["frames"] == 12
+    assert reader.get_data(0).shape[1] > 3 * 2 * W  # input + 2 variants side by side, upscaled
+    reader.close()
+    bench = _example("v2v_benchmark").main(["--checkpoint", str(tiny_ckpt), "--quick", "--strengths", "0.5,1.0",
+                                            "--out", str(tmp_path / "v2v.json")])
+    assert set(bench["motion"]) >= {"input (probe floor)", "ideal restyle", "still first frame", "strength 0.5", "strength 1"}
+    assert bench["speed"]["strength 0.5"]["denoising_steps"] == 1 and bench["speed"]["strength 1"]["denoising_steps"] == 4
+    assert not (tmp_path / "v2v.json").exists()  # --quick writes nothing
