@@ -24,6 +24,7 @@ def _falls(path, key):
     return np.mean(vals[:k]), np.mean(vals[-k:])
 
 
+@pytest.mark.slow  # the tiny pipeline run: ~45 s on a busy 2-core CPU
 def test_pipeline_produces_a_playable_checkpoint(tiny_run):
     out, ckpt = tiny_run
     from causvid_env.env import CausVidEnv
@@ -36,6 +37,7 @@ def test_pipeline_produces_a_playable_checkpoint(tiny_run):
     assert (out / "data" / "CARD.md").is_file()
 
 
+@pytest.mark.slow  # the tiny pipeline run: ~45 s on a busy 2-core CPU
 def test_losses_fall(tiny_run):
     out, _ = tiny_run
     for stage, key in (("teacher", "losses/teacher"), ("ode_init", "losses/ode_init"), ("vae", "vae/loss")):
@@ -43,6 +45,7 @@ def test_losses_fall(tiny_run):
         assert last < first, (stage, first, last)
 
 
+@pytest.mark.slow  # the tiny pipeline run: ~45 s on a busy 2-core CPU
 def test_dmd_changes_the_student(tiny_run):
     out, _ = tiny_run
     from models.dit import DiT
@@ -61,6 +64,7 @@ def test_dmd_changes_the_student(tiny_run):
         assert (a(x, t, af, an, ta) - b(x, t, af, an, tb)).abs().max() > 1e-5
 
 
+@pytest.mark.slow  # the tiny pipeline run: ~45 s on a busy 2-core CPU
 def test_rerun_skips_finished_stages(tiny_run, capsys):
     out, ckpt = tiny_run
     before = (ckpt / "student" / "model.safetensors").read_bytes()
