@@ -239,7 +239,7 @@ def test_rollout_shorter_than_window_is_identical(tiny_ckpt):
 @pytest.mark.slow
 def test_long_rollout_keeps_memory_flat(tiny_ckpt):
     """60 s of generated video (750 chunks) with a 2 s window: cache bounded, RSS flat."""
-    env = CausVidEnv(checkpoint=tiny_ckpt, window_seconds=2.0, max_episode_steps=10**6)
+    env = CausVidEnv(checkpoint=tiny_ckpt, window_seconds=2.0, max_episode_steps=10**6, run_on=True)  # one long dream, ends ignored
     env.reset(seed=0)
     proc = psutil.Process()
     cache_bytes = env.engine.memory_bytes()
