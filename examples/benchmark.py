@@ -1,7 +1,7 @@
 """Speed of the dream vs the slow teacher and vs the real simulator, in one run.
 
-    python examples/benchmark.py --checkpoint runs/cartpole/checkpoint --teacher runs/cartpole/teacher \\
-        --json runs/benchmark.json [--quick] [--threads 2]
+    python examples/benchmark.py --json docs/results/benchmark.json [--threads 1]      # the shipped checkpoint and teacher
+    python examples/benchmark.py --checkpoint runs/cartpole/checkpoint --teacher runs/cartpole/teacher --json OUT [--quick]
 
 Measures (median wall clock, batch 1 unless stated):
 - latency to the first chunk: the student's `reset(prompt)` (4 steps + cache write + decode + heads)
@@ -28,7 +28,7 @@ import torch
 
 from causvid_env import benchmarks as bm
 from causvid_env import evaluation as ev
-from causvid_env.checkpoint import load_world_model
+from causvid_env.checkpoint import default_checkpoint_dir, load_world_model
 from causvid_env.engine import DreamEngine
 from causvid_env.env import CausVidEnv
 from causvid_env.vector_env import CausVidVectorEnv
@@ -39,12 +39,12 @@ from models.samplers import Cond, write_context
 
 @dataclass
 class Args:
-    checkpoint: str
-    """world-model checkpoint directory"""
-    teacher: str
-    """bidirectional teacher DiT directory (OUT/teacher or OUT/teacher/model)"""
     json: str
     """where to write the results"""
+    checkpoint: str | None = None
+    """world-model checkpoint directory (default: the one shipped for the world)"""
+    teacher: str | None = None
+    """bidirectional teacher DiT directory (OUT/teacher or OUT/teacher/model; default: CHECKPOINT/teacher, shipped with the package)"""
     world: str = "cartpole"
     quick: bool = False
     """tiny sizes for a smoke test"""
@@ -76,9 +76,10 @@ def run(a: Args, command: str = "") -> dict:
     spec = get_world(a.world)
     if a.quick:
         a.seconds, a.teacher_steps, a.batches, a.vector_steps, a.repeats = 0.32, 2, "1,2", 2, 1
-    model = load_world_model(a.checkpoint, world=spec.name)
-    teacher = load_teacher(a.teacher)
-    texts = ev.PromptTexts.from_run(Path(a.checkpoint).resolve().parent)
+    ckpt = Path(a.checkpoint) if a.checkpoint else default_checkpoint_dir(spec.name)
+    model = load_world_model(ckpt, world=spec.name)
+    teacher = load_teacher(a.teacher or ckpt / "teacher")
+    texts = ev.PromptTexts.from_run(ckpt.resolve().parent)
     F = spec.frames_per_chunk
     s = model.student.config
     window_frames = max(s.latent_frames_per_chunk, int(round(a.seconds * spec.fps / s.frames_per_latent)))

@@ -139,7 +139,8 @@ def test_closed_loop_eval_outputs(closed_loop):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     data = json.loads((out / "metrics.json").read_text())
     assert {"command", "args", "probe", "methods", "episodes", "timing", "horizons_s"} <= set(data)
-    assert set(data["methods"]) == {"dream (student)", "repeat_last_frame", "vae_reconstruction", "real_frames (probe floor)"}
+    assert set(data["methods"]) == {"dream (student)", "repeat_last_frame", "vae_reconstruction", "simulator_from_still_frame",
+                                    "real_frames (probe floor)"}
     first, last = data["methods"]["dream (student)"]["0.16s"], data["methods"]["dream (student)"]["0.48s"]
     for key in ("psnr", "psnr_fg", "ssim", "pole_angle_deg_err", "cart_x_m_err", "reward_mae", "term_frame_acc",
                 "term_timing_mae_frames", "term_missed", "term_false", "return_mae", "episodes", "frames"):
@@ -157,7 +158,7 @@ def test_closed_loop_eval_outputs(closed_loop):
 def test_benchmark_quick(run_dir, tmp_path):
     bm = load_example("benchmark")
     path = tmp_path / "bench.json"
-    res = bm.run(bm.Args(checkpoint=str(run_dir / "checkpoint"), teacher=str(run_dir / "teacher"), json=str(path), quick=True))
+    res = bm.run(bm.Args(json=str(path), checkpoint=str(run_dir / "checkpoint"), teacher=str(run_dir / "teacher"), quick=True))
     data = json.loads(path.read_text())
     assert {"latency", "student_full_context", "kv_cache", "vector_env", "real_env", "memory", "ratios"} <= set(data)
     assert set(data["vector_env"]) == {"1", "2"}
