@@ -7,7 +7,8 @@
 The real twin (`causvid_env.evaluation.rollout_twin`, default variant: brown pole, black cart)
 plays one episode; the recorded frames are then fed 4 at a time, with their real actions, to a
 `StreamingRestyler` under each variant's prompt, as a live stream would be. The MP4 shows the
-input and each restyled stream side by side, labelled; the PNG strip shows a frame every 0.5 s.
+input and each restyled stream side by side, labelled; the PNG strip (rows: the input, then each
+variant) shows a frame every 0.5 s.
 """
 from __future__ import annotations
 
@@ -102,8 +103,8 @@ def run(a: Args) -> dict:
     idx = list(range(0, len(ep.frames), world.fps // 2))
     rows = [np.concatenate([f[i] for i in idx], axis=1) for f in [ep.frames] + [restyled[n] for n in names]]
     strip = out / "strip.png"
-    img = Image.fromarray(np.concatenate(rows, axis=0))
-    img.resize((img.width * 2, img.height * 2), Image.NEAREST).save(strip)
+    # native size, 256-colour palette: a small file for docs
+    Image.fromarray(np.concatenate(rows, axis=0)).quantize(256).save(strip, optimize=True)
     ms = 1000 * float(np.mean(latency))
     print(f"restyle: strength {a.strength:g} -> level t={r.timestep:.2f} ({r.steps} step(s)), {ms:.0f} ms per {F}-frame chunk "
           f"({F / ms * 1000:.0f} frames/s, {torch.get_num_threads()} thread(s))")

@@ -7,8 +7,9 @@
 Real episodes of the twin (default variant: brown pole, black cart) are restyled chunk by chunk
 (`causvid_env.v2v.StreamingRestyler`, real actions) into every variant's prompt at each strength:
 
-- speed: ms per 4-frame chunk (encode + denoise + decode) and frames/s, one thread, at the short
-  contexts of the episodes and with the 10 s window full (a separate long stream);
+- speed: ms per 4-frame chunk (encode + denoise + decode) and frames/s, one thread, with the
+  window full: wall time and CPU time (robust to a busy machine), every setting streaming the same
+  long episode in lock-step;
 - motion kept: the state probe (pole angle, cart position) on the restyled frames against the true
   states, and against the probe on the input frames. Baselines: the input itself (the probe's
   floor), the ideal restyle (the target variant drawn at the true states), a still first frame;
@@ -59,7 +60,7 @@ class Args:
     policies: str = "noisy_balance,noisy_balance,held_random"
     """twin policies, cycled over the episodes"""
     ablation_window: float = 10.0
-    """the same restyle with this window (the env's), at ablation_strength, and its latency once full (0: skip)"""
+    """the same restyle with this window (the env's) at ablation_strength, and its speed (0: skip)"""
     ablation_strength: float = 0.5
     seed: int = 0
     threads: int = 1
@@ -78,20 +79,39 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def stream(r: StreamingRestyler, frames: np.ndarray, actions: np.ndarray, F: int) -> tuple[np.ndarray, list[float]]:
-    """Feed an episode chunk by chunk (the still start chunk has no action); -> restyled frames, latencies."""
-    out, lat = [], []
+def stream(r: StreamingRestyler, frames: np.ndarray, actions: np.ndarray, F: int) -> np.ndarray:
+    """Feed an episode chunk by chunk (the still start chunk has no action) -> restyled frames."""
+    return np.concatenate([r.feed(frames[k * F:(k + 1) * F], actions=None if k == 0 else actions[k * F:(k + 1) * F])
+                           for k in range(len(frames) // F)])
+
+
+def timing(restylers: dict[str, StreamingRestyler], frames: np.ndarray, actions: np.ndarray, F: int) -> dict:
+    """Per setting: wall and CPU time per chunk once its window is full. The settings stream the same
+    long episode in lock-step, one chunk each in turn, so a busy machine slows them all alike; the
+    process's CPU time (one thread) leaves out the time spent waiting for a core."""
+    wall = {k: [] for k in restylers}
+    cpu = {k: [] for k in restylers}
+    for r in restylers.values():
+        r.reset()
     for k in range(len(frames) // F):
         sl = slice(k * F, (k + 1) * F)
-        out.append(r.feed(frames[sl], actions=None if k == 0 else actions[sl]))
-        lat.append(r.last_latency_s)
-    return np.concatenate(out), lat
-
-
-def latency_summary(lat_s: list[float], F: int) -> dict:
-    ms = 1000 * np.asarray(lat_s)
-    return {"chunks": len(ms), "ms_per_chunk_mean": float(ms.mean()), "ms_per_chunk_median": float(np.median(ms)),
-            "ms_per_chunk_p90": float(np.percentile(ms, 90)), "frames_per_s": float(F / (ms.mean() / 1000))}
+        for name, r in restylers.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            r.feed(frames[sl], actions=None if k == 0 else actions[sl])
+            w1, c1 = time.perf_counter(), time.process_time()
+            if int(r.cache.context_frames()[0]) >= r.window_frames:  # the window is full
+                wall[name].append(w1 - w0)
+                cpu[name].append(c1 - c0)
+    out = {}
+    for name, r in restylers.items():
+        assert wall[name], f"the timing stream is shorter than the {r.window_seconds} s window of {name!r}"
+        w, c = 1000 * np.asarray(wall[name]), 1000 * np.asarray(cpu[name])
+        out[name] = {"timestep": round(r.timestep, 4), "denoising_steps": r.steps, "window_seconds": r.window_seconds,
+                     "chunks_timed": len(w), "wall_ms_per_chunk_median": float(np.median(w)),
+                     "wall_ms_per_chunk_p90": float(np.percentile(w, 90)), "cpu_ms_per_chunk_median": float(np.median(c)),
+                     "frames_per_s_wall": float(F / np.median(w) * 1000), "frames_per_s_cpu": float(F / np.median(c) * 1000),
+                     "stream_memory_bytes": r.memory_bytes()}
+    return out
 
 
 def probe_errors(probe, frames: np.ndarray, reference: np.ndarray) -> dict:
@@ -169,44 +189,37 @@ def run(a: Args) -> dict:
                        "ideal restyle": appearance_of(v, ideal[v.name])} for v in variants}
 
     # -- restyle every episode into every variant ------------------------------------------------
-    def grid(rs: StreamingRestyler, label: str) -> list[float]:
-        lat_all, outs = [], {}
+    def grid(rs: StreamingRestyler, label: str) -> None:
+        outs = {}
         for v in variants:
             outs[v.name] = []
             for i, ep in enumerate(eps):
                 rs.reset(seed=a.seed + i)
                 rs.set_prompt(v.prompt)
-                out, lat = stream(rs, ep.frames, ep.actions, F)
-                lat_all += lat[1:]  # the first chunk after a prompt change also encodes the prompt
-                outs[v.name].append(out)
+                outs[v.name].append(stream(rs, ep.frames, ep.actions, F))
             prompt[v.name][label] = appearance_of(v, outs[v.name])
         motion[label] = motion_of(list(outs.values()))
-        return lat_all
+        print(f"{label}: restyled", flush=True)
 
-    speed = {}
+    settings = {}
     for s in strengths:
-        r.strength = s
-        lat = grid(r, f"strength {s:g}")
-        speed[f"strength {s:g}"] = {"timestep": round(r.timestep, 4), "denoising_steps": r.steps,
-                                    "window": latency_summary(lat, F) | {"window_seconds": r.window_seconds}}
-        print(f"strength {s:g}: t={r.timestep:.3f}, {r.steps} step(s), {speed[f'strength {s:g}']['window']['ms_per_chunk_mean']:.1f} ms/chunk", flush=True)
-    speed["stream_memory_bytes"] = r.memory_bytes()
-
-    # -- ablation: the env's long window -----------------------------------------------------------
-    if ablation_window > 0:
-        rl = StreamingRestyler(model, strength=a.ablation_strength, seed=a.seed, window_seconds=ablation_window,
-                               text_encoder=r.text_encoder)
+        settings[f"strength {s:g}"] = rs = StreamingRestyler(model, strength=s, seed=a.seed, window_seconds=a.window,
+                                                             text_encoder=r.text_encoder)
+        grid(rs, f"strength {s:g}")
+    if ablation_window > 0:  # the env's long window
         label = f"strength {a.ablation_strength:g}, window {ablation_window:g} s"
-        grid(rl, label)
-        # latency with the long window full: one long balanced stream
-        long_ep = ev.rollout_twin(world, a.seed + 100, "balance", ablation_window + 2.0)
-        rl.reset(seed=a.seed)
-        _, lat = stream(rl, long_ep.frames, long_ep.actions, F)
-        n_full = max(1, len(lat) - int(round(ablation_window * world.fps / F)))
-        speed[label] = {"timestep": round(rl.timestep, 4), "denoising_steps": rl.steps,
-                        "window": latency_summary(lat[-n_full:], F) | {"window_seconds": rl.window_seconds},
-                        "stream_memory_bytes": rl.memory_bytes()}
-        print(f"{label}: {speed[label]['window']['ms_per_chunk_mean']:.1f} ms/chunk with the window full", flush=True)
+        settings[label] = rs = StreamingRestyler(model, strength=a.ablation_strength, seed=a.seed,
+                                                 window_seconds=ablation_window, text_encoder=r.text_encoder)
+        grid(rs, label)
+
+    # -- speed: every setting with its window full, in lock-step -----------------------------------
+    longest = max(x.window_seconds for x in settings.values())
+    long_ep = ev.rollout_twin(world, a.seed + 100, "balance", longest + (0.5 if a.quick else 2.0))
+    for x in settings.values():
+        x.set_prompt(variants[-1].prompt)
+    speed = timing(settings, long_ep.frames, long_ep.actions, F)
+    for k, v in speed.items():
+        print(f"{k}: {v['wall_ms_per_chunk_median']:.1f} ms/chunk wall, {v['cpu_ms_per_chunk_median']:.1f} ms CPU", flush=True)
     res.update(speed=speed, motion=motion, prompt=prompt, wall_seconds=round(time.time() - t_start, 1))
     return res
 
@@ -219,22 +232,25 @@ def _f(v, fmt=".1f"):
 
 
 def markdown(res: dict) -> str:
-    settings = [k for k in res["speed"] if k.startswith("strength")]  # the strengths, then the ablation
+    settings = list(res["speed"])  # the strengths, then the ablation
     episodes = ", ".join(f"{e['policy']} {e['frames']} frames" for e in res["episodes"])
     load = ", ".join(f"{x:g}" for x in res["load_average_at_start"])
     L = [f"Measured by `{res['command']}` ({res['device']} of {res['cpu_count']} cores, load average {load} at the start: "
-         f"the cores were shared with training jobs, so times are upper bounds; {res['wall_seconds']:.0f} s in all; "
+         f"the cores were shared with training jobs, so wall times are upper bounds; {res['wall_seconds']:.0f} s in all; "
          f"checkpoint `{res['checkpoint']}`). Input: {len(res['episodes'])} real episode(s) of the twin in the default look "
          f"({episodes}), each restyled into each of the {len(res['prompt'])} variant prompts with its real actions, "
          f"KV cache window {res['window_seconds']:g} s unless said. JSON: `{res['args']['out']}`.", "",
-         "**Speed** (one 4-frame chunk = VAE encode + denoise + clean cache pass + VAE decode; real time is 80 ms per "
+         "**Speed** with the window full (one 4-frame chunk = VAE encode + denoise + clean cache pass + VAE decode; "
+         "medians over the chunks after the window filled; the process's CPU time and the wall time; real time is 80 ms per "
          "chunk, 50 frames/s):", "",
-         "| setting | student level t | denoising steps | ms/chunk (mean) | ms/chunk (p90) | frames/s |", "|---|---|---|---|---|---|"]
+         "| setting | student level t | denoising steps | ms/chunk, CPU | frames/s, CPU | ms/chunk, wall (p90) | frames/s, wall |",
+         "|---|---|---|---|---|---|---|"]
     for k in settings:
-        sp, w = res["speed"][k], res["speed"][k]["window"]
-        label = k if "window" in k else f"{k}, window {w['window_seconds']:g} s"
-        L.append(f"| {label} | {sp['timestep']:.2f} | {sp['denoising_steps']} | {w['ms_per_chunk_mean']:.1f} | "
-                 f"{w['ms_per_chunk_p90']:.1f} | {w['frames_per_s']:.0f} |")
+        sp = res["speed"][k]
+        label = k if "window" in k else f"{k}, window {sp['window_seconds']:g} s"
+        L.append(f"| {label} | {sp['timestep']:.2f} | {sp['denoising_steps']} | {sp['cpu_ms_per_chunk_median']:.1f} | "
+                 f"{sp['frames_per_s_cpu']:.0f} | {sp['wall_ms_per_chunk_median']:.1f} ({sp['wall_ms_per_chunk_p90']:.0f}) | "
+                 f"{sp['frames_per_s_wall']:.0f} |")
     names = list(res["motion"]["input (probe floor)"]["vs_truth"])
     unit = {n: ("deg" if "deg" in n else "m") for n in names}
     L += ["", "**Motion kept** (state probe; mean absolute error over all frames, episodes and variants):", "",
