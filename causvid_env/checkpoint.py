@@ -19,7 +19,7 @@ import torch
 from models.config_utils import config_from_dict
 from models.dit import DiT
 from models.heads import RewardTerminationHead
-from models.io import atomic_write_dir, read_json
+from models.io import atomic_write_dir, read_json, resolve_device
 from models.schedule import FlowSchedule, ScheduleConfig
 from models.vae import CausalVAE
 
@@ -118,4 +118,4 @@ def load_world_model(directory: str | os.PathLike, device="cpu", world: str | No
         raise ValueError("checkpoint: frames_per_latent of student/heads does not match the VAE's temporal_down")
     for m in (student, vae, heads):
         m.requires_grad_(False)
-    return WorldModel(student, vae, heads, schedule, meta.get("world"), meta).to(torch.device(device))
+    return WorldModel(student, vae, heads, schedule, meta.get("world"), meta).to(resolve_device(device))

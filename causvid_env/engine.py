@@ -19,6 +19,7 @@ from causvid_env.checkpoint import WorldModel
 from causvid_env.worlds import WorldSpec
 from models.actions import ActionCodec
 from models.dit import TextCond
+from models.io import resolve_device
 from models.samplers import Cond, student_sample_chunk, write_chunk
 from models.text import validate_prompt
 from models.vae import frames_to_tensor, tensor_to_frames
@@ -51,7 +52,7 @@ class DreamEngine:
         if sink_chunks < 0:
             raise ValueError(f"sink_chunks: must be >= 0, got {sink_chunks}")
         self.model, self.world, self.B = model, world, num_envs
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         s = model.student.config
         self.F = s.frames_per_latent  # video frames per latent frame
         self.c = s.latent_frames_per_chunk  # latent frames per chunk (one env step)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from gymnasium import logger, spaces
 
+from models.io import resolve_device
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
 from causvid_env.engine import DreamEngine
 from causvid_env.inputs import check_prompt, parse_step_input, quiet_text_encoder, to_clip, to_image
@@ -22,6 +23,7 @@ class StepBeforeResetError(gym.error.ResetNeeded, ValueError):
 
 
 def resolve_model(world: WorldSpec, checkpoint: str | Path | WorldModel | None, device) -> WorldModel:
+    device = resolve_device(device)
     if isinstance(checkpoint, WorldModel):
         return checkpoint.to(device)
     if checkpoint is None:

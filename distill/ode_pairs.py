@@ -49,17 +49,18 @@ def generate_ode_pairs(teacher: DiT, dataset, codec: ActionCodec, bank: PromptBa
         torch.manual_seed(cfg.seed * 100003 + i)
         k = 0 if rng.random() < cfg.p_no_context else cfg.context_frames
         clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=(k == 0))
-        batch = make_batch(clips, codec, rng)
+        dev = next(teacher.parameters()).device
+        batch = make_batch(clips, codec, rng).to(dev)
         cond = batch.cond(teacher, bank, with_null_text=True)
         real = batch.latents
         B, C, T, h, w = real.shape
-        noise = torch.randn(B, C, T - k, h, w)
+        noise = torch.randn(B, C, T - k, h, w).to(dev)  # drawn on the CPU: the same pairs on any device
         x0, rec = ode_sample(teacher, schedule, noise, cond, context=real[:, :, :k] if k else None, num_steps=cfg.num_steps,
                              guidance_text=cfg.guidance_text, guidance_action=cfg.guidance_action, record_at=student_t)
         states = torch.stack([rec[round(float(t), 6)] for t in student_t])  # (S, B, C, T-k, h, w)
         tensors = {
-            "real": real.contiguous(), "states": states.contiguous(), "x0": x0.contiguous(),
-            "action_feats": batch.action_feats.contiguous(), "action_null": batch.action_null.to(torch.uint8),
+            "real": real.cpu().contiguous(), "states": states.cpu().contiguous(), "x0": x0.cpu().contiguous(),
+            "action_feats": batch.action_feats.cpu().contiguous(), "action_null": batch.action_null.cpu().to(torch.uint8),
             "prompt_index": torch.tensor([bank.index[p] for p in batch.prompts]), "context_frames": torch.tensor(k),
         }
         tmp = path.with_suffix(".tmp")

@@ -40,6 +40,7 @@ from distill.training_utils import is_done
 from models.actions import ActionCodec, space_to_dict
 from models.dit import DiT, DiTConfig
 from models.heads import HeadsConfig, RewardTerminationHead
+from models.io import resolve_device
 from models.schedule import FlowSchedule
 from models.vae import CausalVAE, frames_to_tensor
 
@@ -96,12 +97,16 @@ STAGES = ("collect", "vae", "latents", "heads", "teacher", "ode_pairs", "ode_ini
 
 
 def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str = "none", rollout: str | None = None,
-                 command: str = "", until: str | None = None) -> Path | None:
+                 command: str = "", until: str | None = None, device: str | None = None, mixed_precision: str = "no") -> Path | None:
+    """Run (or resume) every stage into `out`. `device` None: CUDA when available (each process its
+    own GPU under torchrun / accelerate launch), else CPU; collection always runs on CPU workers.
+    `mixed_precision` ("no", "bf16", "fp16") is passed to accelerate for the training stages."""
     from accelerate import Accelerator
 
     if ablation not in ABLATIONS:
         raise ValueError(f"--ablation: expected one of {ABLATIONS}, got {ablation!r}")
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    dev = resolve_device(device, "--device")
+    acc = Accelerator(cpu=dev.type == "cpu", mixed_precision=mixed_precision)
     main = acc.is_main_process
     out = Path(out)
     spec = get_world(world)
@@ -136,6 +141,7 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     vae_cfg.vae.frame_height, vae_cfg.vae.frame_width = spec.frame_height, spec.frame_width
     vae_cfg.vae.temporal_down = spec.frames_per_latent
     vae_cfg.seed = cfg.seed
+    vae_cfg.device = str(acc.device)
     if main and not is_done(out / "vae") and cfg.vae_from:
         log(f"stage vae: reusing the trained VAE {cfg.vae_from}")
         reuse_vae(cfg.vae_from, out / "vae")
@@ -196,7 +202,8 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     # 7. ODE pairs -------------------------------------------------------------------------------
     if main and not is_done(out / "ode_pairs"):
         log("stage ode_pairs")
-        generate_ode_pairs(teacher, train_clips, codec, bank, schedule, cfg.ode_pairs, out / "ode_pairs")
+        generate_ode_pairs(teacher.to(acc.device), train_clips, codec, bank, schedule, cfg.ode_pairs, out / "ode_pairs")
+        teacher.cpu()
     acc.wait_for_everyone()
 
     # 8. ODE init ----------------------------------------------------------------------------------
@@ -260,6 +267,9 @@ def main(argv: list[str] | None = None) -> Path:
                    help="override any preset value, e.g. --set teacher.steps=8000 --set dmd.rollout=teacher_forcing (repeatable)")
     p.add_argument("--until", default=None, choices=STAGES, help="stop after this stage (the rest resumes later)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None = all cores")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N; None = CUDA when available, else CPU")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"],
+                   help="accelerate mixed precision for the training stages (on this CPU bf16 is 4-5x slower: keep 'no')")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -267,7 +277,7 @@ def main(argv: list[str] | None = None) -> Path:
     cfg.seed = a.seed
     apply_overrides(cfg, a.overrides)
     command = "python -m distill.pipeline " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
-    return run_pipeline(a.world, a.out, cfg, a.ablation, a.rollout, command, a.until)
+    return run_pipeline(a.world, a.out, cfg, a.ablation, a.rollout, command, a.until, a.device, a.mixed_precision)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,29 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+def resolve_device(device: str | torch.device | None, name: str = "device") -> torch.device:
+    """`device` as a torch.device, checked: None means CUDA when available, else CPU. Asking for
+    CUDA (or MPS) where this torch build or machine has none raises a ValueError naming `name`
+    instead of torch's assertion deep inside the first `.to()`."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{name}: {device!r} is not a torch device; pass 'cpu', 'cuda' or 'cuda:N'") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}: {device!r} was asked for, but this torch build or machine has no CUDA "
+                             f"(torch {torch.__version__}); pass {name}='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}: {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{name}: 'mps' is not available here; pass {name}='cpu'")
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        raise ValueError(f"{name}: unsupported device type {dev.type!r}; pass 'cpu' or 'cuda'")
+    return dev
+
+
 def atomic_write_dir(target: str | os.PathLike, write_fn) -> Path:
     """Call `write_fn(tmpdir)` then swap tmpdir into `target` (old copy kept until the swap ends)."""
     target = Path(target)
