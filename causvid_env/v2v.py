@@ -38,11 +38,12 @@ import numpy as np
 import torch
 
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
+from causvid_env.inputs import check_prompt, quiet_text_encoder
 from causvid_env.worlds import WorldSpec, as_action_sequence, get_world
 from models.actions import ActionCodec
 from models.dit import TextCond
+from models.io import resolve_device
 from models.samplers import Cond, student_sample_chunk
-from models.text import validate_prompt
 from models.vae import frames_to_tensor, tensor_to_frames
 
 __all__ = ["StreamingRestyler", "check_strength"]
@@ -89,7 +90,7 @@ class StreamingRestyler:
                  strength: float = 0.5, *, world: str | WorldSpec | None = None, seed: int = 0,
                  window_seconds: float | None = 1.0, sink_chunks: int = 0, context_noise: float | None = None,
                  device: str | torch.device = "cpu", text_encoder=None):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if isinstance(checkpoint, WorldModel):
             model = checkpoint.to(self.device)
         else:
@@ -156,9 +157,10 @@ class StreamingRestyler:
         return len(self.timesteps) - self.start_step
 
     def set_prompt(self, prompt: str | None) -> None:
-        """The target appearance from the next chunk on (None: the null prompt)."""
+        """The target appearance from the next chunk on (None: the null prompt). Checked like the env's
+        prompts: not empty, and no longer than the text encoder reads."""
         if prompt is not None:
-            prompt = validate_prompt(prompt, "prompt")
+            prompt = check_prompt(prompt, quiet_text_encoder(self), "prompt")
         if prompt != self.prompt or self._text is None:
             self.prompt = prompt
             self._text = None  # recomputed (MiniLM + cross-attention keys) only when the prompt changes

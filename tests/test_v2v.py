@@ -239,3 +239,12 @@ def test_example_and_benchmark_smoke(tiny_ckpt, tmp_path):
     assert set(bench["motion"]) >= {"input (probe floor)", "ideal restyle", "still first frame", "strength 0.5", "strength 1"}
     assert bench["speed"]["strength 0.5"]["denoising_steps"] == 1 and bench["speed"]["strength 1"]["denoising_steps"] == 4
     assert not (tmp_path / "v2v.json").exists()  # --quick writes nothing
+
+
+def test_long_prompt_and_bad_device_are_rejected(tiny_ckpt):
+    r = restyler(tiny_ckpt)
+    with pytest.raises(ValueError, match="prompt: the prompt is .* tokens long"):
+        r.set_prompt("a long red pole " * 12)
+    assert r.prompt == RED
+    with pytest.raises(ValueError, match="device"):
+        restyler(tiny_ckpt, device="nonsense")
