@@ -72,7 +72,7 @@ def default() -> PipelineConfig:
         collect=CollectSettings(episodes=200, workers=2, max_frames=1000),
         vae=VAETrainConfig(steps=900, batch_size=16, clip_frames=8, save_every=100),
         heads=HeadsTrainConfig(steps=1200),
-        teacher=TeacherTrainConfig(steps=2400, batch_size=16, clip_latent_frames=8, lr=4e-4, warmup_steps=200,
+        teacher=TeacherTrainConfig(steps=2000, batch_size=16, clip_latent_frames=8, lr=4e-4, warmup_steps=200,
                                    context_noise_max=0.2, save_every=100),
         causal_teacher_steps=1000,  # ~ the bidirectional teacher's wall-clock (2.9 s vs 1.3 s per step)
         ode_pairs=ODEPairsConfig(num_pairs=192, batch_size=16, clip_latent_frames=8, num_steps=20),
