@@ -36,8 +36,8 @@ class ChunkResult:
 class DreamEngine:
     def __init__(self, model: WorldModel, world: WorldSpec, num_envs: int, window_seconds: float | None = None,
                  sink_chunks: int = 0, device: str | torch.device = "cpu", text_encoder=None, context_noise: float | None = None):
-        """`window_seconds` None: the window the checkpoint was trained with (`window_frames` in its
-        info; 10 s for checkpoints that do not record one). `context_noise` None: the level the
+        """`window_seconds` None: the checkpoint's default window (`window_frames` in its info, chosen
+        by measurement; 10 s for checkpoints that do not record one). `context_noise` None: the level the
         checkpoint was trained to read its cache at (info `context_noise`, else 0)."""
         if window_seconds is None:
             trained = model.info.get("window_frames")

@@ -62,7 +62,7 @@ class Args:
     batch_size: int = 8
     """dream envs per batched forward"""
     window_seconds: float | None = None
-    """KV-cache window (default: the window the checkpoint was trained with)"""
+    """KV-cache window (default: the checkpoint's default window)"""
     context_noise: float | None = None
     """noise level of the cache-writing pass (default: the checkpoint's trained level)"""
     video_episodes: int = 3
