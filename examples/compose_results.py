@@ -183,6 +183,9 @@ def compose(results: str | Path = "docs/results", out: str | Path = "docs/RESULT
              f"Composed by `python examples/compose_results.py` on {time.strftime('%Y-%m-%d %H:%M')} from the JSON files under "
              "docs/results/ (each holds the command that made it; `examples/reproduce_results.sh` runs them all). Every figure is "
              "measured on this project's CartPole world; every metric is shown next to its baselines, including the ones the dream loses.", ""]
+    notes = r / "NOTES.md"
+    if notes.is_file():  # hand-written provenance notes (renamed directories, which model made a file)
+        lines += [notes.read_text().strip(), ""]
     lines += targets_section(cl, af)
     lines += closed_loop_section("Closed loop: the shipped checkpoint (default 10 s window)", cl,
                                  "examples/closed_loop_eval.py --out docs/results/closed_loop")
