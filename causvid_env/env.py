@@ -78,7 +78,7 @@ class CausVidEnv(gym.Env):
     - `world`: world name or `WorldSpec` (default `"cartpole"`).
     - `checkpoint`: a checkpoint directory (config.json + safetensors per component); None loads
       the checkpoint shipped with the package for the world.
-    - `device`: torch device. `window_seconds`: context kept in the KV cache (default 10 s);
+    - `device`: torch device. `window_seconds`: context kept in the KV cache (default None: the checkpoint's window, 1.28 s for the shipped one, 10 s for checkpoints that record none);
       `sink_chunks`: first chunks of the episode always kept (attention sink, default 0).
     - `obs_mode`: `"chunk"` or `"last"`. `render_mode`: None, `"rgb_array"` or `"human"`.
     - `max_episode_steps`: truncation in chunks. `prompt`: default prompt for resets (default: the

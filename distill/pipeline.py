@@ -239,7 +239,8 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     if main:
         info = {"preset": cfg.preset, "seed": cfg.seed, "ablation": ablation, "dmd_rollout": cfg.dmd.rollout,
                 "command": command, "trained_clip_latent_frames": cfg.teacher.clip_latent_frames,
-                "window_frames": max(1, round(cfg.env_window_seconds * spec.fps / spec.frames_per_latent)),  # the env's default window
+                "window_frames": (max(1, round(cfg.env_window_seconds * spec.fps / spec.frames_per_latent)) if cfg.env_window_seconds
+                                  else cfg.dmd.window_frames),  # the env's default window
                 "trained_window_frames": cfg.dmd.window_frames,  # the window of the self-forcing rollouts
                 "context_noise": cfg.context_noise,
                 "data": {"episodes": len(episodes), "frames": episodes.total_frames, "heldout_episodes": held_ids}}

@@ -29,8 +29,8 @@ class PipelineConfig:
     dit_size: str = "S"
     heldout_fraction: float = 0.1
     context_noise: float = 0.0  # the level the env writes its cache at (recorded in the checkpoint)
-    env_window_seconds: float = 10.0  # the env's default KV-cache window (recorded in the checkpoint): 10 s measured
-    # better than the 1.28 s training window on PSNR, SSIM and cart error past 1 s (docs/RESULTS.md)
+    env_window_seconds: float = 0.0  # the env's default KV-cache window recorded in the checkpoint; 0 = the self-forcing
+    # training window (dmd.window_frames). 10 s measured higher PSNR but tipped the pole the wrong way under a 2 s push.
     vae_from: str = ""  # a trained VAE directory to reuse instead of training the VAE stage
     collect: CollectSettings = field(default_factory=CollectSettings)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)

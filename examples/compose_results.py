@@ -4,8 +4,8 @@ the page. Nothing is measured here; every number comes from a JSON that holds it
     python examples/compose_results.py [--results docs/results] [--out docs/RESULTS.md]
 
 Layout it reads (each optional; a missing one becomes a line naming the command that makes it):
-    closed_loop/metrics.json            the shipped checkpoint at its default 10 s window, closed loop vs the real twin
-    closed_loop_window1.28s/metrics.json  the same with the 1.28 s window of its self-forcing training
+    closed_loop/metrics.json            the shipped checkpoint at its default window (the 1.28 s it was trained with)
+    closed_loop_window10s/metrics.json  the same with a 10 s window
     closed_loop_context_noise*/metrics.json  the same with the cache written at another noise level
     closed_loop_v1/metrics.json         the previous shipped checkpoint under the same protocol
     action_following.json, action_following_v1.json   12-frame held pushes vs the real twin
@@ -187,13 +187,13 @@ def compose(results: str | Path = "docs/results", out: str | Path = "docs/RESULT
     if notes.is_file():  # hand-written provenance notes (renamed directories, which model made a file)
         lines += [notes.read_text().strip(), ""]
     lines += targets_section(cl, af)
-    lines += closed_loop_section("Closed loop: the shipped checkpoint (default 10 s window)", cl,
+    lines += closed_loop_section("Closed loop: the shipped checkpoint (default window: the 1.28 s it was trained with)", cl,
                                  "examples/closed_loop_eval.py --out docs/results/closed_loop")
-    lines += closed_loop_section("Closed loop: the shipped checkpoint with the 1.28 s window it was trained with",
-                                 _load(r / "closed_loop_window1.28s" / "metrics.json"), "closed_loop_eval.py --window-seconds 1.28")
+    lines += closed_loop_section("Closed loop: the shipped checkpoint with a 10 s window", _load(r / "closed_loop_window10s" / "metrics.json"),
+                                 "closed_loop_eval.py --window-seconds 10")
     for p in sorted(r.glob("closed_loop_context_noise*/metrics.json")):
         lines += closed_loop_section(f"Closed loop: cache written at context noise {p.parent.name.split('noise')[-1]} "
-                                     "(compare with the 1.28 s section: same window, noise 0)", _load(p), "")
+                                     "(compare with the main section: same 1.28 s window, noise 0)", _load(p), "")
     lines += closed_loop_section("Closed loop: the previous (v1) checkpoint, same protocol", _load(r / "closed_loop_v1" / "metrics.json"),
                                  "closed_loop_eval.py on the v1 checkpoint")
     lines += action_section(af, "shipped checkpoint")

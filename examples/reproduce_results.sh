@@ -17,8 +17,8 @@ EVAL="--world cartpole --probe $PROBE --episodes 16 --horizons 1,2,5,10 --thread
 python examples/training_summary.py --run $RUN --json $R/training.json \
   --command "python -m distill.pipeline --world cartpole --out $RUN --preset default --threads 1"
 python examples/closed_loop_eval.py --checkpoint $CK --out $R/closed_loop $EVAL
-python examples/closed_loop_eval.py --checkpoint $CK --out $R/closed_loop_window1.28s --window-seconds 1.28 --video-episodes 1 $EVAL
-python examples/closed_loop_eval.py --checkpoint $CK --out $R/closed_loop_context_noise0.1 --window-seconds 1.28 --context-noise 0.1 --video-episodes 1 $EVAL
+python examples/closed_loop_eval.py --checkpoint $CK --out $R/closed_loop_window10s --window-seconds 10 --video-episodes 1 $EVAL
+python examples/closed_loop_eval.py --checkpoint $CK --out $R/closed_loop_context_noise0.1 --context-noise 0.1 --video-episodes 1 $EVAL
 python -m causvid_env.action_following --checkpoint $CK --probe $PROBE --seconds 0.24 --starts 12 --json $R/action_following.json
 if [ -n "${V1:-}" ]; then
   python examples/closed_loop_eval.py --checkpoint $V1 --out $R/closed_loop_v1 --video-episodes 1 $EVAL

@@ -195,6 +195,6 @@ def test_compose_results(closed_loop, tmp_path):
     (res / "closed_loop").mkdir(parents=True)
     (res / "closed_loop" / "metrics.json").write_text((Path(closed_loop[0]) / "metrics.json").read_text())
     text = cr.compose(res, tmp_path / "RESULTS.md").read_text()
-    assert "## Closed loop: the shipped checkpoint (default 10 s window)" in text and "dream (student)" in text
+    assert "## Closed loop: the shipped checkpoint (default window" in text and "dream (student)" in text
     assert "## Issue 13 targets" in text and "repeat-last-frame" in text
     assert "_Not run:" in text and "benchmark.json missing" in text  # missing inputs say how to make them
