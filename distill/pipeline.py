@@ -255,10 +255,11 @@ def main(argv: list[str] | None = None) -> Path:
         description="Run the CausVid distillation pipeline end to end. Every stage checkpoints; re-running the same "
                     "command resumes the running stage and skips finished ones.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="presets (measured on a 2-core x86 CPU, one torch thread): tiny = a ~30 s smoke test of every stage "
-               "(its model is noise); default = the shipped checkpoint, about 2.5 h (collect 4 min, heads 1 min, "
-               "teacher 55 min, ODE pairs + init ~12 min, self-forcing DMD ~40 min; VAE ~20 min unless "
-               "--set vae_from=DIR reuses a trained one). Per-stage times: docs/RESULTS.md.")
+        epilog="presets (measured on a 2-core x86 CPU, one torch thread per job): tiny = a ~30 s smoke test of every stage "
+               "(its model is noise); default = the shipped checkpoint, about 1.5 h (collect 4 min, heads 1 min, "
+               "teacher 52 min, ODE pairs 7 min, ODE init 9.5 min, self-forcing DMD 100 steps ~14 min; the VAE adds ~20 min "
+               "unless --set vae_from=DIR reuses a trained one); gpu = the same recipe scaled for one H100 (sized from "
+               "measured step times, not yet timed end to end). Per-stage times: docs/RESULTS.md.")
     p.add_argument("--world", default="cartpole", help="world name (causvid_env.worlds)")
     p.add_argument("--out", required=True, help="run directory; stages already finished there are skipped")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="size of every stage (see below)")
