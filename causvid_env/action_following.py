@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def main(argv=None):
     if a.starts < 1:
         raise ValueError(f"--starts: must be >= 1, got {a.starts}")
     res = measure(a.checkpoint, a.probe, seeds=tuple(range(a.starts)), seconds=a.seconds)
-    res["command"] = "python -m causvid_env.action_following " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    res["command"] = "python -m causvid_env.action_following " + " ".join(argv if argv is not None else sys.argv[1:])
     print(json.dumps(res, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

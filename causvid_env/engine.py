@@ -130,11 +130,12 @@ class DreamEngine:
         cond = Cond(af, an, self.text())
         s = self.model.student.config
         shape = (s.latent_channels, self.c, s.latent_height, s.latent_width)
-        noise = torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
-        renoise = [torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
-                   for _ in range(len(self.timesteps) - 1)]
-        ctx_eps = (torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
-                   if self.context_noise > 0 else None)
+        def draw() -> torch.Tensor:  # one (C, c, h, w) draw from each env's own generator
+            return torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
+
+        noise = draw()
+        renoise = [draw() for _ in range(len(self.timesteps) - 1)]
+        ctx_eps = draw() if self.context_noise > 0 else None
         student = self.model.student
         if override:
             if len(override) == self.B:

@@ -38,6 +38,12 @@ class PromptBank:
         return pad_prompt_tokens([None if p is None else (self.tokens[self.index[p]], self.masks[self.index[p]]) for p in prompts])
 
 
+def draw_context_noise(rng: np.random.Generator, max_level: float, p: float) -> float:
+    """Context-noise augmentation: with probability `p` a level uniform in [0, max_level] at which
+    the context (the cache) is noised for this step, else 0 (never drawn when max_level is 0)."""
+    return float(rng.uniform(0, max_level)) if (max_level > 0 and rng.random() < p) else 0.0
+
+
 @dataclass
 class LatentBatch:
     latents: torch.Tensor  # (B, C, T, h, w) clean latents

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from distill.batches import PromptBank, make_batch
+from distill.batches import PromptBank, draw_context_noise, make_batch
 from distill.training_utils import ScalarLogger, is_done, load_training_state, mark_done, save_training_state, seed_everything
 from models.actions import ActionCodec
 from models.dit import DiT
@@ -187,7 +187,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
 
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
-        ctx_noise = float(rng.uniform(0, cfg.context_noise_max)) if (cfg.context_noise_max > 0 and rng.random() < cfg.p_context_noise) else 0.0
+        ctx_noise = draw_context_noise(rng, cfg.context_noise_max, cfg.p_context_noise)
         # -- the generator's sample (gradient-carrying) -------------------------------------------
         if cfg.rollout == "self_forcing":
             from_start = rng.random() < cfg.p_from_start
@@ -195,20 +195,17 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             batch = make_batch(dataset.sample(cfg.batch_size, cfg.rollout_latent_frames, rng, from_start=from_start), codec, rng).to(dev)
             cond_g = batch.cond(G_raw, bank)
             full = self_forcing_rollout(G_raw, batch.latents, k, cond_g, student_ts, cfg.window_frames, ctx_noise, rng)
-            T = full.shape[2]
-            s0 = int(rng.integers(0, T - cfg.score_frames + 1))
+            n_score = cfg.score_frames
+            s0 = int(rng.integers(0, full.shape[2] - n_score + 1))
             kc = max(k - s0, 1)  # the teacher reads the window's first frame(s) as context
         else:
             k = 0 if rng.random() < cfg.p_no_context else cfg.context_frames
             batch = make_batch(dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=(k == 0)), codec, rng).to(dev)
             cond_g = batch.cond(G_raw, bank)
             full = tf_gen(G_w, G_raw, batch.latents, k, cond_g, rng, ctx_noise)
-            T, s0, kc = full.shape[2], 0, k
-        win = slice(s0, s0 + (cfg.score_frames if cfg.rollout == "self_forcing" else T))
-        x = full[:, :, win]
-        real_win = batch.latents[:, :, win]
-        fr = (win.start * F_, win.stop * F_)
-        wb = batch.window(fr)
+            n_score, s0, kc = full.shape[2], 0, k
+        x = full[:, :, s0:s0 + n_score]
+        wb = batch.window((s0 * F_, (s0 + n_score) * F_))
         # -- fake score: diffusion loss on the generator's samples (TTUR) ---------------------------
         for _ in range(cfg.ttur):
             cond_f = wb.cond(fake_raw, bank)
@@ -235,8 +232,8 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         loss_data = F.mse_loss(full[:, :, k:], batch.latents[:, :, k:])
         loss_g = loss_dmd + cfg.data_weight * loss_data if cfg.data_weight > 0 else loss_dmd
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward() if cfg.rollout == "self_forcing" else acc.backward(loss_g)
-        if cfg.rollout == "self_forcing":
+        acc.backward(loss_g)
+        if cfg.rollout == "self_forcing":  # the rollout bypassed the DDP wrapper
             _sync_grads(G_raw, acc)
         gn = acc.clip_grad_norm_(G_w.parameters(), cfg.grad_clip)
         opt_g.step()

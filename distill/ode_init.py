@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distill.batches import PromptBank
+from distill.batches import PromptBank, draw_context_noise
 from distill.training_utils import ScalarLogger, is_done, load_training_state, mark_done, save_training_state, seed_everything
 from models.dit import DiT
 from models.masks import teacher_forcing_mask
@@ -86,7 +86,7 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
         x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
         T = x_in.shape[2]
         x_clean = torch.cat([pairs["real"][:, :, :pairs["context_frames"]], pairs["x0"]], dim=2)
-        level = float(rng.uniform(0, cfg.context_noise_max)) if (cfg.context_noise_max > 0 and rng.random() < cfg.p_context_noise) else 0.0
+        level = draw_context_noise(rng, cfg.context_noise_max, cfg.p_context_noise)
         t_clean = torch.full(t.shape, level)
         ctx_in = schedule.add_noise(x_clean, torch.randn_like(x_clean), t_clean) if level > 0 else x_clean
         dev = acc.device
