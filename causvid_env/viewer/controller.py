@@ -352,27 +352,27 @@ class PlayController:
         self._restyle_ended = bool(r_term or r_trunc)
         return Chunk(out, real, "step")
 
+    def _generated_fps(self) -> float:
+        lat = self.stats.latency_s
+        return self.F / lat if lat == lat and lat > 0 else float("nan")
+
+    def _prompt_lines(self) -> list[str]:
+        return [f"prompt: {self.prompt}"] + ([f"next prompt: {self.pending_prompt}"] if self.pending_prompt is not None else [])
+
     def restyle_overlay_lines(self, shown_fps: float) -> list[str]:
         s, r = self.stats, self.restyler
-        gen_fps = self.F / s.latency_s if s.latency_s == s.latency_s and s.latency_s > 0 else float("nan")
-        lines = [f"restyle | {gen_fps:5.1f} fps | chunk {1000 * s.latency_s:4.0f} ms | shown {shown_fps:4.1f} fps",
-                 f"strength {r.strength:.2f} (t={r.timestep:.2f}, {r.steps} steps) | context {s.context_seconds:4.2f} s",
-                 f"prompt: {self.prompt}"]
-        if self.pending_prompt is not None:
-            lines.append(f"next prompt: {self.pending_prompt}")
-        return lines
+        return [f"restyle | {self._generated_fps():5.1f} fps | chunk {1000 * s.latency_s:4.0f} ms | shown {shown_fps:4.1f} fps",
+                f"strength {r.strength:.2f} (t={r.timestep:.2f}, {r.steps} steps) | context {s.context_seconds:4.2f} s",
+                *self._prompt_lines()]
 
     # -- overlay text ----------------------------------------------------------------------------
     def overlay_lines(self, shown_fps: float, frame_psnr: float = float("nan")) -> list[str]:
         if self.restyle_mode:
             return self.restyle_overlay_lines(shown_fps)
         s = self.stats
-        gen_fps = self.F / s.latency_s if s.latency_s == s.latency_s and s.latency_s > 0 else float("nan")
-        lines = [f"dream | gen {gen_fps:5.1f} fps | chunk {1000 * s.latency_s:4.0f} ms | shown {shown_fps:4.1f} fps",
+        lines = [f"dream | gen {self._generated_fps():5.1f} fps | chunk {1000 * s.latency_s:4.0f} ms | shown {shown_fps:4.1f} fps",
                  f"context {s.context_seconds:4.2f} s | step {s.episode_steps}",
-                 f"prompt: {self.prompt}"]
-        if self.pending_prompt is not None:
-            lines.append(f"next prompt: {self.pending_prompt}")
+                 *self._prompt_lines()]
         end = "  TERMINATED (next chunk: new episode)" if s.terminated else "  TRUNCATED (next chunk: new episode)" if s.truncated else ""
         lines.append(f"reward {s.reward:+.2f} | return {s.episode_return:.1f}" + end)
         if self.twin_mode:
