@@ -27,7 +27,7 @@ from models.vae import frames_to_tensor, tensor_to_frames
 
 @dataclass
 class ChunkResult:
-    frames: np.ndarray  # (B, F, H, W, 3) uint8
+    frames: np.ndarray  # (B, F, H, W, 3) uint8 (fewer frames when the engine decodes only some)
     frame_rewards: np.ndarray  # (B, F) float32
     frame_terminated: np.ndarray  # (B, F) bool
     latency_s: float
@@ -68,6 +68,9 @@ class DreamEngine:
         self.prompts: list[str | None] = [None] * num_envs
         self._text: TextCond | None = None
         self._text_encoder = text_encoder
+        # which frames of each latent frame to decode (None: all); an env that shows only the
+        # chunk's last frame sets (F - 1,), skipping 3/4 of the per-frame VAE work
+        self.decode_frames: tuple[int, ...] | None = None
 
     # -- prompts ---------------------------------------------------------------------------------
     @property
@@ -151,8 +154,8 @@ class DreamEngine:
         else:
             x0, _ = student_sample_chunk(student, self.cache, noise, cond, self.timesteps, renoise, write=True,
                                          context_noise=self.context_noise, context_eps=ctx_eps)
-        x, self.vae_state = self.model.vae.decode_step(x0, self.vae_state)
-        frames = tensor_to_frames(x)  # (B, F*c, H, W, 3)
+        x, self.vae_state = self.model.vae.decode_step(x0, self.vae_state, self.decode_frames)
+        frames = tensor_to_frames(x)  # (B, F*c, H, W, 3), or (B, c*len(decode_frames), ...)
         start = self.at_start.to(self.device)[:, None, None, None, None]
         prev = torch.where(start, x0[:, :, :1], self.prev_latent)
         r, term = self.model.heads(x0, prev)

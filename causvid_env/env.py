@@ -117,6 +117,8 @@ class CausVidEnv(gym.Env):
             raise ValueError(f"max_episode_steps: must be a positive number of chunks, got {max_episode_steps}")
         self.model = resolve_model(self.world, checkpoint, device)
         self.engine = DreamEngine(self.model, self.world, 1, window_seconds, sink_chunks, device, text_encoder)
+        if obs_mode == "last" and render_mode != "human":  # nothing shows the other frames: do not decode them
+            self.engine.decode_frames = (self.engine.F - 1,)
         self.metadata = dict(self.metadata, render_fps=self.world.fps)
         self.obs_mode, self.render_mode, self.render_scale = obs_mode, render_mode, render_scale
         self.F = self.engine.F * self.engine.c

@@ -53,6 +53,8 @@ class CausVidVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.model = resolve_model(self.world, checkpoint, device)
         self.engine = DreamEngine(self.model, self.world, self.num_envs, window_seconds, sink_chunks, device, text_encoder)
+        if obs_mode == "last":  # observations and render() show only the chunk's last frame: decode only it
+            self.engine.decode_frames = (self.engine.F - 1,)
         self.metadata = dict(self.metadata, render_fps=self.world.fps)
         self.F = self.engine.F * self.engine.c
         H, W = self.world.frame_height, self.world.frame_width

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.dit import DiT, TextCond
+from models.dit import ChunkPlan, DiT, PassModulation, TextCond
 from models.kv_cache import KVCache
 from models.schedule import FlowSchedule
 
@@ -132,31 +132,38 @@ def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: 
     B, _, c = noise.shape[:3]
     x = noise
     last = len(timesteps) - 1 if exit_step is None else exit_step
+    # what every pass shares, computed once: the chunk's cache slots, mask and RoPE tables, and the
+    # conditioning at each level (with gradient when the exit step needs it)
+    plan = model.plan_chunk(cache, c)
+    levels = [float(timesteps[i]) for i in range(last + 1)] + ([float(context_noise)] if write else [])
+    with torch.set_grad_enabled(grad_at_exit and torch.is_grad_enabled()):
+        mods = model.pass_modulations(levels, cond.action_feats, cond.action_null, cond.text)
     x0 = x_in = None
     for i in range(last + 1):
-        t = torch.full((B, c), float(timesteps[i]), device=noise.device)
+        t = torch.full((B, c), levels[i], device=noise.device)
         x_in = x
         with torch.set_grad_enabled(grad_at_exit and i == last):
-            v = model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=False)
+            v = model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=False, plan=plan, mod=mods[i])
             x0 = x - t[:, None, :, None, None] * v
         if i < last:
             eps = renoise[i] if renoise is not None else torch.randn_like(x0)
             tn = float(timesteps[i + 1])
             x = (1 - tn) * x0 + tn * eps
     if write:
-        write_chunk(model, cache, x0.detach(), cond, context_noise, context_eps)
+        write_chunk(model, cache, x0.detach(), cond, context_noise, context_eps, plan=plan, mod=mods[-1])
     return x0, x_in
 
 
 @torch.no_grad()
 def write_chunk(model: DiT, cache: KVCache, x0: torch.Tensor, cond: Cond, context_noise: float = 0.0,
-                context_eps: torch.Tensor | None = None) -> None:
+                context_eps: torch.Tensor | None = None, plan: ChunkPlan | None = None, mod: PassModulation | None = None) -> None:
     """The cache-writing pass of a finished chunk x0 (B, C, c, h, w): at t = 0, or at the context
-    noise level c with x = (1 - c) x0 + c eps (what the model was trained to read as context)."""
+    noise level c with x = (1 - c) x0 + c eps (what the model was trained to read as context).
+    `plan` / `mod`: the chunk's plan and the conditioning at level c, when the sampler made them."""
     B, c = x0.shape[0], x0.shape[2]
     x = x0
     if context_noise > 0:
         eps = context_eps if context_eps is not None else torch.randn_like(x0)
         x = (1 - context_noise) * x0 + context_noise * eps
     t = torch.full((B, c), float(context_noise), device=x0.device)
-    model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=True)
+    model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=True, plan=plan, mod=mod)

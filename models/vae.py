@@ -221,8 +221,10 @@ class Decoder(nn.Module):
         # Last stage mirrors the encoder's pixel-unshuffle: predict 2x2 pixels per position.
         self.conv_out = nn.Conv2d(ch[0], 4 * cfg.in_channels, 3, padding=1)
 
-    def forward(self, z, caches):
-        """raw latents (B, T', latent, h, w) -> frames (B, T' * td, C, H, W), new caches."""
+    def forward(self, z, caches, frames: tuple[int, ...] | None = None):
+        """raw latents (B, T', latent, h, w) -> frames (B, T' * td, C, H, W), new caches.
+        `frames`: which of each latent frame's td frames to produce (e.g. (td - 1,): the last);
+        the latent-rate part and its caches run in full, the per-frame part only for those."""
         B, Tl = z.shape[:2]
         td = self.cfg.temporal_down
         h = self.conv_in(z.flatten(0, 1)).unflatten(0, (B, Tl))  # (B, T', mid, h, w)
@@ -232,10 +234,13 @@ class Decoder(nn.Module):
             new_caches.append(cache)
         h = self.unfold(F.silu(self.norm_unfold(h.flatten(0, 1))))  # (B*T', td*C, h, w)
         C = h.shape[1] // td
-        h = h.reshape(B * Tl * td, C, *h.shape[2:])  # unfold channels into td frames: (B*T, C, h, w), T = T'*td
-        h = self.levels(h)  # (B*T, ch[0], H/2, W/2)
-        x = F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), 2)  # (B*T, C_in, H, W)
-        return x.unflatten(0, (B, Tl * td)), new_caches
+        h = h.reshape(B * Tl, td, C, *h.shape[2:])  # unfold channels into td frames: (B*T', td, C, h, w)
+        if frames is not None:
+            h = h[:, list(frames)]  # frames are independent from here on: decode only the asked ones
+        n = h.shape[1]
+        h = self.levels(h.flatten(0, 1))  # (B*T'*n, ch[0], H/2, W/2)
+        x = F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), 2)  # (B*T'*n, C_in, H, W)
+        return x.unflatten(0, (B, Tl * n)), new_caches
 
 
 @dataclass
@@ -390,11 +395,19 @@ class CausalVAE(nn.Module, PretrainedMixin):
         z, enc = self.encoder(x_chunk.transpose(1, 2), state.enc)
         return self._normalise(z.transpose(1, 2)), VAEStreamState(enc=enc, dec=state.dec)
 
-    def decode_step(self, z_chunk: torch.Tensor, state: VAEStreamState) -> tuple[torch.Tensor, VAEStreamState]:
-        """Normalised latents (B, C_lat, k, h, w) -> (frames (B, 3, k * td, H, W), new state)."""
+    def decode_step(self, z_chunk: torch.Tensor, state: VAEStreamState,
+                    frames: tuple[int, ...] | None = None) -> tuple[torch.Tensor, VAEStreamState]:
+        """Normalised latents (B, C_lat, k, h, w) -> (frames (B, 3, k * td, H, W), new state).
+        `frames`: only these of each latent frame's td frames (e.g. `(td - 1,)`, the last), giving
+        (B, 3, k * len(frames), H, W); the state advances exactly as for a full decode."""
         self._check_latents(z_chunk, "z_chunk")
         self._check_state(state, z_chunk.shape[0])
-        x, dec = self.decoder(self._denormalise(z_chunk).transpose(1, 2), state.dec)
+        td = self.config.temporal_down
+        if frames is not None:
+            frames = tuple(int(f) for f in frames)
+            if not frames or any(not 0 <= f < td for f in frames) or len(set(frames)) != len(frames):
+                raise ValueError(f"frames: expected distinct indices in [0, {td}) within each latent frame, got {frames}")
+        x, dec = self.decoder(self._denormalise(z_chunk).transpose(1, 2), state.dec, frames)
         return x.transpose(1, 2), VAEStreamState(enc=state.enc, dec=dec)
 
 

@@ -317,3 +317,20 @@ def test_prompt_switch_changes_only_what_follows(tiny_ckpt):
     env.reset(seed=0)
     obs, r, *_ , info = env.step({"prompt": "a short pole on a black cart"})  # the null action
     assert info["prompt"] == "a short pole on a black cart" and info["prompt_changed"]
+
+
+def test_last_frame_obs_decodes_only_that_frame_and_matches_the_chunk(tiny_ckpt):
+    """obs_mode="last" decodes one frame per chunk (the engine skips the others) and still shows
+    exactly the last frame of the chunk observation, for the env and the vector env."""
+    acts = [1, 0, 1]
+    chunk = rollout(CausVidEnv(checkpoint=tiny_ckpt), acts, seed=7)  # (T, F, H, W, 3)
+    env = CausVidEnv(checkpoint=tiny_ckpt, obs_mode="last")
+    assert env.engine.decode_frames == (env.engine.F - 1,)
+    last = rollout(env, acts, seed=7)
+    assert last.shape == chunk[:, -1].shape
+    assert np.abs(last.astype(int) - chunk[:, -1].astype(int)).max() <= 1
+    venv = CausVidVectorEnv(2, checkpoint=tiny_ckpt, obs_mode="last", render_mode="rgb_array")
+    vo, _ = venv.reset(seed=7)
+    assert vo.shape == (2, 64, 96, 3) and venv.single_observation_space.contains(vo[0])
+    assert np.abs(vo[0].astype(int) - chunk[0, -1].astype(int)).max() <= 1
+    assert all(f.shape == (64, 96, 3) for f in venv.render())

@@ -67,6 +67,26 @@ def test_streaming_decode_matches_full(chunks):
     torch.testing.assert_close(torch.cat(outs, dim=2), full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("frames", [(TD - 1,), (0,), (1, 0)])
+def test_streaming_decode_of_some_frames_matches_full(frames):
+    """Decoding only some frames of each latent frame (the env's last-frame observation) gives
+    exactly those frames of the full decode, and leaves the stream where a full decode would."""
+    m = random_model()
+    z = torch.randn(2, 4, 4, 4, 6)
+    with torch.no_grad():
+        full = m.decode(z)
+        st = m.init_stream_state(2)
+        outs = []
+        for t in range(4):
+            x, st = m.decode_step(z[:, :, t:t + 1], st, frames=frames)
+            assert x.shape[2] == len(frames)
+            outs.append(x)
+    want = full[:, :, [TD * t + f for t in range(4) for f in frames]]
+    torch.testing.assert_close(torch.cat(outs, dim=2), want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="frames"):
+        m.decode_step(z[:, :, :1], m.init_stream_state(2), frames=(TD,))
+
+
 @pytest.mark.parametrize("chunks", [[1] * 6, [2, 2, 2], [1, 2, 3]])
 def test_streaming_encode_matches_full(chunks):
     m = random_model()
