@@ -122,10 +122,11 @@ class SelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(self.hd, eps=1e-6)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, cos, sin, attn_mask, cache_kv=None, slots=None):
+    def forward(self, x, cos, sin, attn_mask, cache_kv=None, slots=None, slot_range=None):
         """x (B, L, D). Without a cache: attend within x under attn_mask (Lq, Lk) or (B,1,Lq,Lk).
         With a cache (k_buf, v_buf (B, H, S, hd)): write this chunk's keys/values into `slots`
-        (B, L) and attend to the whole buffer under attn_mask (B, 1, 1, S)."""
+        (B, L) and attend to the whole buffer under attn_mask (B, 1, 1, S). `slot_range`: the same
+        slots as one range shared by every env, when they are (a slice copy instead of a scatter)."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.h, self.hd).permute(2, 0, 3, 1, 4)  # each (B, H, L, hd)
         q = apply_rope(rms_norm(q, self.q_norm), cos, sin)
@@ -137,6 +138,10 @@ class SelfAttention(nn.Module):
                 # a gradient-carrying denoising step (self-forcing training): attend to a copy with
                 # this chunk's keys in its slots; the cache itself stays detached and unchanged
                 k, v = k_buf.scatter(2, idx, k), v_buf.scatter(2, idx, v)
+            elif slot_range is not None:
+                k_buf[:, :, slot_range] = k
+                v_buf[:, :, slot_range] = v
+                k, v = k_buf, v_buf
             else:
                 k_buf.scatter_(2, idx, k)
                 v_buf.scatter_(2, idx, v)
@@ -178,13 +183,13 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
 
-    def forward(self, x, c, cos, sin, attn_mask, text, cache_kv=None, slots=None, text_kv=None, mod=None):
+    def forward(self, x, c, cos, sin, attn_mask, text, cache_kv=None, slots=None, text_kv=None, mod=None, slot_range=None):
         """x (B, T, N, D) tokens; c (B, T, D) per-frame conditioning; `mod` (B, T, 6D): adaLN(c)
         when already computed (the chunk sampler computes it once for all its passes)."""
         B, T, N, D = x.shape
         sh1, sc1, g1, sh2, sc2, g2 = (self.adaLN(c) if mod is None else mod).chunk(6, dim=-1)  # each (B, T, D)
         h = modulate(self.norm1(x), sh1, sc1).reshape(B, T * N, D)
-        x = x + g1[:, :, None] * self.attn(h, cos, sin, attn_mask, cache_kv, slots).view(B, T, N, D)
+        x = x + g1[:, :, None] * self.attn(h, cos, sin, attn_mask, cache_kv, slots, slot_range).view(B, T, N, D)
         kv = text_kv if text_kv is not None else self.cross.text_kv(text.tokens)
         x = x + self.cross(self.norm2(x).reshape(B, T * N, D), kv, text.mask).view(B, T, N, D)
         x = x + g2[:, :, None] * self.mlp(modulate(self.norm3(x), sh2, sc2))
@@ -197,6 +202,7 @@ class ChunkPlan:
     tables. Computed once per chunk (`DiT.plan_chunk`) instead of once per denoising pass."""
     frames: int  # latent frames in the chunk
     slots: torch.Tensor  # (B, c*N) token slots of the chunk in the cache
+    slot_range: slice | None  # the same slots as one range, when every env's chunk sits at the same place
     attn_mask: torch.Tensor | None  # (B, 1, 1, used) valid cache slots, None when all are
     used: int  # cache slots below this one can be valid; attention skips the rest
     cos: torch.Tensor  # (B, 1, c*N, hd/2) RoPE at the chunk's absolute positions
@@ -369,7 +375,9 @@ class DiT(nn.Module, PretrainedMixin):
         cos, sin = self.rope(frame_pos)
         # (B, 1, 1, S); once the window is full every slot is valid and SDPA can skip the mask
         attn_mask = None if bool(valid.all()) else valid[:, None, None, :]
-        return ChunkPlan(frames, slots, attn_mask, valid.shape[1], cos, sin)
+        lo, L = int(slots[0, 0]), slots.shape[1]
+        same = bool((slots == torch.arange(lo, lo + L, device=slots.device)).all())  # one host sync per chunk
+        return ChunkPlan(frames, slots, slice(lo, lo + L) if same else None, attn_mask, valid.shape[1], cos, sin)
 
     def pass_modulations(self, levels, action_feats, action_null, text: TextCond) -> list[PassModulation]:
         """The conditioning of a chunk's passes at noise levels `levels` (P floats), computed in one
@@ -406,7 +414,7 @@ class DiT(nn.Module, PretrainedMixin):
         for i, blk in enumerate(self.blocks):
             kv = (cache.k[i][:, :, :plan.used], cache.v[i][:, :, :plan.used])  # views: writes land in the cache
             tokens = blk(tokens, c, plan.cos, plan.sin, plan.attn_mask, text, cache_kv=kv, slots=plan.slots, text_kv=text.kv[i],
-                         mod=None if mod is None else mod.blocks[i])
+                         mod=None if mod is None else mod.blocks[i], slot_range=plan.slot_range)
         if write:
             cache.advance(c_frames)
         return self._head(tokens, c, None if mod is None else mod.final)

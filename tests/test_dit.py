@@ -215,3 +215,25 @@ def test_teacher_ode_sampler_records_student_levels():
     assert (x0 - plain).abs().max() > 1e-3
     text_only, _ = ode_sample(m, sched, noise, cond, guidance_text=2.0, **same)
     assert (x0 - text_only).abs().max() > 1e-3 and (text_only - plain).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_envs_at_different_places_in_the_cache_match_single_env_runs():
+    """Envs of one batch whose chunks sit at different cache slots (one reset mid-rollout) take the
+    scatter path; envs in step take the shared-range path. Both equal running each env alone."""
+    m = random_model()
+    x, t, af, an, text = inputs(m, B=2, T=7)
+    cache = m.new_cache(2, window_frames=3)
+    outs = []
+    for s in range(7):
+        if s == 3:
+            cache.reset(torch.tensor([False, True]))  # env 1 starts over: its slots now differ from env 0's
+        plan = m.plan_chunk(cache, 1)
+        assert (plan.slot_range is None) == (s >= 3)
+        outs.append(m.forward_chunk(x[:, :, s:s + 1], t[:, s:s + 1], af[:, 4 * s:4 * s + 4], an[:, 4 * s:4 * s + 4], text, cache,
+                                    write=True, plan=plan))
+    out = torch.cat(outs, 2)
+    for i, (a, b) in [(0, (0, 7)), (1, (3, 7))]:
+        ti = type(text)(text.tokens[i:i + 1], text.mask[i:i + 1], text.pooled[i:i + 1], [tuple(z[i:i + 1] for z in kv) for kv in text.kv])
+        alone, _ = run_cached(m, x[i:i + 1, :, a:b], t[i:i + 1, a:b], af[i:i + 1, 4 * a:4 * b], an[i:i + 1, 4 * a:4 * b], ti, window=3)
+        assert torch.allclose(out[i:i + 1, :, a:b], alone, atol=1e-5), (out[i:i + 1, :, a:b] - alone).abs().max()
