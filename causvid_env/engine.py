@@ -62,7 +62,8 @@ class DreamEngine:
         self.vae_state = model.vae.init_stream_state(num_envs, self.device)
         self.codec = ActionCodec(s.action_space)
         self.timesteps = model.schedule.student_timesteps()
-        self.generators = [torch.Generator().manual_seed(i) for i in range(num_envs)]
+        # one noise stream per env, on the model's device (no host-to-device copy of the noise)
+        self.generators = [torch.Generator(device=self.device).manual_seed(i) for i in range(num_envs)]
         self.prev_latent = torch.zeros(num_envs, s.latent_channels, 1, s.latent_height, s.latent_width, device=self.device)
         self.at_start = torch.ones(num_envs, dtype=torch.bool)
         self.prompts: list[str | None] = [None] * num_envs
@@ -133,12 +134,13 @@ class DreamEngine:
         cond = Cond(af, an, self.text())
         s = self.model.student.config
         shape = (s.latent_channels, self.c, s.latent_height, s.latent_width)
-        def draw() -> torch.Tensor:  # one (C, c, h, w) draw from each env's own generator
-            return torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
-
-        noise = draw()
-        renoise = [draw() for _ in range(len(self.timesteps) - 1)]
-        ctx_eps = draw() if self.context_noise > 0 else None
+        # every draw of the chunk (the noise, the re-noising after each step but the last, the context
+        # noise) in one call per env, from that env's own generator: (B, draws, C, c, h, w)
+        n_draws = len(self.timesteps) + (1 if self.context_noise > 0 else 0)
+        draws = torch.stack([torch.randn((n_draws, *shape), generator=g, device=self.device) for g in self.generators])
+        noise = draws[:, 0]
+        renoise = [draws[:, i] for i in range(1, len(self.timesteps))]
+        ctx_eps = draws[:, -1] if self.context_noise > 0 else None
         student = self.model.student
         if override:
             if len(override) == self.B:
