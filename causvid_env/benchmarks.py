@@ -109,16 +109,19 @@ def teacher_clip_seconds(teacher: DiT, vae, schedule, latent_frames: int, num_st
     return time.perf_counter() - t0
 
 
-def real_gym_steps_per_s(env_id: str = "CartPole-v1", steps: int = 300, render: bool = True, seed: int = 0) -> float:
-    """The real gymnasium env stepping (+ rgb_array rendering), resetting when an episode ends."""
+def real_gym_steps_per_s(env_id: str = "CartPole-v1", steps: int = 300, render: bool = True, seed: int = 0,
+                         render_every: int = 1) -> float:
+    """The real gymnasium env stepping (+ rgb_array rendering of every `render_every`-th step: 4
+    matches a dream that shows only the last frame of each 4-frame chunk), resetting when an
+    episode ends."""
     import gymnasium as gym
     env = gym.make(env_id, render_mode="rgb_array" if render else None)
     env.reset(seed=seed)
     env.action_space.seed(seed)
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for i in range(steps):
         _, _, term, trunc, _ = env.step(env.action_space.sample())
-        if render:
+        if render and (i + 1) % render_every == 0:
             env.render()
         if term or trunc:
             env.reset()

@@ -9,8 +9,12 @@ Measures (median wall clock, batch 1 unless stated):
   shows its first frame only when the whole clip is done) -> ratio;
 - student frames/s at a full 10 s context (cache filled to the window first) vs the world's fps;
 - KV cache vs recomputing the whole block-causal context for every chunk -> ratio;
-- `CausVidVectorEnv` frames/s at batch 1, 8, 32 (short context) vs the real gymnasium CartPole-v1
-  stepping + rgb_array rendering;
+- where a chunk's time goes at that context: the 4 denoising passes + cache write, the VAE decode
+  of its 4 frames (or of its last frame only), the reward/termination heads;
+- `CausVidVectorEnv` frames/s at batch 1, 8, 32 (short context: the `vector_steps` chunks after a
+  reset) vs the real gymnasium CartPole-v1 stepping + rgb_array rendering of every frame; and with
+  `obs_mode="last"` (only each chunk's last frame is decoded) vs the real env rendering every 4th
+  frame;
 - peak memory (RSS) of the process.
 `--quick` shrinks every size (for the tests); its numbers mean nothing.
 """
@@ -34,7 +38,7 @@ from causvid_env.env import CausVidEnv
 from causvid_env.vector_env import CausVidVectorEnv
 from causvid_env.worlds import get_world
 from models.dit import DiT
-from models.samplers import Cond, write_context
+from models.samplers import Cond, student_sample_chunk, write_context
 
 
 @dataclass
@@ -107,35 +111,61 @@ def run(a: Args, command: str = "") -> dict:
         action = np.zeros((F,), np.int64) if eng.codec.kind == "Discrete" else np.stack([env.action_space.sample()] * F)
         t_chunk = bm.median_time(lambda: eng.chunk([action]), max(3, a.repeats))
         ctx_s = float(eng.context_seconds()[0])
+        eng.decode_frames = (eng.F - 1,)
+        t_chunk_last = bm.median_time(lambda: eng.chunk([action]), max(3, a.repeats))
+        eng.decode_frames = None
         res["student_full_context"] = {"context_seconds": ctx_s, "ms_per_chunk": 1e3 * t_chunk, "frames_per_s": F / t_chunk,
-                                       "over_native_fps": F / t_chunk / spec.fps}
+                                       "over_native_fps": F / t_chunk / spec.fps,
+                                       "last_frame_obs": {"ms_per_chunk": 1e3 * t_chunk_last, "frames_per_s": F / t_chunk_last,
+                                                          "over_native_fps": F / t_chunk_last / spec.fps},
+                                       "breakdown_ms": chunk_breakdown(eng, action, max(3, a.repeats))}
         # 3. KV cache vs recompute ---------------------------------------------------------------------
         res["kv_cache"] = bm.kv_cache_vs_recompute(model.student, window_frames, steps=len(model.schedule.student_timesteps()),
                                                    repeats=a.repeats)
         # 4. vector env vs the real simulator -------------------------------------------------------------
         real = bm.real_gym_steps_per_s(spec.env_id, steps=60 if a.quick else 300)
-        res["real_env"] = {"env_id": spec.env_id, "steps_per_s_with_render": real}
-        res["vector_env"] = {}
-        for B in [int(x) for x in a.batches.split(",")]:
-            venv = CausVidVectorEnv(B, spec, checkpoint=model, text_encoder=texts, timing_info=False, window_seconds=a.seconds)
-            venv.reset(seed=0)
-            acts = np.stack([venv.single_action_space.sample() for _ in range(B)])
-            venv.step(acts)  # warm-up
-            t0 = time.perf_counter()
-            for _ in range(a.vector_steps):
-                venv.step(acts)
-            dt = time.perf_counter() - t0
-            fps = B * F * a.vector_steps / dt
-            res["vector_env"][str(B)] = {"frames_per_s": fps, "steps_per_s": B * a.vector_steps / dt,
-                                         "context_seconds_at_end": float(venv.engine.context_seconds().max()),
-                                         "over_real_env": fps / real, "cache_MiB": venv.engine.memory_bytes() / 2**20}
-            del venv
+        real_every = bm.real_gym_steps_per_s(spec.env_id, steps=60 if a.quick else 300, render_every=F)
+        res["real_env"] = {"env_id": spec.env_id, "steps_per_s_with_render": real, f"steps_per_s_render_every_{F}": real_every}
+        for key, obs_mode, baseline in [("vector_env", "chunk", real), ("vector_env_last_frame", "last", real_every)]:
+            res[key] = {}
+            for B in [int(x) for x in a.batches.split(",")]:
+                venv = CausVidVectorEnv(B, spec, checkpoint=model, text_encoder=texts, timing_info=False, window_seconds=a.seconds,
+                                        obs_mode=obs_mode)
+                venv.reset(seed=0)
+                acts = np.stack([venv.single_action_space.sample() for _ in range(B)])
+                venv.step(acts)  # warm-up
+                t0 = time.perf_counter()
+                for _ in range(a.vector_steps):
+                    venv.step(acts)
+                dt = time.perf_counter() - t0
+                fps = B * F * a.vector_steps / dt  # simulated frames (F per chunk), shown or not
+                res[key][str(B)] = {"frames_per_s": fps, "steps_per_s": B * a.vector_steps / dt,
+                                    "context_seconds_at_end": float(venv.engine.context_seconds().max()),
+                                    "over_real_env": fps / baseline, "cache_MiB": venv.engine.memory_bytes() / 2**20}
+                del venv
     res["memory"] = {"peak_rss_MiB": bm.peak_rss_mb(), "rss_MiB_now": bm.current_rss_mb()}
     res["total_s"] = time.time() - t_start
     res["ratios"] = ratio_rows(res)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     ev.write_json(a.json, res)
     return res
+
+
+def chunk_breakdown(eng: DreamEngine, action: np.ndarray, repeats: int) -> dict:
+    """Milliseconds of each part of `eng.chunk` at the engine's current context, timed apart: the
+    student's denoising passes + cache write, the VAE decode (all frames / the last frame), the heads.
+    The timed chunks slide the window like real steps (the sampler writes its chunk)."""
+    model = eng.model
+    af, an = eng.action_features([action] * eng.B)
+    cond = Cond(af, an, eng.text())
+    s = model.student.config
+    noise = torch.randn(eng.B, s.latent_channels, eng.c, s.latent_height, s.latent_width)
+    x0 = noise.clone()
+    dit = bm.median_time(lambda: student_sample_chunk(model.student, eng.cache, noise, cond, eng.timesteps, write=True), repeats)
+    vae = bm.median_time(lambda: model.vae.decode_step(x0, eng.vae_state), repeats)
+    vae_last = bm.median_time(lambda: model.vae.decode_step(x0, eng.vae_state, (eng.F - 1,)), repeats)
+    heads = bm.median_time(lambda: model.heads(x0, x0), repeats)
+    return {"student_passes": 1e3 * dit, "vae_decode_all_frames": 1e3 * vae, "vae_decode_last_frame": 1e3 * vae_last, "heads": 1e3 * heads}
 
 
 def ratio_rows(res: dict) -> list[dict]:
@@ -148,9 +178,17 @@ def ratio_rows(res: dict) -> list[dict]:
         {"what": f"recompute {kv['context_latent_frames']}-frame context / KV cache, per chunk",
          "a": f"{kv['recompute_ms_per_chunk']:.1f} ms", "b": f"{kv['cache_ms_per_chunk']:.1f} ms", "ratio": kv["recompute_over_cache"]},
     ]
+    last = full["last_frame_obs"]
+    rows.append({"what": f"student frames/s at {full['context_seconds']:.1f} s context, last-frame observation / native fps",
+                 "a": f"{last['frames_per_s']:.1f}", "b": f"{res['native_fps']}", "ratio": last["over_native_fps"]})
+    real = res["real_env"]
+    every = next(k for k in real if k.startswith("steps_per_s_render_every_"))
     for B, v in res["vector_env"].items():
-        rows.append({"what": f"vector env batch {B} frames/s / real {res['real_env']['env_id']} (step+render)",
-                     "a": f"{v['frames_per_s']:.1f}", "b": f"{res['real_env']['steps_per_s_with_render']:.1f}", "ratio": v["over_real_env"]})
+        rows.append({"what": f"vector env batch {B} frames/s / real {real['env_id']} (step+render)",
+                     "a": f"{v['frames_per_s']:.1f}", "b": f"{real['steps_per_s_with_render']:.1f}", "ratio": v["over_real_env"]})
+    for B, v in res["vector_env_last_frame"].items():
+        rows.append({"what": f"vector env batch {B}, last-frame obs, frames/s / real {real['env_id']} (step, render every {every.rsplit('_', 1)[1]}th)",
+                     "a": f"{v['frames_per_s']:.1f}", "b": f"{real[every]:.1f}", "ratio": v["over_real_env"]})
     return rows
 
 

@@ -147,6 +147,13 @@ def speed_section(bm: dict | None, kv: dict | None) -> list[str]:
     else:
         out += [_cmd(bm), "", f"CPU, {bm.get('torch_threads')} thread(s).", "", "| measurement | a | b | a / b |", "|---|---|---|---|"]
         out += [f"| {r['what']} | {r['a']} | {r['b']} | {r['ratio']:.2f}x |" for r in bm.get("ratios", [])]
+        full = bm.get("student_full_context", {})
+        parts = full.get("breakdown_ms")
+        if parts:
+            out += ["", f"Where one chunk's {full['ms_per_chunk']:.1f} ms go at a {full['context_seconds']:.1f} s context (timed apart, "
+                    f"same run): the student's 4 denoising passes + cache write {parts['student_passes']:.1f} ms, the VAE decode "
+                    f"{parts['vae_decode_all_frames']:.1f} ms for 4 frames ({parts['vae_decode_last_frame']:.1f} ms for the last frame "
+                    f"only), the reward/termination heads {parts['heads']:.1f} ms."]
     if kv is not None:
         a = kv.get("args", {})
         out += ["", f"KV cache micro-benchmark (DiT {a.get('size')}, {kv['context_latent_frames']} latent frames = {kv['tokens_in_context']} "

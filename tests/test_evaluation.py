@@ -161,7 +161,9 @@ def test_benchmark_quick(run_dir, tmp_path):
     res = bm.run(bm.Args(json=str(path), checkpoint=str(run_dir / "checkpoint"), teacher=str(run_dir / "teacher"), quick=True))
     data = json.loads(path.read_text())
     assert {"latency", "student_full_context", "kv_cache", "vector_env", "real_env", "memory", "ratios"} <= set(data)
-    assert set(data["vector_env"]) == {"1", "2"}
+    assert set(data["vector_env"]) == set(data["vector_env_last_frame"]) == {"1", "2"}
+    parts = data["student_full_context"]["breakdown_ms"]
+    assert all(v > 0 for v in parts.values()) and parts["vae_decode_last_frame"] < parts["vae_decode_all_frames"]
     assert data["latency"]["student_first_chunk_s"] > 0 and data["latency"]["teacher_clip_s"] > 0
     assert data["memory"]["peak_rss_MiB"] > 0 and all(r["ratio"] > 0 for r in data["ratios"])
     assert "| measurement |" in bm.format_table(res)
