@@ -35,10 +35,17 @@ class ChunkResult:
 
 class DreamEngine:
     def __init__(self, model: WorldModel, world: WorldSpec, num_envs: int, window_seconds: float | None = None,
-                 sink_chunks: int = 0, device: str | torch.device = "cpu", text_encoder=None, context_noise: float | None = None):
+                 sink_chunks: int = 0, device: str | torch.device = "cpu", text_encoder=None, context_noise: float | None = None,
+                 student_dtype: torch.dtype | None = None):
         """`window_seconds` None: the checkpoint's default window (`window_frames` in its info, chosen
         by measurement; 10 s for checkpoints that do not record one). `context_noise` None: the level the
-        checkpoint was trained to read its cache at (info `context_noise`, else 0)."""
+        checkpoint was trained to read its cache at (info `context_noise`, else 0). `student_dtype`
+        torch.bfloat16 / torch.float16: the student's passes run under autocast at that precision (for
+        GPUs; on a CPU without fast bf16 it is slower); the cache, the VAE and the heads stay float32.
+        Its fidelity cost is measured by `examples/benchmark.py`."""
+        if student_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"student_dtype: expected None, torch.float32, torch.bfloat16 or torch.float16, got {student_dtype!r}")
+        self.student_dtype = None if student_dtype == torch.float32 else student_dtype
         if window_seconds is None:
             trained = model.info.get("window_frames")
             window_seconds = trained * model.student.config.frames_per_latent / world.fps if trained else 10.0
@@ -142,6 +149,19 @@ class DreamEngine:
         renoise = [draws[:, i] for i in range(1, len(self.timesteps))]
         ctx_eps = draws[:, -1] if self.context_noise > 0 else None
         student = self.model.student
+        with torch.autocast(self.device.type, dtype=self.student_dtype or torch.float32, enabled=self.student_dtype is not None):
+            x0 = self._sample(student, noise, cond, renoise, ctx_eps, override).float()
+        x, self.vae_state = self.model.vae.decode_step(x0, self.vae_state, self.decode_frames)
+        frames = tensor_to_frames(x)  # (B, F*c, H, W, 3), or (B, c*len(decode_frames), ...)
+        start = self.at_start.to(self.device)[:, None, None, None, None]
+        prev = torch.where(start, x0[:, :, :1], self.prev_latent)
+        r, term = self.model.heads(x0, prev)
+        self.prev_latent = x0[:, :, -1:].clone()
+        self.at_start[:] = False
+        return ChunkResult(frames, r.cpu().numpy().astype(np.float32), (term > 0).cpu().numpy(), time.perf_counter() - t0)
+
+    def _sample(self, student, noise, cond: Cond, renoise, ctx_eps, override) -> torch.Tensor:
+        """The chunk's latents (B, C, c, h, w), its keys/values written to the cache."""
         if override:
             if len(override) == self.B:
                 # every env writes real latents (an image/clip reset): no sample is needed. The noise
@@ -153,17 +173,10 @@ class DreamEngine:
                 x0[i] = z[0].to(x0)
             # the cache pass writes the (possibly replaced) chunk; denoising left the slots scratch
             write_chunk(student, self.cache, x0, cond, self.context_noise, ctx_eps)
-        else:
-            x0, _ = student_sample_chunk(student, self.cache, noise, cond, self.timesteps, renoise, write=True,
-                                         context_noise=self.context_noise, context_eps=ctx_eps)
-        x, self.vae_state = self.model.vae.decode_step(x0, self.vae_state, self.decode_frames)
-        frames = tensor_to_frames(x)  # (B, F*c, H, W, 3), or (B, c*len(decode_frames), ...)
-        start = self.at_start.to(self.device)[:, None, None, None, None]
-        prev = torch.where(start, x0[:, :, :1], self.prev_latent)
-        r, term = self.model.heads(x0, prev)
-        self.prev_latent = x0[:, :, -1:].clone()
-        self.at_start[:] = False
-        return ChunkResult(frames, r.cpu().numpy().astype(np.float32), (term > 0).cpu().numpy(), time.perf_counter() - t0)
+            return x0
+        x0, _ = student_sample_chunk(student, self.cache, noise, cond, self.timesteps, renoise, write=True,
+                                     context_noise=self.context_noise, context_eps=ctx_eps)
+        return x0
 
     def seed(self, env: int, seed: int) -> None:
         self.generators[env].manual_seed(int(seed))

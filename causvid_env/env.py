@@ -88,6 +88,9 @@ class CausVidEnv(gym.Env):
       seeded steps).
     - `run_on`: keep generating after the episode ended, without the step-after-end warning (the
       dream past its own end; side-by-side tools use it). Default False.
+    - `student_dtype`: None (float32) or `torch.bfloat16` / `torch.float16`: the student runs under
+      autocast at that precision (for GPUs; slower on CPUs without fast bf16). Its fidelity cost
+      against float32 is measured by `examples/benchmark.py` (docs/RESULTS.md).
 
     ## Reset
     `reset(*, seed=None, options=None)` (through `gym.make` the wrappers take keywords only;
@@ -107,7 +110,7 @@ class CausVidEnv(gym.Env):
     def __init__(self, world: str | WorldSpec = "cartpole", checkpoint: str | Path | WorldModel | None = None, device: str = "cpu",
                  window_seconds: float | None = None, sink_chunks: int = 0, obs_mode: str = "chunk", render_mode: str | None = None,
                  max_episode_steps: int | None = None, prompt: str | None = None, render_scale: int = 6, timing_info: bool = False,
-                 run_on: bool = False, text_encoder=None):
+                 run_on: bool = False, text_encoder=None, student_dtype: torch.dtype | None = None):
         self.world = get_world(world) if isinstance(world, str) else world
         if obs_mode not in ("chunk", "last"):
             raise ValueError(f"obs_mode: expected 'chunk' or 'last', got {obs_mode!r}")
@@ -116,7 +119,8 @@ class CausVidEnv(gym.Env):
         if max_episode_steps is not None and int(max_episode_steps) <= 0:
             raise ValueError(f"max_episode_steps: must be a positive number of chunks, got {max_episode_steps}")
         self.model = resolve_model(self.world, checkpoint, device)
-        self.engine = DreamEngine(self.model, self.world, 1, window_seconds, sink_chunks, device, text_encoder)
+        self.engine = DreamEngine(self.model, self.world, 1, window_seconds, sink_chunks, device, text_encoder,
+                                  student_dtype=student_dtype)
         if obs_mode == "last" and render_mode != "human":  # nothing shows the other frames: do not decode them
             self.engine.decode_frames = (self.engine.F - 1,)
         self.metadata = dict(self.metadata, render_fps=self.world.fps)

@@ -38,6 +38,7 @@ from causvid_env.env import CausVidEnv
 from causvid_env.vector_env import CausVidVectorEnv
 from causvid_env.worlds import get_world
 from models.dit import DiT
+from models.metrics import psnr
 from models.samplers import Cond, student_sample_chunk, write_context
 
 
@@ -63,6 +64,8 @@ class Args:
     """timed vector-env steps per batch size"""
     repeats: int = 5
     threads: int = 1
+    precision_chunks: int = 50
+    """chunks of the float32 vs bfloat16/float16 student comparison (at the checkpoint's default window)"""
 
 
 def load_teacher(path: str | Path) -> DiT:
@@ -143,12 +146,41 @@ def run(a: Args, command: str = "") -> dict:
                                     "context_seconds_at_end": float(venv.engine.context_seconds().max()),
                                     "over_real_env": fps / baseline, "cache_MiB": venv.engine.memory_bytes() / 2**20}
                 del venv
+        # 5. lower-precision student (a GPU option): its fidelity cost against float32, and its CPU speed ---------
+        res["student_precision"] = precision_cost(model, spec, texts, chunks=4 if a.quick else a.precision_chunks)
     res["memory"] = {"peak_rss_MiB": bm.peak_rss_mb(), "rss_MiB_now": bm.current_rss_mb()}
     res["total_s"] = time.time() - t_start
     res["ratios"] = ratio_rows(res)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     ev.write_json(a.json, res)
     return res
+
+
+def precision_cost(model, spec, texts, chunks: int, seed: int = 0) -> dict:
+    """The same dream (seed, prompt, held-random actions) with the student in float32 and under
+    bfloat16 / float16 autocast, at the checkpoint's default window: PSNR of each low-precision
+    rollout against the float32 one over the first and the second half of the rollout (higher = the
+    precision costs less; identical = inf), and the median ms per chunk of each on this device."""
+    rng = np.random.default_rng(seed)
+    F = spec.frames_per_chunk
+    actions = np.repeat(rng.integers(0, 2, size=(chunks + 3) // 4), 4)[:chunks]  # each action held for 4 chunks
+    out: dict = {"chunks": chunks, "seconds": chunks * F / spec.fps}
+    frames: dict = {}
+    for name, dtype in [("float32", None), ("bfloat16", torch.bfloat16), ("float16", torch.float16)]:
+        env = CausVidEnv(spec, checkpoint=model, text_encoder=texts, student_dtype=dtype, timing_info=True)
+        obs, _ = env.reset(seed=seed)
+        seq, times = [obs], []
+        for a in actions:
+            obs, *_, info = env.step(int(a))
+            seq.append(obs)
+            times.append(info["latency_s"])
+        frames[name] = np.concatenate(seq)
+        out[name] = {"ms_per_chunk": 1e3 * float(np.median(times))}
+    half = len(frames["float32"]) // 2
+    for name in ("bfloat16", "float16"):
+        for part, sl in (("psnr_vs_float32_first_half", slice(0, half)), ("psnr_vs_float32_second_half", slice(half, None))):
+            out[name][part] = psnr(frames[name][sl], frames["float32"][sl])
+    return out
 
 
 def chunk_breakdown(eng: DreamEngine, action: np.ndarray, repeats: int) -> dict:
@@ -181,6 +213,15 @@ def ratio_rows(res: dict) -> list[dict]:
     last = full["last_frame_obs"]
     rows.append({"what": f"student frames/s at {full['context_seconds']:.1f} s context, last-frame observation / native fps",
                  "a": f"{last['frames_per_s']:.1f}", "b": f"{res['native_fps']}", "ratio": last["over_native_fps"]})
+    prec = res.get("student_precision")
+    if prec:
+        for name in ("bfloat16", "float16"):
+            p = prec[name]
+            rows.append({"what": f"student under {name} autocast / float32, ms per chunk on this device (PSNR vs the float32 dream: "
+                                 f"{p['psnr_vs_float32_first_half']:.1f} / {p['psnr_vs_float32_second_half']:.1f} dB over 0-{prec['seconds'] / 2:.1f} / "
+                                 f"{prec['seconds'] / 2:.1f}-{prec['seconds']:.1f} s)",
+                         "a": f"{p['ms_per_chunk']:.1f} ms", "b": f"{prec['float32']['ms_per_chunk']:.1f} ms",
+                         "ratio": p["ms_per_chunk"] / prec["float32"]["ms_per_chunk"]})
     real = res["real_env"]
     every = next(k for k in real if k.startswith("steps_per_s_render_every_"))
     for B, v in res["vector_env"].items():

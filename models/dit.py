@@ -133,6 +133,7 @@ class SelfAttention(nn.Module):
         k = apply_rope(rms_norm(k, self.k_norm), cos, sin)
         if cache_kv is not None:
             k_buf, v_buf = cache_kv
+            k, v = k.to(k_buf.dtype), v.to(v_buf.dtype)  # the cache keeps its dtype under autocast
             idx = slots[:, None, :, None].expand(B, self.h, L, self.hd)
             if torch.is_grad_enabled() and k.requires_grad:
                 # a gradient-carrying denoising step (self-forcing training): attend to a copy with

@@ -5,6 +5,7 @@ import warnings
 
 import gymnasium as gym
 import numpy as np
+import torch
 import psutil
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -334,3 +335,16 @@ def test_last_frame_obs_decodes_only_that_frame_and_matches_the_chunk(tiny_ckpt)
     assert vo.shape == (2, 64, 96, 3) and venv.single_observation_space.contains(vo[0])
     assert np.abs(vo[0].astype(int) - chunk[0, -1].astype(int)).max() <= 1
     assert all(f.shape == (64, 96, 3) for f in venv.render())
+
+
+def test_student_dtype_runs_the_student_at_lower_precision(tiny_ckpt):
+    """bfloat16 autocast for the student (a GPU option): same shapes and dtypes out, a float32 cache,
+    frames close to the float32 dream for the first chunks; a bad dtype is refused by name."""
+    acts = [1, 0]
+    ref = rollout(CausVidEnv(checkpoint=tiny_ckpt), acts, seed=3)
+    env = CausVidEnv(checkpoint=tiny_ckpt, student_dtype=torch.bfloat16)
+    low = rollout(env, acts, seed=3)
+    assert low.shape == ref.shape and low.dtype == np.uint8 and env.engine.cache.k.dtype == torch.float32
+    assert np.abs(low.astype(int) - ref.astype(int)).mean() < 8
+    with pytest.raises(ValueError, match="student_dtype"):
+        CausVidEnv(checkpoint=tiny_ckpt, student_dtype=torch.int8)

@@ -164,6 +164,8 @@ def test_benchmark_quick(run_dir, tmp_path):
     assert set(data["vector_env"]) == set(data["vector_env_last_frame"]) == {"1", "2"}
     parts = data["student_full_context"]["breakdown_ms"]
     assert all(v > 0 for v in parts.values()) and parts["vae_decode_last_frame"] < parts["vae_decode_all_frames"]
+    prec = data["student_precision"]
+    assert prec["bfloat16"]["ms_per_chunk"] > 0 and prec["float16"]["psnr_vs_float32_first_half"] > 10
     assert data["latency"]["student_first_chunk_s"] > 0 and data["latency"]["teacher_clip_s"] > 0
     assert data["memory"]["peak_rss_MiB"] > 0 and all(r["ratio"] > 0 for r in data["ratios"])
     assert "| measurement |" in bm.format_table(res)
