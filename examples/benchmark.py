@@ -167,7 +167,7 @@ def precision_cost(model, spec, texts, chunks: int, seed: int = 0) -> dict:
     out: dict = {"chunks": chunks, "seconds": chunks * F / spec.fps}
     frames: dict = {}
     for name, dtype in [("float32", None), ("bfloat16", torch.bfloat16), ("float16", torch.float16)]:
-        env = CausVidEnv(spec, checkpoint=model, text_encoder=texts, student_dtype=dtype, timing_info=True)
+        env = CausVidEnv(spec, checkpoint=model, text_encoder=texts, student_dtype=dtype, timing_info=True, run_on=True)
         obs, _ = env.reset(seed=seed)
         seq, times = [obs], []
         for a in actions:
