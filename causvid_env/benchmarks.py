@@ -18,14 +18,22 @@ from models.masks import block_causal_mask
 from models.samplers import Cond, ode_sample, student_sample_chunk, write_context
 
 
+def _sync() -> None:
+    """Wait for queued GPU work, so that wall time measures it (a no-op without CUDA)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def median_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
     """Median seconds of `fn()` over `repeats` calls after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
     ts = []
     for _ in range(max(1, repeats)):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
@@ -49,12 +57,13 @@ def random_cond(model: DiT, batch: int, latent_frames: int, seed: int = 0) -> Co
     space = space_from_dict(cfg.action_space)
     space.seed(seed)
     feats = torch.from_numpy(ActionCodec(cfg.action_space).to_features(np.stack([space.sample() for _ in range(n)]))).float()
-    feats = feats[None].repeat(batch, 1, 1)
-    null = torch.zeros(batch, n, dtype=torch.bool)
-    tok = torch.randn(batch, 8, cfg.text_dim, generator=g)
-    mask = torch.ones(batch, 8, dtype=torch.bool)
-    text = model.encode_text(tok, mask, torch.zeros(batch, dtype=torch.bool), with_kv=True)
-    null_text = model.encode_text(tok, mask, torch.ones(batch, dtype=torch.bool))
+    dev = next(model.parameters()).device
+    feats = feats[None].repeat(batch, 1, 1).to(dev)
+    null = torch.zeros(batch, n, dtype=torch.bool, device=dev)
+    tok = torch.randn(batch, 8, cfg.text_dim, generator=g).to(dev)
+    mask = torch.ones(batch, 8, dtype=torch.bool, device=dev)
+    text = model.encode_text(tok, mask, torch.zeros(batch, dtype=torch.bool, device=dev), with_kv=True)
+    null_text = model.encode_text(tok, mask, torch.ones(batch, dtype=torch.bool, device=dev))
     return Cond(feats, null, text, null_text)
 
 
@@ -70,22 +79,23 @@ def kv_cache_vs_recompute(model: DiT, context_frames: int, steps: int = 4, repea
     c = cfg.latent_frames_per_chunk
     shape = (batch, cfg.latent_channels, c, cfg.latent_height, cfg.latent_width)
     g = torch.Generator().manual_seed(0)
-    ctx = torch.randn(batch, cfg.latent_channels, context_frames, cfg.latent_height, cfg.latent_width, generator=g)
+    dev = next(model.parameters()).device
+    ctx = torch.randn(batch, cfg.latent_channels, context_frames, cfg.latent_height, cfg.latent_width, generator=g).to(dev)
     cond = random_cond(model, batch, context_frames + c)
     ts = torch.linspace(0.95, 0.2, steps)
     cache = model.new_cache(batch, context_frames)
     write_context(model, cache, ctx, cond)  # fill the window; every timed chunk then slides it by one chunk
     chunk_cond = cond.frames(0, c, cfg.frames_per_latent)
-    noise = torch.randn(shape, generator=g)
+    noise = torch.randn(shape, generator=g).to(dev)
     t_cache = median_time(lambda: student_sample_chunk(model, cache, noise, chunk_cond, ts, write=True), repeats)
 
     T = context_frames + c
-    mask = block_causal_mask(T, c)
+    mask = block_causal_mask(T, c).to(dev)
     x = torch.cat([ctx, noise], dim=2)
 
     def recompute():
         for i in range(steps):
-            t = torch.cat([torch.zeros(batch, context_frames), torch.full((batch, c), float(ts[i]))], 1)
+            t = torch.cat([torch.zeros(batch, context_frames), torch.full((batch, c), float(ts[i]))], 1).to(dev)
             model(x, t, cond.action_feats, cond.action_null, cond.text, frame_mask=mask)
 
     t_re = median_time(recompute, repeats)
@@ -102,10 +112,12 @@ def teacher_clip_seconds(teacher: DiT, vae, schedule, latent_frames: int, num_st
     cfg = teacher.config
     cond = random_cond(teacher, 1, latent_frames)
     cond.text.kv = None
-    noise = torch.randn(1, cfg.latent_channels, latent_frames, cfg.latent_height, cfg.latent_width)
+    noise = torch.randn(1, cfg.latent_channels, latent_frames, cfg.latent_height, cfg.latent_width).to(next(teacher.parameters()).device)
+    _sync()
     t0 = time.perf_counter()
     z, _ = ode_sample(teacher, schedule, noise, cond, num_steps=num_steps, guidance_text=guidance_text, guidance_action=guidance_action)
-    vae.decode_step(z, vae.init_stream_state(1))
+    vae.decode_step(z, vae.init_stream_state(1, z.device))
+    _sync()
     return time.perf_counter() - t0
 
 

@@ -169,6 +169,10 @@ def test_benchmark_quick(run_dir, tmp_path):
     assert data["latency"]["student_first_chunk_s"] > 0 and data["latency"]["teacher_clip_s"] > 0
     assert data["memory"]["peak_rss_MiB"] > 0 and all(r["ratio"] > 0 for r in data["ratios"])
     assert "| measurement |" in bm.format_table(res)
+    assert data["device"] == "cpu" and data["device_name"]
+    with pytest.raises(ValueError, match="--device"):
+        bm.run(bm.Args(json=str(path), checkpoint=str(run_dir / "checkpoint"), teacher=str(run_dir / "teacher"), quick=True,
+                       device="cuda" if not torch.cuda.is_available() else "nonsense"))
 
 
 def test_kv_cache_benchmark_quick(tmp_path):
