@@ -128,6 +128,8 @@ def run(a: Args, command: str = "") -> dict:
         # 3. KV cache vs recompute ---------------------------------------------------------------------
         res["kv_cache"] = bm.kv_cache_vs_recompute(model.student, window_frames, steps=len(model.schedule.student_timesteps()),
                                                    repeats=a.repeats)
+        res["fold_estimate"] = bm.fold_estimate(model.student, window_frames, steps=len(model.schedule.student_timesteps()),
+                                                repeats=a.repeats)
         # 4. vector env vs the real simulator -------------------------------------------------------------
         real = bm.real_gym_steps_per_s(spec.env_id, steps=60 if a.quick else 300)
         real_every = bm.real_gym_steps_per_s(spec.env_id, steps=60 if a.quick else 300, render_every=F)
