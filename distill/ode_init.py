@@ -12,7 +12,8 @@ import torch
 from tqdm import tqdm
 
 from distill.batches import PromptBank, draw_context_noise
-from distill.training_utils import ScalarLogger, is_done, load_training_state, mark_done, save_training_state, seed_everything
+from distill.training_utils import is_done, load_training_state, mark_done, save_training_state, seed_everything
+from models.io import ScalarLogger
 from models.dit import DiT
 from models.masks import teacher_forcing_mask
 from models.samplers import Cond

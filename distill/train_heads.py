@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from distill.training_utils import ScalarLogger, is_done, load_training_state, mark_done, save_training_state, seed_everything
+from distill.training_utils import is_done, load_training_state, mark_done, save_training_state, seed_everything
+from models.io import ScalarLogger
 from models.heads import HeadsConfig, RewardTerminationHead
 
 

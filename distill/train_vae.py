@@ -22,7 +22,6 @@ import torch
 from tqdm.auto import tqdm
 
 from distill.training_utils import (
-    ScalarLogger,
     is_done,
     load_training_state,
     mark_done,
@@ -30,6 +29,7 @@ from distill.training_utils import (
     seed_everything,
 )
 from models.config_utils import config_to_dict
+from models.io import ScalarLogger
 from models.metrics import nonwhite_mask, psnr, ssim
 from models.vae import CausalVAE, VAEConfig, frames_to_tensor, tensor_to_frames
 

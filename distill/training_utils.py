@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -78,25 +77,3 @@ def mark_done(stage_dir: str | os.PathLike, summary: dict | None = None) -> None
     p = Path(stage_dir)
     p.mkdir(parents=True, exist_ok=True)
     (p / "DONE").write_text(json.dumps(summary or {}, indent=2))
-
-
-class ScalarLogger:
-    """Appends namespaced scalars (`losses/dmd`, `charts/steps_per_s`) as JSON lines."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.t0 = time.time()
-
-    def log(self, step: int, **scalars: float) -> None:
-        rec = {"step": step, "time": round(time.time() - self.t0, 3)}
-        rec.update({k.replace("__", "/"): float(v) for k, v in scalars.items()})
-        with self.path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-
-def read_log(path: str | os.PathLike) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

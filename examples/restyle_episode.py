@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from causvid_env import evaluation as ev
 from causvid_env.v2v import StreamingRestyler
 from causvid_env.worlds import get_world
+from evaluation.rollouts import rollout_twin
+from models.config_utils import add_dataclass_args
 
 
 @dataclass
@@ -72,7 +73,7 @@ def run(a: Args) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    ep = ev.rollout_twin(world, a.seed, a.policy, a.seconds)
+    ep = rollout_twin(world, a.seed, a.policy, a.seconds)
     F = ep.F
     print(f"recorded {len(ep.frames)} real frames ({a.policy}, seed {a.seed})")
     r = StreamingRestyler(a.checkpoint, strength=a.strength, world=world, seed=a.seed)
@@ -114,7 +115,7 @@ def run(a: Args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ev.add_dataclass_args(p, Args)
+    add_dataclass_args(p, Args)
     t0 = time.time()
     res = run(Args(**vars(p.parse_args(argv))))
     print(f"done in {time.time() - t0:.0f} s")

@@ -7,7 +7,7 @@ import torch
 
 from distill.pipeline import run_pipeline
 from distill.presets import tiny
-from distill.training_utils import read_log
+from models.io import read_log
 
 
 @pytest.fixture(scope="module")
