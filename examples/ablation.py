@@ -12,7 +12,7 @@ Rows (each one skipped with a note when its model is not in the run directory):
 - causal-teacher DMD                RUN/ablations/causal_teacher/checkpoint
 - ODE init only                     RUN/ablations/ode_init_only/checkpoint (else RUN/ode_init/model)
 plus the repeat-last-frame and VAE-reconstruction baselines. Every row gets the same real starts
-and the same action script (see causvid_env.evaluation) and short horizons (1 s and 2 s by default,
+and the same action script (see evaluation.rollouts) and short horizons (1 s and 2 s by default,
 the teachers being slow). The paper's VBench numbers are printed next to ours for orientation
 only: different metrics, different world.
 """

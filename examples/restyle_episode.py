@@ -4,7 +4,7 @@
     python examples/restyle_episode.py --strength 0.75 --seconds 6 --policy held_random --out restyle
     python examples/restyle_episode.py --checkpoint runs/cartpole/checkpoint --variants long_red_low_gravity,short_blue_strong_push
 
-The real twin (`causvid_env.evaluation.rollout_twin`, default variant: brown pole, black cart)
+The real twin (`evaluation.rollouts.rollout_twin`, default variant: brown pole, black cart)
 plays one episode; the recorded frames are then fed 4 at a time, with their real actions, to a
 `StreamingRestyler` under each variant's prompt, as a live stream would be. The MP4 shows the
 input and each restyled stream side by side, labelled; the PNG strip (rows: the input, then each
