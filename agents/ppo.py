@@ -44,9 +44,10 @@ import torch.optim as optim
 from gymnasium.vector import AutoresetMode
 from tqdm.auto import tqdm
 
-from agents.policy import Policy, PolicyConfig, action_space_to_dict
+from agents.policy import Policy, PolicyConfig
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
+from models.actions import space_to_dict
 from models.config_utils import add_dataclass_args
 from models.io import ScalarLogger
 
@@ -253,7 +254,7 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
         raise ValueError(f"envs: need a uint8 Box observation space (frames), got {obs_space}")
     mode = AutoresetMode(envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
 
-    cfg = PolicyConfig(obs_shape=obs_space.shape, action_space=action_space_to_dict(act_space),
+    cfg = PolicyConfig(obs_shape=obs_space.shape, action_space=space_to_dict(act_space),
                        grayscale=args.grayscale, downsample=args.downsample, channels=args.channels,
                        hidden=args.hidden)
     agent = Policy(cfg).to(device)

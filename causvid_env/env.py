@@ -15,7 +15,8 @@ from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_worl
 from causvid_env.engine import DreamEngine
 from causvid_env.inputs import check_prompt, parse_step_input, quiet_text_encoder, to_clip, to_image
 from causvid_env.viewer.window import ViewerWindow
-from causvid_env.worlds import WorldSpec, as_action_sequence, get_world
+from causvid_env.worlds import WorldSpec, get_world
+from models.actions import as_action_sequence
 from models.text import validate_prompt
 
 
