@@ -10,11 +10,12 @@ learned :class:`agents.policy.Policy` has ``act(obs_batch)``; ``agents.evaluate`
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from causvid_env.viewer.window import KeyMap
 from causvid_env.worlds import WorldSpec, get_world
 
 __all__ = ["RandomAgent", "KeyboardAgent", "BalancingAgent"]
@@ -33,43 +34,23 @@ class RandomAgent:
         return self.action_space.sample()
 
 
-class KeyboardAgent:
-    """Maps the currently pressed keys to an action with a world's ``keymap``.
-
-    Args:
-        keymap: pygame key name (``"left"``, ``"a"``, ``"space"``, ...) -> action.
-        null_action: action when no mapped key is pressed; ``None`` (a world with no no-op,
-            like CartPole) repeats the last action, starting from the first keymap entry.
+class KeyboardAgent(KeyMap):
+    """Maps the currently pressed keys to an action with a world's ``keymap`` (the viewer's
+    :class:`causvid_env.viewer.window.KeyMap`: the key listed last wins; with no mapped key
+    pressed, ``null_action``, or the last action where it is ``None``).
 
     ``act()`` polls ``pygame.key.get_pressed()`` (the caller owns the pygame window and its
-    event pump); :meth:`action_for` maps a set of key names and needs no pygame. When several
-    mapped keys are held, the one listed last in ``keymap`` wins.
+    event pump); :meth:`action_for` maps a set of key names and needs no pygame.
     """
 
     def __init__(self, keymap: dict[str, Any], null_action: Any = None) -> None:
-        if not isinstance(keymap, dict) or not keymap:
-            raise ValueError(f"keymap must be a non-empty dict of key name -> action, got {keymap!r}")
-        self.keymap = dict(keymap)
-        self.null_action = null_action
-        self.last_action = null_action if null_action is not None else next(iter(self.keymap.values()))
+        super().__init__(keymap, null_action)
         self._codes: dict[str, int] | None = None
 
     @classmethod
     def from_world(cls, world: str | WorldSpec) -> "KeyboardAgent":
         spec = get_world(world)
         return cls(spec.keymap, spec.null_action)
-
-    def action_for(self, pressed: Iterable[str]) -> Any:
-        """The action for the set of pressed key names (updates the remembered last action)."""
-        pressed = set(pressed)
-        action = None
-        for name, a in self.keymap.items():
-            if name in pressed:
-                action = a
-        if action is None:
-            action = self.null_action if self.null_action is not None else self.last_action
-        self.last_action = action
-        return action
 
     def pressed_keys(self) -> list[str]:
         try:

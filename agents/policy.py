@@ -27,10 +27,11 @@ import torch.nn as nn
 import torch.nn.functional as Fn
 from safetensors.torch import save_file
 
+from models.actions import space_from_dict
 from models.config_utils import config_from_dict
 from models.io import load_weights_into, read_json
 
-__all__ = ["PolicyConfig", "Policy", "load_policy", "action_space_to_dict", "action_space_from_dict"]
+__all__ = ["PolicyConfig", "Policy", "load_policy"]
 
 FORMAT = "causvid-agents/policy-1"
 CONFIG_NAME = "policy.json"
@@ -38,26 +39,6 @@ WEIGHTS_NAME = "policy.safetensors"
 
 
 # ----------------------------------------------------------------------------- action spaces
-
-
-def action_space_to_dict(space: gym.Space) -> dict:
-    """A JSON-able description of a ``Discrete`` or ``Box`` action space."""
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, gym.spaces.Box):
-        return {"type": "box", "shape": list(space.shape), "low": space.low.flatten().tolist(),
-                "high": space.high.flatten().tolist()}
-    raise ValueError(f"action_space must be Discrete or Box, got {space}")
-
-
-def action_space_from_dict(d: dict) -> gym.Space:
-    if d.get("type") == "discrete":
-        return gym.spaces.Discrete(int(d["n"]), start=int(d.get("start", 0)))
-    if d.get("type") == "box":
-        shape = tuple(d["shape"])
-        return gym.spaces.Box(np.array(d["low"], np.float32).reshape(shape),
-                              np.array(d["high"], np.float32).reshape(shape), dtype=np.float32)
-    raise ValueError(f"action_space: unknown description {d!r}; expected type 'discrete' or 'box'")
 
 
 # ----------------------------------------------------------------------------- network
@@ -69,7 +50,7 @@ class PolicyConfig:
 
     Attributes:
         obs_shape: one observation, ``(F, H, W, 3)`` (a chunk) or ``(H, W, 3)`` (last frame).
-        action_space: see :func:`action_space_to_dict`.
+        action_space: a Discrete or Box space as ``models.actions.space_to_dict`` writes it.
         grayscale: average the colour channels (F channels instead of 3F). CartPole's
             variants differ in colour, so gray also makes the policy indifferent to them.
         downsample: average-pool factor applied before the CNN (64x96 -> 32x48 at 2).
@@ -79,7 +60,7 @@ class PolicyConfig:
     """
 
     obs_shape: tuple[int, ...] = (4, 64, 96, 3)
-    action_space: dict = field(default_factory=lambda: {"type": "discrete", "n": 2, "start": 0})
+    action_space: dict = field(default_factory=lambda: {"type": "Discrete", "n": 2, "start": 0})
     grayscale: bool = True
     downsample: int = 2
     channels: tuple[int, ...] = (16, 32, 32)
@@ -95,7 +76,8 @@ class PolicyConfig:
             raise ValueError(f"downsample must be a positive integer, got {self.downsample!r}")
         if not self.channels:
             raise ValueError("channels must name at least one convolution")
-        action_space_from_dict(self.action_space)  # validates
+        if not isinstance(space_from_dict(self.action_space), (gym.spaces.Discrete, gym.spaces.Box)):  # also validates
+            raise ValueError(f"action_space must be Discrete or Box, got {self.action_space}")
 
 
 def layer_init(layer: nn.Module, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Module:
@@ -112,7 +94,7 @@ class Policy(nn.Module):
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.action_space = action_space_from_dict(cfg.action_space)
+        self.action_space = space_from_dict(cfg.action_space)
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
         frames = cfg.obs_shape[0] if len(cfg.obs_shape) == 4 else 1
         H, W = cfg.obs_shape[-3], cfg.obs_shape[-2]

@@ -27,12 +27,12 @@ Outputs in ``--out``: ``policy.safetensors`` + ``policy.json`` (``agents.policy.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,9 +44,12 @@ import torch.optim as optim
 from gymnasium.vector import AutoresetMode
 from tqdm.auto import tqdm
 
-from agents.policy import Policy, PolicyConfig, action_space_to_dict
+from agents.policy import Policy, PolicyConfig
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
+from models.actions import space_to_dict
+from models.config_utils import add_dataclass_args
+from models.io import ScalarLogger
 
 
 @dataclass
@@ -201,24 +204,6 @@ def batched_options(per_env: list[dict[str, Any]]) -> dict[str, list]:
     return {k: [o.get(k) for o in per_env] for k in keys}
 
 
-# ----------------------------------------------------------------------------- logging
-
-
-class Logger:
-    """Namespaced scalars as JSON lines (``{"global_step": N, "charts/fps": ...}``)."""
-
-    def __init__(self, path: Path):
-        self.f = open(path, "a", buffering=1)
-
-    def log(self, global_step: int, **scalars: float) -> None:
-        rec = {"global_step": int(global_step), "time": time.time()}
-        rec.update({k.replace("__", "/"): float(v) for k, v in scalars.items()})
-        self.f.write(json.dumps(rec) + "\n")
-
-    def close(self) -> None:
-        self.f.close()
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -246,7 +231,7 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
     (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     for name in ("log.jsonl",):
         (out / name).unlink(missing_ok=True)
-    logger = Logger(out / "log.jsonl")
+    logger = ScalarLogger(out / "log.jsonl", step_key="global_step", t0=0.0)  # wall-clock time
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -269,7 +254,7 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
         raise ValueError(f"envs: need a uint8 Box observation space (frames), got {obs_space}")
     mode = AutoresetMode(envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
 
-    cfg = PolicyConfig(obs_shape=obs_space.shape, action_space=action_space_to_dict(act_space),
+    cfg = PolicyConfig(obs_shape=obs_space.shape, action_space=space_to_dict(act_space),
                        grayscale=args.grayscale, downsample=args.downsample, channels=args.channels,
                        hidden=args.hidden)
     agent = Policy(cfg).to(device)
@@ -444,7 +429,6 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
 
     bar.close()
     envs.close()
-    logger.close()
     return {"returns": all_returns, "lengths": all_lengths, "global_step": global_step, "out": str(out),
             "steps_per_s": global_step / (time.time() - start_time)}
 
@@ -461,45 +445,13 @@ def _save(agent: Policy, out: Path, args: Args, global_step: int, returns, lengt
 # ----------------------------------------------------------------------------- CLI
 
 
-def _field_docs(cls) -> dict[str, str]:
-    """The docstring under each dataclass field (what cleanrl's tyro shows in --help)."""
-    import ast
-    import inspect
-
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(nxt.value.value).split())
-    return docs
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
-    """``Args`` from the command line: ``--total-steps 1000`` sets ``total_steps``; booleans take
-    ``--flag``/``--no-flag``; tuples take comma-separated values."""
-    import argparse
-    import typing
-
+    """``Args`` from the command line (``models.config_utils.add_dataclass_args``): ``--total-steps
+    1000`` sets ``total_steps``; booleans take ``--flag``/``--no-flag``; tuples take comma-separated values."""
     p = argparse.ArgumentParser(prog="python -m agents.ppo", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(Args)
-    docs = _field_docs(Args)
-    for f in dataclasses.fields(Args):
-        if f.name in ("batch_size", "minibatch_size", "num_iterations"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        tp, doc = hints[f.name], docs.get(f.name, "").replace("%", "%%")
-        if tp is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=doc)
-        elif typing.get_origin(tp) is tuple:
-            p.add_argument(flag, type=lambda s: tuple(int(x) for x in s.split(",")), default=f.default,
-                           metavar="A,B,...", help=doc)
-        else:
-            base = [t for t in typing.get_args(tp) if t is not type(None)] or [tp]
-            choices = ("dream", "real") if f.name == "env" else None
-            p.add_argument(flag, type=base[0], default=f.default, help=doc, choices=choices)
-    ns = p.parse_args(argv)
-    return Args(**vars(ns))
+    add_dataclass_args(p, Args, skip=("batch_size", "minibatch_size", "num_iterations"), choices={"env": ("dream", "real")})
+    return Args(**vars(p.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,6 +1,6 @@
 """Appearance read from pixels: the colour of the pole and the cart and the pole's length (cartpole).
 
-The state probe (`causvid_env.probe`) reads *where* things are; this module reads *what they look
+The state probe (`evaluation.probe`) reads *where* things are; this module reads *what they look
 like*, so that a restyled video (`causvid_env.v2v`) can be scored on both: motion kept and
 prompt followed. It measures frames of the fixed cartpole camera (64x96):
 

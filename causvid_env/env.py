@@ -14,7 +14,9 @@ from models.io import resolve_device
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
 from causvid_env.engine import DreamEngine
 from causvid_env.inputs import check_prompt, parse_step_input, quiet_text_encoder, to_clip, to_image
-from causvid_env.worlds import WorldSpec, as_action_sequence, get_world
+from causvid_env.viewer.window import ViewerWindow
+from causvid_env.worlds import WorldSpec, get_world
+from models.actions import as_action_sequence
 from models.text import validate_prompt
 
 
@@ -206,11 +208,10 @@ class CausVidEnv(gym.Env):
         frame = self._last_frames[-1] if self._last_frames is not None else np.zeros(self.observation_space.shape[-3:], np.uint8)
         if self.render_mode == "rgb_array":
             return frame.copy()
-        from causvid_env.viewer_window import HumanWindow  # lazy pygame import
         if self._viewer is None:
-            self._viewer = HumanWindow(frame.shape[1] * self.render_scale, frame.shape[0] * self.render_scale, "CausVid dream", self.world.fps)
+            self._viewer = ViewerWindow(frame.shape[:2], scale=self.render_scale, title="CausVid dream")  # imports pygame
         for f in self._last_frames:
-            self._viewer.show(f)
+            self._viewer.show(f, self.world.fps)
         return None
 
     def close(self):

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from causvid_env.rendering import downsample
-from causvid_env.worlds import WorldSpec, as_action_sequence
+from causvid_env.worlds import WorldSpec
+from models.actions import as_action_sequence
 from models.text import validate_prompt
 
 _IMAGE_HELP = ("pass an (H, W, 3) RGB image (or (H, W), (H, W, 1), (H, W, 4), or a PIL image) as uint8 in 0..255, "

@@ -18,7 +18,8 @@ import numpy as np
 from gymnasium import logger, spaces
 
 from causvid_env.rendering import Simulator
-from causvid_env.worlds import WorldSpec, as_action_sequence, get_world
+from causvid_env.worlds import WorldSpec, get_world
+from models.actions import as_action_sequence
 
 __all__ = ["RealWorldEnv"]
 

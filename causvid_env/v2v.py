@@ -39,8 +39,8 @@ import torch
 
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
 from causvid_env.inputs import check_prompt, quiet_text_encoder
-from causvid_env.worlds import WorldSpec, as_action_sequence, get_world
-from models.actions import ActionCodec
+from causvid_env.worlds import WorldSpec, get_world
+from models.actions import ActionCodec, as_action_sequence
 from models.dit import TextCond
 from models.io import resolve_device
 from models.samplers import Cond, student_sample_chunk

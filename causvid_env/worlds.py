@@ -24,13 +24,14 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
+from models.actions import as_action_sequence  # noqa: F401  (causvid_env.vector_env imports it from here)
+
 __all__ = [
     "Variant",
     "WorldSpec",
     "get_world",
     "list_worlds",
     "register_world",
-    "as_action_sequence",
 ]
 
 RGB = tuple[int, int, int]
@@ -163,63 +164,6 @@ class WorldSpec:
 
 
 # ----------------------------------------------------------------------------- actions
-
-
-def as_action_sequence(space: gym.Space, action: Any, num_frames: int) -> np.ndarray:
-    """Validate ``action`` and return one action per frame, shape ``(num_frames, *space.shape)``.
-
-    ``action`` is either a single action of ``space`` (held for all frames) or a sequence
-    of ``num_frames`` actions. Raises ``ValueError`` naming ``action`` otherwise.
-    Supports ``Discrete`` (ints; returns int64) and ``Box`` (returns the space's dtype;
-    a plain number is accepted for a one-element Box).
-    """
-    if isinstance(space, gym.spaces.Discrete):
-        arr = np.asarray(action)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_):
-            raise ValueError(
-                f"action must be an integer (or a sequence of {num_frames} integers) for "
-                f"{space}, got {action!r} of type {type(action).__name__}"
-            )
-        if arr.ndim == 0:
-            arr = np.full((num_frames,), int(arr), dtype=np.int64)
-        elif arr.shape != (num_frames,):
-            raise ValueError(
-                f"action must be a single integer or a sequence of exactly {num_frames} "
-                f"integers (one per frame), got shape {arr.shape}"
-            )
-        arr = arr.astype(np.int64)
-        lo, hi = int(space.start), int(space.start + space.n - 1)
-        if arr.min() < lo or arr.max() > hi:
-            raise ValueError(f"action values must lie in [{lo}, {hi}] for {space}, got {action!r}")
-        return arr
-
-    if isinstance(space, gym.spaces.Box):
-        try:
-            arr = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"action must be numeric with shape {space.shape} or "
-                f"({num_frames}, *{space.shape}) for {space}, got {action!r}"
-            ) from None
-        shape = tuple(space.shape)
-        if arr.ndim == 0 and shape == (1,):
-            arr = arr.reshape(1)
-        if arr.shape == shape:
-            arr = np.broadcast_to(arr, (num_frames, *shape))
-        elif arr.shape != (num_frames, *shape):
-            raise ValueError(
-                f"action must have shape {shape} (held for the chunk) or "
-                f"{(num_frames, *shape)} (one per frame), got shape {arr.shape}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"action must be finite, got {action!r}")
-        if np.any(arr < space.low) or np.any(arr > space.high):
-            raise ValueError(
-                f"action must lie in [{space.low.tolist()}, {space.high.tolist()}], got {action!r}"
-            )
-        return np.array(arr, dtype=space.dtype)
-
-    raise ValueError(f"unsupported action space {space}: only Discrete and Box are supported")
 
 
 # ----------------------------------------------------------------------------- cartpole

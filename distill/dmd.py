@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from distill.batches import PromptBank, draw_context_noise, make_batch
-from distill.training_utils import ScalarLogger, is_done, load_training_state, mark_done, save_training_state, seed_everything
+from distill.training_utils import StageRunner
 from models.actions import ActionCodec
 from models.dit import DiT
 from models.masks import teacher_forcing_mask
@@ -152,32 +150,29 @@ def _sync_grads(model: torch.nn.Module, acc) -> None:
 
 def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, bank: PromptBank, schedule: FlowSchedule,
               cfg: DMDConfig, stage_dir, causal_teacher: bool = False, accelerator=None) -> dict:
-    stage_dir = Path(stage_dir)
-    if is_done(stage_dir):
-        return {}
+    """Asymmetric DMD: the generator (student) and the fake score, two models with their own
+    optimisers (TTUR: `cfg.ttur` fake-score steps per generator step). Resumable."""
     if cfg.rollout not in ROLLOUTS:
         raise ValueError(f"dmd.rollout: expected one of {ROLLOUTS}, got {cfg.rollout!r}")
     if cfg.rollout == "self_forcing" and not (cfg.score_frames <= cfg.rollout_latent_frames):
         raise ValueError(f"dmd.score_frames={cfg.score_frames} must be <= dmd.rollout_latent_frames={cfg.rollout_latent_frames}")
-    from accelerate import Accelerator
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    dev = acc.device
-    seed_everything(cfg.seed + acc.process_index)
+    runner = StageRunner(stage_dir, f"dmd ({cfg.rollout})", cfg, accelerator)
+    if runner.done:
+        return {}
+    dev = runner.device
     G = copy.deepcopy(student_init).train().requires_grad_(True)
     fake = copy.deepcopy(real_score).train().requires_grad_(True)
     real_score = real_score.eval().requires_grad_(False).to(dev)
     opt_g = torch.optim.AdamW(G.parameters(), lr=cfg.lr_generator, betas=(0.0, 0.999))
     opt_f = torch.optim.AdamW(fake.parameters(), lr=cfg.lr_fake, betas=(0.0, 0.999))
-    step, _ = load_training_state(stage_dir, {"generator": G, "fake": fake}, {"opt_g": opt_g, "opt_f": opt_f})
-    G_w, fake_w, opt_g, opt_f = acc.prepare(G, fake, opt_g, opt_f)
-    G_raw, fake_raw = acc.unwrap_model(G_w), acc.unwrap_model(fake_w)
+    runner.resume({"generator": G, "fake": fake}, {"opt_g": opt_g, "opt_f": opt_f})
+    G_w, fake_w, opt_g, opt_f = runner.prepare(G, fake, opt_g, opt_f)
+    G_raw, fake_raw = runner.unwrap(G_w), runner.unwrap(fake_w)
     tf_gen = TeacherForcingGenerator(schedule)
     student_ts = schedule.student_timesteps()
-    log = ScalarLogger(stage_dir / "log.jsonl")
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"dmd ({cfg.rollout})", disable=not acc.is_main_process, dynamic_ncols=True)
     F_ = G_raw.config.frames_per_latent
 
-    def noisy(x, k):
+    def noisy(x, k, rng):
         B, T = x.shape[0], x.shape[2]
         u = torch.from_numpy(rng.uniform(cfg.t_min, cfg.t_max, size=(B, 1))).float()
         t = schedule.shift(u).expand(B, T).clone().to(x.device)
@@ -185,8 +180,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         eps = torch.randn_like(x)
         return schedule.add_noise(x, eps, t), t, eps
 
-    while step < cfg.steps:
-        rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
+    def train_step(step: int, rng: np.random.Generator):
         ctx_noise = draw_context_noise(rng, cfg.context_noise_max, cfg.p_context_noise)
         # -- the generator's sample (gradient-carrying) -------------------------------------------
         if cfg.rollout == "self_forcing":
@@ -210,16 +204,16 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         for _ in range(cfg.ttur):
             cond_f = wb.cond(fake_raw, bank)
             xd = x.detach()
-            xt, t, eps = noisy(xd, kc)
+            xt, t, eps = noisy(xd, kc, rng)
             v = _score(fake_w, xt, t, cond_f, causal_teacher, (1.0, 1.0), xd)
             err = (v - schedule.v_target(xd, eps)).pow(2).mean(dim=(1, 3, 4))[:, kc:]
             loss_f = err.mean()
             opt_f.zero_grad(set_to_none=True)
-            acc.backward(loss_f)
-            acc.clip_grad_norm_(fake_w.parameters(), cfg.grad_clip)
+            runner.backward(loss_f)
+            runner.clip_grad_norm_(fake_w.parameters(), cfg.grad_clip)
             opt_f.step()
         # -- generator: distribution matching gradient (+ optional regression on the real future) ----
-        xt, t, _ = noisy(x.detach(), kc)
+        xt, t, _ = noisy(x.detach(), kc, rng)
         with torch.no_grad():
             cond_r = wb.cond(real_score, bank, with_null_text=True)
             cond_f = wb.cond(fake_raw, bank)
@@ -232,25 +226,19 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         loss_data = F.mse_loss(full[:, :, k:], batch.latents[:, :, k:])
         loss_g = loss_dmd + cfg.data_weight * loss_data if cfg.data_weight > 0 else loss_dmd
         opt_g.zero_grad(set_to_none=True)
-        acc.backward(loss_g)
+        runner.backward(loss_g)
         if cfg.rollout == "self_forcing":  # the rollout bypassed the DDP wrapper
-            _sync_grads(G_raw, acc)
-        gn = acc.clip_grad_norm_(G_w.parameters(), cfg.grad_clip)
+            _sync_grads(G_raw, runner.acc)
+        gn = runner.clip_grad_norm_(G_w.parameters(), cfg.grad_clip)
         opt_g.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(dmd=f"{loss_dmd.item():.4f}", data=f"{loss_data.item():.4f}", fake=f"{loss_f.item():.4f}")
-        if step % cfg.log_every == 0 and acc.is_main_process:
-            log.log(step, **{"losses/dmd": loss_dmd.item(), "losses/data": loss_data.item(), "losses/fake_score": loss_f.item(),
-                             "charts/generator_grad_norm": float(gn), "charts/dmd_grad_abs": grad.abs().mean().item(),
-                             "charts/context_noise": ctx_noise})
-        if (step % cfg.save_every == 0 or step == cfg.steps) and acc.is_main_process:
-            save_training_state(stage_dir, step, {"generator": G_raw, "fake": fake_raw}, {"opt_g": opt_g, "opt_f": opt_f})
-        if cfg.snapshot_every and step % cfg.snapshot_every == 0 and acc.is_main_process:
-            G_raw.save_pretrained(stage_dir / f"model_step{step}")
-    bar.close()
-    if acc.is_main_process:
-        G_raw.save_pretrained(stage_dir / "model")
-        mark_done(stage_dir, {"steps": step, "rollout": cfg.rollout, "causal_teacher": causal_teacher})
-    acc.wait_for_everyone()
-    return {"steps": step}
+        n = step + 1  # generator steps taken
+        if cfg.snapshot_every and n % cfg.snapshot_every == 0 and runner.is_main:
+            G_raw.save_pretrained(runner.stage_dir / f"model_step{n}")
+        return ({"losses/dmd": loss_dmd.item(), "losses/data": loss_data.item(), "losses/fake_score": loss_f.item(),
+                 "charts/generator_grad_norm": gn, "charts/dmd_grad_abs": grad.abs().mean(), "charts/context_noise": ctx_noise},
+                {"dmd": f"{loss_dmd.item():.4f}", "data": f"{loss_data.item():.4f}", "fake": f"{loss_f.item():.4f}"})
+
+    steps = runner.run(train_step)
+    runner.finish({"steps": steps, "rollout": cfg.rollout, "causal_teacher": causal_teacher},
+                  lambda: G_raw.save_pretrained(runner.stage_dir / "model"))
+    return {"steps": steps}

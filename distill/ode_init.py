@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from distill.batches import PromptBank, draw_context_noise
-from distill.training_utils import ScalarLogger, is_done, load_training_state, mark_done, save_training_state, seed_everything
+from distill.training_utils import StageRunner
 from models.dit import DiT
 from models.masks import teacher_forcing_mask
 from models.samplers import Cond
@@ -66,22 +64,18 @@ def student_cond(model: DiT, bank: PromptBank, pairs: dict) -> Cond:
 
 
 def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule: FlowSchedule, cfg: ODEInitConfig, stage_dir, accelerator=None) -> dict:
-    stage_dir = Path(stage_dir)
-    if is_done(stage_dir):
+    """Regress a copy of the teacher onto the ODE pairs (CausVid's student initialisation). Resumable."""
+    runner = StageRunner(stage_dir, "ode init", cfg, accelerator)
+    if runner.done:
         return {}
-    from accelerate import Accelerator
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    seed_everything(cfg.seed + acc.process_index)
     student = copy.deepcopy(teacher).train()
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    step, _ = load_training_state(stage_dir, {"model": student}, {"opt": opt})
-    model, opt = acc.prepare(student, opt)
-    raw = acc.unwrap_model(model)
+    runner.resume({"model": student}, {"opt": opt})
+    model, opt = runner.prepare(student, opt)
+    raw = runner.unwrap(model)
     chunk = raw.config.latent_frames_per_chunk
-    log = ScalarLogger(stage_dir / "log.jsonl")
-    bar = tqdm(total=cfg.steps, initial=step, desc="ode init", disable=not acc.is_main_process, dynamic_ncols=True)
-    while step < cfg.steps:
-        rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
+
+    def train_step(step: int, rng: np.random.Generator):
         pairs = pair_batch(shards, cfg.batch_size, rng)
         x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
         T = x_in.shape[2]
@@ -89,7 +83,7 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
         level = draw_context_noise(rng, cfg.context_noise_max, cfg.p_context_noise)
         t_clean = torch.full(t.shape, level)
         ctx_in = schedule.add_noise(x_clean, torch.randn_like(x_clean), t_clean) if level > 0 else x_clean
-        dev = acc.device
+        dev = runner.device
         x_in, t, mask, x_clean, ctx_in, t_clean = (a.to(dev) for a in (x_in, t, mask, x_clean, ctx_in, t_clean))
         cond = student_cond(raw, bank, pairs)
         v = model(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk, device=dev),
@@ -98,19 +92,10 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
         err = (x0_pred - x_clean).pow(2).mean(dim=(1, 3, 4))
         loss = (err * mask).sum() / mask.sum()
         opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        runner.backward(loss)
+        runner.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % cfg.log_every == 0 and acc.is_main_process:
-            log.log(step, **{"losses/ode_init": loss.item()})
-        if (step % cfg.save_every == 0 or step == cfg.steps) and acc.is_main_process:
-            save_training_state(stage_dir, step, {"model": raw}, {"opt": opt})
-    bar.close()
-    if acc.is_main_process:
-        raw.save_pretrained(stage_dir / "model")
-        mark_done(stage_dir, {"steps": step})
-    acc.wait_for_everyone()
-    return {"steps": step}
+        return {"losses/ode_init": loss.item()}, {"loss": f"{loss.item():.4f}"}
+
+    steps = runner.run(train_step)
+    return runner.finish({"steps": steps}, lambda: raw.save_pretrained(runner.stage_dir / "model"))

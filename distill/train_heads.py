@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from distill.training_utils import ScalarLogger, is_done, load_training_state, mark_done, save_training_state, seed_everything
+from distill.training_utils import StageRunner
 from models.heads import HeadsConfig, RewardTerminationHead
 
 
@@ -39,30 +37,24 @@ def heads_loss(head: RewardTerminationHead, clips: list[dict], pos_weight: float
 
 
 def train_heads(dataset, cfg: HeadsTrainConfig, stage_dir) -> dict:
-    stage_dir = Path(stage_dir)
-    if is_done(stage_dir):
+    """Train the heads on `dataset` (LatentClipDataset) in this process. Resumable; writes `stage_dir/model`."""
+    runner = StageRunner(stage_dir, "heads", cfg, distributed=False)
+    if runner.done:
         return {}
-    seed_everything(cfg.seed)
     head = RewardTerminationHead(cfg.heads)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr)
-    step, _ = load_training_state(stage_dir, {"head": head}, {"opt": opt})
-    log = ScalarLogger(stage_dir / "log.jsonl")
-    bar = tqdm(total=cfg.steps, initial=step, desc="heads", dynamic_ncols=True)
-    while step < cfg.steps:
-        rng = np.random.default_rng([cfg.seed, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
+    runner.resume({"head": head}, {"opt": opt})
+    last = {"term_acc": float("nan")}
+
+    def train_step(step: int, rng: np.random.Generator):
         loss, lr_, lt, acc = heads_loss(head, dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng), cfg.term_pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", term_acc=f"{acc.item():.3f}")
-        if step % cfg.log_every == 0:
-            log.log(step, **{"losses/reward": lr_.item(), "losses/termination": lt.item(), "charts/termination_accuracy": acc.item()})
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            save_training_state(stage_dir, step, {"head": head}, {"opt": opt})
-    bar.close()
-    head.save_pretrained(stage_dir / "model")
-    summary = {"steps": step, "final_termination_accuracy": float(acc)}
-    mark_done(stage_dir, summary)
-    return summary
+        last["term_acc"] = acc.item()
+        return ({"losses/reward": lr_.item(), "losses/termination": lt.item(), "charts/termination_accuracy": acc.item()},
+                {"loss": f"{loss.item():.4f}", "term_acc": f"{acc.item():.3f}"})
+
+    steps = runner.run(train_step)
+    return runner.finish({"steps": steps, "final_termination_accuracy": float(last["term_acc"])},
+                         lambda: head.save_pretrained(runner.stage_dir / "model"))

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from distill.batches import PromptBank, make_batch
-from distill.training_utils import ScalarLogger, is_done, load_training_state, mark_done, save_training_state, seed_everything
+from distill.training_utils import StageRunner
 from models.actions import ActionCodec
 from models.dit import DiT, DiTConfig
 from models.masks import teacher_forcing_mask
@@ -99,50 +97,36 @@ def lr_at(step: int, cfg) -> float:
 
 def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTrainConfig, stage_dir, init_from: DiT | None = None,
                   accelerator=None) -> dict:
-    """Train a teacher on `dataset` (LatentClipDataset). Resumable; writes `stage_dir/teacher`."""
-    stage_dir = Path(stage_dir)
-    if is_done(stage_dir):
+    """Train a teacher on `dataset` (LatentClipDataset). Resumable; writes `stage_dir/model` (the EMA)."""
+    tag = "teacher" if cfg.mode == "bidirectional" else "causal_teacher"
+    runner = StageRunner(stage_dir, tag, cfg, accelerator)
+    if runner.done:
         return {}
-    from accelerate import Accelerator
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    seed_everything(cfg.seed + acc.process_index)
     model = DiT(cfg.dit) if init_from is None else copy.deepcopy(init_from)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    step, extra = load_training_state(stage_dir, {"model": model, "ema": ema}, {"opt": opt})
-    model, opt = acc.prepare(model, opt)
+    runner.resume({"model": model, "ema": ema}, {"opt": opt})
+    model, opt = runner.prepare(model, opt)
+    raw = runner.unwrap(model)
     schedule = FlowSchedule(cfg.schedule)
-    log = ScalarLogger(stage_dir / "log.jsonl")
-    tag = "teacher" if cfg.mode == "bidirectional" else "causal_teacher"
-    bar = tqdm(total=cfg.steps, initial=step, desc=tag, disable=not acc.is_main_process, dynamic_ncols=True)
-    raw = acc.unwrap_model(model)
-    while step < cfg.steps:
-        rng = np.random.default_rng([cfg.seed, acc.process_index, step])  # per-step stream: a resumed run draws exactly what an uninterrupted one would
+
+    def train_step(step: int, rng: np.random.Generator):
         clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng)
-        batch = make_batch(clips, codec, rng, cfg.p_drop_text, cfg.p_drop_action).to(acc.device)
+        batch = make_batch(clips, codec, rng, cfg.p_drop_text, cfg.p_drop_action).to(runner.device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         loss = diffusion_loss(model, raw, schedule, batch, bank, cfg, rng, cfg.mode)
         opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        gnorm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        runner.backward(loss)
+        gnorm = runner.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        step += 1
         with torch.no_grad():
-            d = min(cfg.ema_decay, (1 + step) / (10 + step))
+            n = step + 1  # optimiser steps taken
+            d = min(cfg.ema_decay, (1 + n) / (10 + n))
             for pe, pm in zip(ema.parameters(), raw.parameters()):
                 pe.lerp_(pm.detach(), 1 - d)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % cfg.log_every == 0 and acc.is_main_process:
-            log.log(step, **{f"losses/{tag}": loss.item(), "charts/grad_norm": float(gnorm), "charts/lr": lr_at(step, cfg)})
-        if (step % cfg.save_every == 0 or step == cfg.steps) and acc.is_main_process:
-            save_training_state(stage_dir, step, {"model": raw, "ema": ema}, {"opt": opt})
-    bar.close()
-    acc.wait_for_everyone()
-    summary = {"steps": step}
-    if acc.is_main_process:
-        ema.save_pretrained(stage_dir / "model")
-        mark_done(stage_dir, summary)
-    acc.wait_for_everyone()
-    return summary
+        return ({f"losses/{tag}": loss.item(), "charts/grad_norm": float(gnorm), "charts/lr": lr_at(n, cfg)},
+                {"loss": f"{loss.item():.4f}"})
+
+    steps = runner.run(train_step)
+    return runner.finish({"steps": steps}, lambda: ema.save_pretrained(runner.stage_dir / "model"))

@@ -15,21 +15,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from distill.training_utils import (
-    ScalarLogger,
-    is_done,
-    load_training_state,
-    mark_done,
-    save_training_state,
-    seed_everything,
-)
+from distill.training_utils import StageRunner
 from models.config_utils import config_to_dict
+from models.io import ScalarLogger
 from models.metrics import nonwhite_mask, psnr, ssim
 from models.vae import CausalVAE, VAEConfig, frames_to_tensor, tensor_to_frames
 
@@ -154,66 +146,48 @@ def train_vae(sample_clips: SampleClips, cfg: VAETrainConfig, stage_dir, heldout
         raise TypeError(f"sample_clips must be callable (batch_size, num_frames, rng) -> uint8 array, got {type(sample_clips).__name__}")
     if heldout_clips is not None:
         heldout_clips = _check_clips(heldout_clips, "heldout_clips", cfg.vae)
-    stage_dir = Path(stage_dir)
-    if is_done(stage_dir):
+    runner = StageRunner(stage_dir, "vae", cfg, distributed=False, device=cfg.device, persistent_rng=True)
+    stage_dir = runner.stage_dir
+    if runner.done:
         return json.loads((stage_dir / "DONE").read_text() or "{}")
     stage_dir.mkdir(parents=True, exist_ok=True)
     (stage_dir / "train_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
 
-    seed_everything(cfg.seed)
-    device = torch.device(cfg.device)
+    device = runner.device
     model = CausalVAE(dataclasses.replace(cfg.vae)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    data_rng = np.random.default_rng(cfg.seed)
-    step, extra = load_training_state(stage_dir, {"vae": model}, {"opt": opt})
-    if "data_rng" in extra:
-        data_rng.bit_generator.state = extra["data_rng"]
-    resumed_from = step
-    logger = ScalarLogger(stage_dir / "log.jsonl")
+    resumed_from = runner.resume({"vae": model}, {"opt": opt})
     n_params = sum(p.numel() for p in model.parameters())
 
-    def checkpoint():
-        save_training_state(stage_dir, step, {"vae": model}, {"opt": opt}, extra={"data_rng": data_rng.bit_generator.state})
+    def train_step(step: int, data_rng: np.random.Generator):
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        clips = _check_clips(sample_clips(cfg.batch_size, cfg.clip_frames, data_rng), "sample_clips(...)",
+                             cfg.vae, cfg.batch_size, cfg.clip_frames)
+        x = frames_to_tensor(clips, device)  # (B, 3, T, H, W)
+        w = pixel_weights(clips, cfg.nonwhite_weight, device)  # (B, 1, T, H, W)
+        x_hat, z = model(x)
+        se = (x_hat - x).pow(2)
+        recon = (w * se).mean() / w.mean()  # weighted MSE, normalised so its scale does not depend on content
+        # A deterministic autoencoder can shrink or blow up its latents at no reconstruction cost
+        # (the decoder rescales); a tiny L2 keeps them bounded and centred so the later
+        # normalisation by per-channel mean/std is well conditioned for the diffusion model.
+        lat = z.pow(2).mean()
+        loss = recon + cfg.latent_penalty * lat
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = runner.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        mse = se.detach().mean().item()
+        train_psnr = 10 * math.log10(4.0 / max(mse, 1e-12))  # pixels in [-1, 1]: peak-to-peak 2
+        return ({"vae/loss": loss.item(), "vae/recon": recon.item(), "vae/latent_l2": lat.item(), "vae/psnr": train_psnr,
+                 "vae/lr": lr, "vae/grad_norm": float(grad_norm)},
+                {"loss": f"{loss.item():.4f}", "psnr": f"{train_psnr:.1f}"})
 
     model.train()
-    t_start, t_last, step_last = time.time(), time.time(), step
-    with tqdm(total=cfg.steps, initial=step, desc="vae", dynamic_ncols=True) as pbar:
-        while step < cfg.steps:
-            lr = lr_at(step, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            clips = _check_clips(sample_clips(cfg.batch_size, cfg.clip_frames, data_rng), "sample_clips(...)",
-                                 cfg.vae, cfg.batch_size, cfg.clip_frames)
-            x = frames_to_tensor(clips, device)  # (B, 3, T, H, W)
-            w = pixel_weights(clips, cfg.nonwhite_weight, device)  # (B, 1, T, H, W)
-            x_hat, z = model(x)
-            se = (x_hat - x).pow(2)
-            recon = (w * se).mean() / w.mean()  # weighted MSE, normalised so its scale does not depend on content
-            # A deterministic autoencoder can shrink or blow up its latents at no reconstruction cost
-            # (the decoder rescales); a tiny L2 keeps them bounded and centred so the later
-            # normalisation by per-channel mean/std is well conditioned for the diffusion model.
-            lat = z.pow(2).mean()
-            loss = recon + cfg.latent_penalty * lat
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-
-            mse = se.detach().mean().item()
-            train_psnr = 10 * math.log10(4.0 / max(mse, 1e-12))  # pixels in [-1, 1]: peak-to-peak 2
-            pbar.update(1)
-            pbar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{train_psnr:.1f}")
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.time()
-                logger.log(step, **{
-                    "vae/loss": loss.item(), "vae/recon": recon.item(), "vae/latent_l2": lat.item(),
-                    "vae/psnr": train_psnr, "vae/lr": lr, "vae/grad_norm": float(grad_norm),
-                    "charts/steps_per_s": (step - step_last) / max(now - t_last, 1e-9),
-                })
-                t_last, step_last = now, step
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                checkpoint()
+    t_start = time.time()
+    step = runner.run(train_step)
     train_seconds = time.time() - t_start
 
     # ----- finish: latent statistics, export, held-out metrics -----------------------------------
@@ -239,7 +213,6 @@ def train_vae(sample_clips: SampleClips, cfg: VAETrainConfig, stage_dir, heldout
         "latent_std": std,
         "vae_dir": str(stage_dir / "vae"),
     }
-    logger.log(step, **{"eval/psnr": summary["heldout_psnr"], "eval/psnr_nonwhite": summary["heldout_psnr_nonwhite"],
-                        "eval/ssim": summary["heldout_ssim"]})
-    mark_done(stage_dir, summary)
-    return summary
+    ScalarLogger(stage_dir / "log.jsonl").log(step, **{"eval/psnr": summary["heldout_psnr"], "eval/psnr_nonwhite": summary["heldout_psnr_nonwhite"],
+                                                   "eval/ssim": summary["heldout_ssim"]})
+    return runner.finish(summary)

@@ -1,8 +1,20 @@
-"""Shared plumbing for every training stage: resumable checkpoints, namespaced logs, seeding.
+"""The one loop of every training stage (`StageRunner`) and its plumbing: resumable checkpoints,
+seeding, the done marker.
 
-A stage writes `<stage_dir>/state.pt` (model, optimiser, step, RNG) atomically every
-`save_every` steps and on exit; re-running the stage resumes from it with nothing lost.
-When the stage finishes it writes `<stage_dir>/DONE` and its final `save_pretrained` directory.
+A stage file keeps only its config, its models and its loss step; the runner owns the rest:
+
+    runner = StageRunner(stage_dir, "teacher", cfg, accelerator)     # device, seeding
+    if runner.done: return {}
+    model, opt = ..., ...                                              # built after seeding
+    runner.resume({"model": model}, {"opt": opt})                      # state.pt -> modules, optimisers, RNG
+    model, opt = runner.prepare(model, opt)                            # accelerate wrappers
+    runner.run(lambda step, rng: ...one optimiser step... -> (scalars, postfix))
+    return runner.finish({"steps": runner.step}, lambda: model.save_pretrained(stage_dir / "model"))
+
+It writes `<stage_dir>/state.pt` (modules, optimisers, step, RNG) atomically every `save_every`
+steps and at the last one, logs the step's scalars as JSON lines (`models.io.ScalarLogger`) every
+`log_every` steps and at the last one, and on completion writes the stage's final files and
+`<stage_dir>/DONE`; re-running the stage resumes from state.pt with nothing lost.
 """
 from __future__ import annotations
 
@@ -11,10 +23,13 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from models.io import ScalarLogger
 
 
 def seed_everything(seed: int) -> None:
@@ -80,23 +95,108 @@ def mark_done(stage_dir: str | os.PathLike, summary: dict | None = None) -> None
     (p / "DONE").write_text(json.dumps(summary or {}, indent=2))
 
 
-class ScalarLogger:
-    """Appends namespaced scalars (`losses/dmd`, `charts/steps_per_s`) as JSON lines."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.t0 = time.time()
-
-    def log(self, step: int, **scalars: float) -> None:
-        rec = {"step": step, "time": round(time.time() - self.t0, 3)}
-        rec.update({k.replace("__", "/"): float(v) for k, v in scalars.items()})
-        with self.path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+StepFn = Callable[[int, np.random.Generator], tuple[dict, dict]]
 
 
-def read_log(path: str | os.PathLike) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+class StageRunner:
+    """Owns a training stage's loop: device and processes, seeding, resume, the per-step RNG
+    stream, tqdm, JSON-lines logging, checkpoints and the done marker.
+
+    `cfg` supplies `steps`, `seed`, `save_every` and `log_every`. With `distributed=True` the stage
+    runs through `accelerate` (the given accelerator, or a fresh one on CUDA when available):
+    every process seeds with `seed + process_index` and draws its own stream; only the main
+    process logs and writes. With `distributed=False` the stage runs in this process on `device`.
+
+    The RNG a step receives is a fresh `default_rng([seed, (process_index,) step])`, so a resumed
+    run draws exactly what an uninterrupted one would; `persistent_rng=True` instead hands every
+    step one generator seeded with `seed` whose state is saved in state.pt (`extra["data_rng"]`).
+    Global RNGs (python, numpy, torch) are saved and restored with the checkpoint too.
+    """
+
+    def __init__(self, stage_dir: str | os.PathLike, name: str, cfg, accelerator=None, *, distributed: bool = True,
+                 device: str | torch.device = "cpu", persistent_rng: bool = False):
+        self.stage_dir, self.name, self.cfg = Path(stage_dir), name, cfg
+        self.done = is_done(self.stage_dir)
+        self.step, self.resumed_from, self.modules, self.optimizers = 0, 0, {}, {}
+        self.persistent_rng = persistent_rng
+        self.acc = None
+        if self.done:
+            return
+        if distributed:
+            from accelerate import Accelerator  # heavy; only stages that train need it
+            self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.process_index = self.acc.process_index if self.acc is not None else 0
+        self.is_main = self.acc.is_main_process if self.acc is not None else True
+        self.device = self.acc.device if self.acc is not None else torch.device(device)
+        self.stream_key = [cfg.seed, self.process_index] if self.acc is not None else [cfg.seed]
+        seed_everything(cfg.seed + self.process_index)
+        self.data_rng = np.random.default_rng(cfg.seed) if persistent_rng else None
+
+    def resume(self, modules: dict, optimizers: dict) -> int:
+        """Register what state.pt holds (unwrapped modules, optimisers) and restore it if present."""
+        self.modules, self.optimizers = modules, optimizers
+        self.step, extra = load_training_state(self.stage_dir, modules, optimizers)
+        if self.persistent_rng and "data_rng" in extra:
+            self.data_rng.bit_generator.state = extra["data_rng"]
+        self.resumed_from = self.step
+        return self.step
+
+    def prepare(self, *objs):
+        """`accelerator.prepare` (DDP wrappers, device placement); the objects themselves without one."""
+        if self.acc is not None:
+            return self.acc.prepare(*objs)
+        return objs[0] if len(objs) == 1 else objs
+
+    def unwrap(self, model):
+        return self.acc.unwrap_model(model) if self.acc is not None else model
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.acc is not None:
+            self.acc.backward(loss)
+        else:
+            loss.backward()
+
+    def clip_grad_norm_(self, params, max_norm: float) -> torch.Tensor:
+        if self.acc is not None:
+            return self.acc.clip_grad_norm_(params, max_norm)
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    def barrier(self) -> None:
+        if self.acc is not None:
+            self.acc.wait_for_everyone()
+
+    def save(self) -> None:
+        extra = {"data_rng": self.data_rng.bit_generator.state} if self.persistent_rng else None
+        save_training_state(self.stage_dir, self.step, self.modules, self.optimizers, extra)
+
+    def run(self, train_step: StepFn) -> int:
+        """Call `train_step(step, rng) -> (scalars to log, tqdm postfix)` until `cfg.steps`; returns the step.
+        Scalars may be floats or 0-d tensors (read only when a record is written)."""
+        cfg = self.cfg
+        log = ScalarLogger(self.stage_dir / "log.jsonl")
+        t_last, step_last = time.time(), self.step
+        with tqdm(total=cfg.steps, initial=self.step, desc=self.name, disable=not self.is_main, dynamic_ncols=True) as bar:
+            while self.step < cfg.steps:
+                rng = self.data_rng if self.persistent_rng else np.random.default_rng([*self.stream_key, self.step])
+                scalars, postfix = train_step(self.step, rng)
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(**postfix)
+                last = self.step == cfg.steps
+                if self.is_main and (self.step % cfg.log_every == 0 or last):
+                    now = time.time()
+                    log.log(self.step, **scalars, **{"charts/steps_per_s": (self.step - step_last) / max(now - t_last, 1e-9)})
+                    t_last, step_last = now, self.step
+                if self.is_main and (self.step % cfg.save_every == 0 or last):
+                    self.save()
+        return self.step
+
+    def finish(self, summary: dict, save_final: Callable[[], None] | None = None) -> dict:
+        """After `run`: the main process writes the stage's final files (`save_final()`) and DONE."""
+        self.barrier()
+        if self.is_main:
+            if save_final is not None:
+                save_final()
+            mark_done(self.stage_dir, summary)
+        self.barrier()
+        return summary

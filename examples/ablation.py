@@ -12,7 +12,7 @@ Rows (each one skipped with a note when its model is not in the run directory):
 - causal-teacher DMD                RUN/ablations/causal_teacher/checkpoint
 - ODE init only                     RUN/ablations/ode_init_only/checkpoint (else RUN/ode_init/model)
 plus the repeat-last-frame and VAE-reconstruction baselines. Every row gets the same real starts
-and the same action script (see causvid_env.evaluation) and short horizons (1 s and 2 s by default,
+and the same action script (see evaluation.rollouts) and short horizons (1 s and 2 s by default,
 the teachers being slow). The paper's VBench numbers are printed next to ours for orientation
 only: different metrics, different world.
 """
@@ -28,9 +28,14 @@ from pathlib import Path
 
 import torch
 
-from causvid_env import evaluation as ev
 from causvid_env.checkpoint import WorldModel, load_world_model
 from causvid_env.worlds import get_world
+from evaluation.metrics import episode_summaries, evaluate_methods
+from evaluation.probe import resolve_probe
+from evaluation.report import markdown_table, timed, write_json
+from evaluation.rollouts import (PromptTexts, real_rollouts, repeat_last_frame, simulator_from_still_frame, student_generate,
+                                 teacher_generate, vae_reconstruction)
+from models.config_utils import add_dataclass_args
 from models.dit import DiT
 
 MAIN_ROW = "ODE init + bidirectional DMD, self-forcing (shipped recipe)"
@@ -88,22 +93,22 @@ def run(a: Args, command: str = "") -> dict:
     if not (main_ckpt / "checkpoint.json").is_file():
         raise FileNotFoundError(f"--run: {main_ckpt} is missing; the ablation needs the main checkpoint (its VAE and heads score every row)")
     main_model = load_world_model(main_ckpt, world=spec.name)
-    texts = ev.PromptTexts.from_run(run_dir)
+    texts = PromptTexts.from_run(run_dir)
     cfg = _pipeline_cfg(run_dir)
     g_text = cfg.get("dmd", {}).get("guidance_text", 1.5)
     g_action = cfg.get("dmd", {}).get("guidance_action", 2.0)
     clip = a.teacher_clip_frames or cfg.get("teacher", {}).get("clip_latent_frames") or main_model.info.get("trained_clip_latent_frames")
-    probe, probe_eval = ev.resolve_probe(a.probe, spec.name, out, a.probe_steps, a.probe_episodes)
-    episodes = ev.real_rollouts(spec.name, a.episodes, horizons[-1], a.seed, variants=list(spec.variant_names))
+    probe, probe_eval = resolve_probe(a.probe, spec.name, out, a.probe_steps, a.probe_episodes)
+    episodes = real_rollouts(spec.name, a.episodes, horizons[-1], a.seed, variants=list(spec.variant_names))
     window = max(1, int(round((a.window_seconds or 10.0) * spec.fps / spec.frames_per_latent)))
 
     def student(ckpt: Path | WorldModel):
         m = ckpt if isinstance(ckpt, WorldModel) else load_world_model(ckpt, world=spec.name)
-        return ev.student_generate(m, spec, episodes, a.batch_size, a.window_seconds, texts)
+        return student_generate(m, spec, episodes, a.batch_size, a.window_seconds, texts)
 
     def teacher(path: Path, causal: bool):
         net = DiT.from_pretrained(path).eval()
-        return ev.teacher_generate(net, main_model, episodes, num_steps=a.teacher_steps, guidance_text=g_text, guidance_action=g_action,
+        return teacher_generate(net, main_model, episodes, num_steps=a.teacher_steps, guidance_text=g_text, guidance_action=g_action,
                                    clip_frames=None if causal else clip, causal=causal, window_frames=window,
                                    batch_size=a.batch_size, texts=texts)
 
@@ -140,23 +145,23 @@ def run(a: Args, command: str = "") -> dict:
         if not ok:
             notes[name] = "model not found in the run directory"
             continue
-        gens, dt = ev.timed(gen)
+        gens, dt = timed(gen)
         methods[name] = gens
         timing[name] = {"sampling": how, "seconds": dt, "ms_per_frame": 1e3 * dt / max(1, n_frames)}
-    methods["repeat_last_frame"] = ev.repeat_last_frame(episodes)
-    methods["vae_reconstruction"] = ev.vae_reconstruction(main_model, episodes)
-    methods["simulator_from_still_frame"] = ev.simulator_from_still_frame(episodes, spec.name)
-    table, _ = ev.evaluate_methods(methods, episodes, horizons, spec.fps, probe)
+    methods["repeat_last_frame"] = repeat_last_frame(episodes)
+    methods["vae_reconstruction"] = vae_reconstruction(main_model, episodes)
+    methods["simulator_from_still_frame"] = simulator_from_still_frame(episodes, spec.name)
+    table, _ = evaluate_methods(methods, episodes, horizons, spec.fps, probe)
     for name, why in notes.items():
         table[name] = {"skipped": why}
     result = {"kind": "ablation", "command": command, "args": asdict(a), "world": spec.name, "horizons_s": horizons,
               "guidance": {"text": g_text, "action": g_action}, "probe": probe_eval, "rows": table, "timing": timing,
-              "paper_table4_vbench": PAPER_TABLE4, "episodes": ev.episode_summaries(episodes, None, spec.fps),
+              "paper_table4_vbench": PAPER_TABLE4, "episodes": episode_summaries(episodes, None, spec.fps),
               "total_s": time.time() - t0}
-    ev.write_json(out / "ablation.json", result)
+    write_json(out / "ablation.json", result)
     md = [f"# Ablation (the paper's Table 4) on {spec.name}", "", f"Command: `{command}`" if command else "",
           f"{len(episodes)} real episodes ({n_frames} frames), identical starts and actions for every row. "
-          "Frame metrics pooled per horizon bin; termination over the first h seconds.", "", ev.markdown_table(table, horizons, "row"), "",
+          "Frame metrics pooled per horizon bin; termination over the first h seconds.", "", markdown_table(table, horizons, "row"), "",
           "| row | sampling | generation time | ms per frame | paper VBench temporal / frame / text |", "|---|---|---|---|---|"]
     for name, t in timing.items():
         md.append(f"| {name} | {t['sampling']} | {t['seconds']:.1f} s | {t['ms_per_frame']:.2f} | {PAPER_TABLE4.get(name, '-')} |")
@@ -166,7 +171,7 @@ def run(a: Args, command: str = "") -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ev.add_dataclass_args(p, Args)
+    add_dataclass_args(p, Args)
     a = p.parse_args(argv)
     command = "python examples/ablation.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     res = run(Args(**vars(a)), command)

@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causvid_env import benchmarks as bm
-from causvid_env import evaluation as ev
 from causvid_env.checkpoint import default_checkpoint_dir, load_world_model
 from causvid_env.engine import DreamEngine
 from causvid_env.env import CausVidEnv
 from causvid_env.vector_env import CausVidVectorEnv
 from causvid_env.worlds import get_world
+import evaluation as ev
+from evaluation import benchmarks as bm
 from models.dit import DiT
 from models.io import resolve_device
 from models.metrics import psnr

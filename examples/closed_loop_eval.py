@@ -30,9 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causvid_env import evaluation as ev
 from causvid_env.checkpoint import default_checkpoint_dir, load_world_model
 from causvid_env.worlds import get_world
+from evaluation.metrics import episode_summaries, evaluate_methods
+from evaluation.probe import resolve_probe
+from evaluation.report import markdown_table, plot_error_vs_time, side_by_side_video, strip_image, timed, write_json
+from evaluation.rollouts import PromptTexts, real_rollouts, repeat_last_frame, simulator_from_still_frame, student_generate, vae_reconstruction
+from models.config_utils import add_dataclass_args
 
 
 @dataclass
@@ -101,31 +105,31 @@ def run(args: Args, command: str = "") -> dict:
     horizons = parse_horizons(args.horizons)
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(spec.name)
     model = load_world_model(checkpoint, world=spec.name)
-    texts = ev.PromptTexts.from_run(checkpoint.resolve().parent)
+    texts = PromptTexts.from_run(checkpoint.resolve().parent)
     probe_dir = args.probe
     if probe_dir is None and (checkpoint / "probe" / "config.json").is_file():
         probe_dir = str(checkpoint / "probe")
-    probe, probe_eval = ev.resolve_probe(probe_dir, spec.name, out, args.probe_steps, args.probe_episodes, args.probe_data)
+    probe, probe_eval = resolve_probe(probe_dir, spec.name, out, args.probe_steps, args.probe_episodes, args.probe_data)
 
-    episodes, t_real = ev.timed(ev.real_rollouts, spec.name, args.episodes, horizons[-1], args.seed,
+    episodes, t_real = timed(real_rollouts, spec.name, args.episodes, horizons[-1], args.seed,
                                 policies=[x.strip() for x in args.policies.split(",") if x.strip()],
                                 variants=parse_variants(args.variants, spec.name))
-    dream, t_dream = ev.timed(ev.student_generate, model, spec, episodes, args.batch_size, args.window_seconds, texts,
+    dream, t_dream = timed(student_generate, model, spec, episodes, args.batch_size, args.window_seconds, texts,
                               context_noise=args.context_noise)
-    methods = {"dream (student)": dream, "repeat_last_frame": ev.repeat_last_frame(episodes),
-               "vae_reconstruction": ev.vae_reconstruction(model, episodes),
-               "simulator_from_still_frame": ev.simulator_from_still_frame(episodes, spec.name)}
-    table, per_frame = ev.evaluate_methods(methods, episodes, horizons, spec.fps, probe)
+    methods = {"dream (student)": dream, "repeat_last_frame": repeat_last_frame(episodes),
+               "vae_reconstruction": vae_reconstruction(model, episodes),
+               "simulator_from_still_frame": simulator_from_still_frame(episodes, spec.name)}
+    table, per_frame = evaluate_methods(methods, episodes, horizons, spec.fps, probe)
 
     names = probe.config.target_names if probe is not None else ()
-    ev.plot_error_vs_time(per_frame, spec.fps, out / "error_vs_horizon.png", target_names=names)
+    plot_error_vs_time(per_frame, spec.fps, out / "error_vs_horizon.png", target_names=names)
     longest = max(range(len(episodes)), key=lambda i: episodes[i].n)
     ep = episodes[longest]
     times = [t for t in (0.08, 0.5, 1, 2, 5, 10, 20, 30) if t * spec.fps <= ep.n] or [ep.n / spec.fps]
-    ev.strip_image({"real": ep.frames[ep.F:], "dream": dream[longest].frames, "repeat_last": methods["repeat_last_frame"][longest].frames},
+    strip_image({"real": ep.frames[ep.F:], "dream": dream[longest].frames, "repeat_last": methods["repeat_last_frame"][longest].frames},
                    times, spec.fps, out / "strip.png")
     order = sorted(range(len(episodes)), key=lambda i: -episodes[i].n)[:max(1, args.video_episodes)]
-    ev.side_by_side_video([(np.concatenate([episodes[i].frames[:episodes[i].F], dream[i].frames]), episodes[i].frames) for i in order],
+    side_by_side_video([(np.concatenate([episodes[i].frames[:episodes[i].F], dream[i].frames]), episodes[i].frames) for i in order],
                           spec.fps, out / "dream_vs_real.mp4")
 
     n_frames = sum(e.n for e in episodes)
@@ -140,24 +144,24 @@ def run(args: Args, command: str = "") -> dict:
                              "(it runs on past termination until the world's run-on limit, like data collection)",
         "probe": probe_eval,
         "methods": table,
-        "episodes": ev.episode_summaries(episodes, dream, spec.fps),
+        "episodes": episode_summaries(episodes, dream, spec.fps),
         "timing": {"real_rollouts_s": t_real, "dream_s": t_dream, "dream_frames": n_frames,
                    "dream_frames_per_s": n_frames / t_dream if t_dream else None, "total_s": time.time() - t0},
         "files": ["metrics.json", "table.md", "error_vs_horizon.png", "strip.png", "dream_vs_real.mp4"],
     }
-    ev.write_json(out / "metrics.json", result)
+    write_json(out / "metrics.json", result)
     md = [f"# Closed-loop evaluation ({spec.name})", "", f"Command: `{command}`" if command else "",
           f"{len(episodes)} real episodes, {n_frames} frames compared; {result['horizon_semantics']}.", "",
           "Probe held-out error on real frames: " + ", ".join(f"{k} {v:.3f}" for k, v in probe_eval.items()
                                                             if k.endswith("_mae")), "",
-          ev.markdown_table(table, horizons)]
+          markdown_table(table, horizons)]
     (out / "table.md").write_text("\n".join(md))
     return result
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ev.add_dataclass_args(p, Args)
+    add_dataclass_args(p, Args)
     a = p.parse_args(argv)
     command = "python examples/closed_loop_eval.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     result = run(Args(**vars(a)), command)

@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from causvid_env.evaluation import markdown_table
+from evaluation.report import markdown_table
 
 # issue 13's targets, checked against the closed-loop table (dream vs repeat-last-frame)
 ANGLE_TARGETS = {"1s": 3.0, "2s": 6.0}

@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from causvid_env import evaluation as ev
-from causvid_env.benchmarks import kv_cache_vs_recompute, peak_rss_mb
 from causvid_env.worlds import get_world
+from evaluation.benchmarks import kv_cache_vs_recompute, peak_rss_mb
+from evaluation.report import write_json
 from models.actions import space_to_dict
+from models.config_utils import add_dataclass_args
 from models.dit import DiT, DiTConfig
 
 
@@ -54,13 +55,13 @@ def run(a: Args) -> dict:
                context_seconds=a.context_frames * spec.frames_per_latent / spec.fps, peak_rss_MiB=peak_rss_mb(),
                torch_threads=torch.get_num_threads())
     if a.json:
-        ev.write_json(a.json, res)
+        write_json(a.json, res)
     return res
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ev.add_dataclass_args(p, Args)
+    add_dataclass_args(p, Args)
     res = run(Args(**vars(p.parse_args(argv))))
     print(f"DiT {res['args']['size']} ({res['params_M']:.2f}M params), context {res['context_latent_frames']} latent frames "
           f"({res['context_seconds']:g} s, {res['tokens_in_context']} tokens), {res['steps']} steps, batch {res['batch']}, "

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from distill.training_utils import read_log  # noqa: E402
+from models.io import read_log  # noqa: E402
 
 STAGES = ("vae", "heads", "teacher", "causal_teacher", "ode_init", "dmd_teacher_forcing", "dmd_self_forcing")
 

@@ -19,10 +19,10 @@ python examples/training_summary.py --run $RUN --json $R/training.json \
 python examples/closed_loop_eval.py --checkpoint $CK --out $R/closed_loop $EVAL
 python examples/closed_loop_eval.py --checkpoint $CK --out $R/closed_loop_window10s --window-seconds 10 --video-episodes 1 $EVAL
 python examples/closed_loop_eval.py --checkpoint $CK --out $R/closed_loop_context_noise0.1 --context-noise 0.1 --video-episodes 1 $EVAL
-python -m causvid_env.action_following --checkpoint $CK --probe $PROBE --seconds 0.24 --starts 12 --json $R/action_following.json
+python -m evaluation.action_following --checkpoint $CK --probe $PROBE --seconds 0.24 --starts 12 --json $R/action_following.json
 if [ -n "${V1:-}" ]; then
   python examples/closed_loop_eval.py --checkpoint $V1 --out $R/closed_loop_v1 --video-episodes 1 $EVAL
-  python -m causvid_env.action_following --checkpoint $V1 --probe $PROBE --seconds 0.24 --starts 12 --json $R/action_following_v1.json
+  python -m evaluation.action_following --checkpoint $V1 --probe $PROBE --seconds 0.24 --starts 12 --json $R/action_following_v1.json
 fi
 python examples/ablation.py --run $RUN --out $R/ablation --probe $PROBE --episodes 16 --horizons 1,2 --teacher-steps 20 --threads 1
 python examples/plot_training.py --run $RUN --out docs/training_curves.png

@@ -4,7 +4,7 @@
     python examples/restyle_episode.py --strength 0.75 --seconds 6 --policy held_random --out restyle
     python examples/restyle_episode.py --checkpoint runs/cartpole/checkpoint --variants long_red_low_gravity,short_blue_strong_push
 
-The real twin (`causvid_env.evaluation.rollout_twin`, default variant: brown pole, black cart)
+The real twin (`evaluation.rollouts.rollout_twin`, default variant: brown pole, black cart)
 plays one episode; the recorded frames are then fed 4 at a time, with their real actions, to a
 `StreamingRestyler` under each variant's prompt, as a live stream would be. The MP4 shows the
 input and each restyled stream side by side, labelled; the PNG strip (rows: the input, then each
@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from causvid_env import evaluation as ev
 from causvid_env.v2v import StreamingRestyler
 from causvid_env.worlds import get_world
+from evaluation.rollouts import rollout_twin
+from models.config_utils import add_dataclass_args
 
 
 @dataclass
@@ -72,7 +73,7 @@ def run(a: Args) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    ep = ev.rollout_twin(world, a.seed, a.policy, a.seconds)
+    ep = rollout_twin(world, a.seed, a.policy, a.seconds)
     F = ep.F
     print(f"recorded {len(ep.frames)} real frames ({a.policy}, seed {a.seed})")
     r = StreamingRestyler(a.checkpoint, strength=a.strength, world=world, seed=a.seed)
@@ -114,7 +115,7 @@ def run(a: Args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ev.add_dataclass_args(p, Args)
+    add_dataclass_args(p, Args)
     t0 = time.time()
     res = run(Args(**vars(p.parse_args(argv))))
     print(f"done in {time.time() - t0:.0f} s")

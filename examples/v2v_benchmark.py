@@ -34,10 +34,13 @@ import numpy as np
 import torch
 
 from causvid_env import appearance as ap
-from causvid_env import evaluation as ev
 from causvid_env.checkpoint import default_checkpoint_dir, load_world_model
 from causvid_env.v2v import StreamingRestyler
 from causvid_env.worlds import get_world
+from evaluation.probe import resolve_probe
+from evaluation.report import json_safe, write_json
+from evaluation.rollouts import rollout_twin
+from models.config_utils import add_dataclass_args
 from models.metrics import nonwhite_mask, psnr
 
 DOC_BEGIN, DOC_END = "<!-- v2v-benchmark:begin -->", "<!-- v2v-benchmark:end -->"
@@ -146,14 +149,14 @@ def run(a: Args) -> dict:
     ckpt = Path(a.checkpoint) if a.checkpoint else default_checkpoint_dir(world.name)
     model = load_world_model(ckpt, world=world.name)
     probe_dir = a.probe or (ckpt / "probe" if (ckpt / "probe" / "config.json").is_file() else default_checkpoint_dir(world.name) / "probe")
-    probe, probe_eval = ev.resolve_probe(probe_dir, world.name, Path(a.out).parent)
+    probe, probe_eval = resolve_probe(probe_dir, world.name, Path(a.out).parent)
     strengths = [float(s) for s in a.strengths.split(",")]
     variants = list(world.variants)
     episodes_n, seconds, ablation_window = a.episodes, a.seconds, a.ablation_window
     if a.quick:
         episodes_n, seconds, ablation_window, variants = 1, 0.5, 0.0, variants[:2]
     policies = a.policies.split(",")
-    eps = [ev.rollout_twin(world, a.seed + i, policies[i % len(policies)], seconds) for i in range(episodes_n)]
+    eps = [rollout_twin(world, a.seed + i, policies[i % len(policies)], seconds) for i in range(episodes_n)]
     F = eps[0].F
     layout = ap.find_layout(eps[0].frames[0])
     candidates = {p: sorted({ap.part_colours(world, v.name)[p] for v in world.variants}) for p in ("pole", "cart")}
@@ -214,7 +217,7 @@ def run(a: Args) -> dict:
 
     # -- speed: every setting with its window full, in lock-step -----------------------------------
     longest = max(x.window_seconds for x in settings.values())
-    long_ep = ev.rollout_twin(world, a.seed + 100, "balance", longest + (0.5 if a.quick else 2.0))
+    long_ep = rollout_twin(world, a.seed + 100, "balance", longest + (0.5 if a.quick else 2.0))
     for x in settings.values():
         x.set_prompt(variants[-1].prompt)
     speed = timing(settings, long_ep.frames, long_ep.actions, F)
@@ -301,18 +304,18 @@ def write_doc(path: Path, block: str) -> bool:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ev.add_dataclass_args(p, Args)
+    add_dataclass_args(p, Args)
     a = Args(**vars(p.parse_args(argv)))
     res = run(a)
     block = markdown(res)
     print(block)
     if not a.quick:
-        ev.write_json(a.out, res)
+        write_json(a.out, res)
         print(f"saved {a.out}")
         if a.doc and write_doc(Path(a.doc), block):
             print(f"updated the measured figures in {a.doc}")
     else:
-        print(json.dumps(ev.json_safe(res["speed"]), indent=1))
+        print(json.dumps(json_safe(res["speed"]), indent=1))
     return res
 
 

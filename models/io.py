@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,29 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
                 f"expects {tuple(own[k].shape)}; config and weights disagree"
             )
     model.load_state_dict(state, strict=True)
+
+
+class ScalarLogger:
+    """Appends namespaced scalars (`losses/dmd`, `charts/steps_per_s`) as JSON lines, the one
+    logger of every training loop: `{step_key: N, "time": seconds since t0, "losses/dmd": ...}`.
+    A `__` in a keyword name stands for `/` (`charts__fps=...` logs `charts/fps`)."""
+
+    def __init__(self, path: str | os.PathLike, step_key: str = "step", t0: float | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.step_key = step_key
+        self.t0 = time.time() if t0 is None else t0
+
+    def log(self, step: int, **scalars: float) -> None:
+        rec = {self.step_key: int(step), "time": round(time.time() - self.t0, 3)}
+        rec.update({k.replace("__", "/"): float(v) for k, v in scalars.items()})
+        with self.path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    """The records of a `ScalarLogger` file ([] when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

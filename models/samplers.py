@@ -74,6 +74,13 @@ def guided_velocity(model: DiT, x, t, cond: Cond, guidance_text: float = 1.0, gu
     return out
 
 
+
+def guidance_branch_count(guidance_text: float = 1.0, guidance_action: float = 1.0) -> int:
+    """How many conditions `guided_velocity` runs as one batch: (p, a), plus (p, 0) when any scale
+    is not 1, plus (0, 0) when the text scale is not 1. A KV cache read through `guided_velocity`
+    needs this many rows per sample (one per branch: each branch is its own conditional model)."""
+    return 1 + int(guidance_action != 1.0 or guidance_text != 1.0) + int(guidance_text != 1.0)
+
 @torch.no_grad()
 def ode_sample(model: DiT, schedule: FlowSchedule, noise: torch.Tensor, cond: Cond, context: torch.Tensor | None = None,
                num_steps: int = 50, guidance_text: float = 1.0, guidance_action: float = 1.0,

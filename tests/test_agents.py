@@ -88,8 +88,8 @@ def test_load_policy_round_trip(tmp_path):
 
 def test_box_action_policy_gaussian_head(tmp_path):
     space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
-    from agents.policy import action_space_to_dict
-    policy = Policy(PolicyConfig(obs_shape=(4, 64, 64, 3), action_space=action_space_to_dict(space), **TINY_NET))
+    from models.actions import space_to_dict
+    policy = Policy(PolicyConfig(obs_shape=(4, 64, 64, 3), action_space=space_to_dict(space), **TINY_NET))
     obs = torch.zeros(3, 4, 64, 64, 3, dtype=torch.uint8)
     a, logp, ent, v = policy.get_action_and_value(obs)
     assert a.shape == (3, 1) and logp.shape == ent.shape == v.shape == (3,)
@@ -180,3 +180,15 @@ def test_ppo_trains_in_the_dream(tmp_path):
     # and is scored in the dream, starting from a real frame
     dream = evaluate(policy, "cartpole", episodes=1, env="dream", checkpoint=str(ckpt), max_steps=3, progress=False)
     assert dream["env"] == "dream" and 1 <= dream["lengths"][0] <= 3 and np.isfinite(dream["mean"])
+
+
+def test_policy_json_uses_the_one_action_schema_and_reads_the_legacy_one(tmp_path):
+    Policy(PolicyConfig(obs_shape=(4, 64, 96, 3), channels=(4, 8), hidden=16)).save(tmp_path / "p")
+    path = tmp_path / "p" / "policy.json"
+    meta = json.loads(path.read_text())
+    assert meta["config"]["action_space"] == {"type": "Discrete", "n": 2, "start": 0}  # models.actions.space_to_dict
+    meta["config"]["action_space"]["type"] = "discrete"  # how policies were saved before the schemas merged
+    path.write_text(json.dumps(meta))
+    assert load_policy(tmp_path / "p").action_space == gym.spaces.Discrete(2)
+    with pytest.raises(ValueError, match="Discrete or Box"):
+        PolicyConfig(obs_shape=(4, 64, 96, 3), action_space={"type": "MultiBinary", "n": 3})

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from causvid_env import evaluation as ev
 from causvid_env.checkpoint import load_world_model
-from causvid_env.probe import ProbeConfig, StateProbe, fit_probe, load_probe, probe_frames_from_rollouts, train_probe
 from causvid_env.worlds import get_world
+from evaluation.metrics import evaluate_methods
+from evaluation.probe import ProbeConfig, StateProbe, fit_probe, load_probe, probe_frames_from_rollouts, train_probe
+from evaluation.rollouts import Generated, _chunk_actions, make_policy, rollout_twin
 from models.actions import space_to_dict
 from models.dit import DiT, DiTConfig
+from models.metrics import ssim, ssim_per_frame
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,39 +81,38 @@ def closed_loop(tmp_path_factory, tiny_ckpt, probe_dir):
 # ------------------------------------------------------------------------------------- metrics
 def test_identical_frames_score_perfectly(probe_dir):
     probe, _ = load_probe(probe_dir)
-    ep = ev.rollout_twin("cartpole", seed=3, policy="balance", max_seconds=0.32)
+    ep = rollout_twin("cartpole", seed=3, policy="balance", max_seconds=0.32)
     assert ep.frames.shape == (4 + 16, 64, 96, 3) and ep.states.shape == (20, 4)
-    same = ev.Generated(ep.frames[ep.F:].copy(), ep.rewards[ep.F:].copy(), ep.terminated[ep.F:].copy())
-    table, _ = ev.evaluate_methods({"copy": [same]}, [ep], [0.16, 0.32], 50, probe)
+    same = Generated(ep.frames[ep.F:].copy(), ep.rewards[ep.F:].copy(), ep.terminated[ep.F:].copy())
+    table, _ = evaluate_methods({"copy": [same]}, [ep], [0.16, 0.32], 50, probe)
     row = table["copy"]["0.16s"]
     assert math.isinf(row["psnr"]) and math.isinf(row["psnr_fg"]) and row["ssim"] == pytest.approx(1.0)
     assert row["reward_mae"] == 0 and row["term_frame_acc"] == 1 and row["return_mae"] == 0
     # the probe's error on a perfect copy is exactly its error on the real frames
     assert row["pole_angle_deg_err"] == pytest.approx(table["real_frames (probe floor)"]["0.16s"]["pole_angle_deg_err"])
-    shifted = ev.Generated(np.roll(ep.frames[ep.F:], 3, axis=2))
-    t2, _ = ev.evaluate_methods({"shift": [shifted]}, [ep], [0.32], 50)
+    shifted = Generated(np.roll(ep.frames[ep.F:], 3, axis=2))
+    t2, _ = evaluate_methods({"shift": [shifted]}, [ep], [0.32], 50)
     assert 0 < t2["shift"]["0.32s"]["psnr"] < 60 and t2["shift"]["0.32s"]["ssim"] < 1
     assert "pole_angle_deg_err" not in t2["shift"]["0.32s"]  # no probe given
 
 
 def test_fast_ssim_matches_reference():
-    from models.metrics import ssim
-    ep = ev.rollout_twin("cartpole", seed=1, policy="held_random", max_seconds=0.16)
+    ep = rollout_twin("cartpole", seed=1, policy="held_random", max_seconds=0.16)
     noisy = np.clip(ep.frames.astype(int) + np.random.default_rng(0).integers(-30, 30, ep.frames.shape), 0, 255).astype(np.uint8)
     ref = np.array([ssim(a, b) for a, b in zip(ep.frames, noisy)])
-    assert np.allclose(ev.ssim_per_frame(ep.frames, noisy), ref, atol=1e-4)
+    assert np.allclose(ssim_per_frame(ep.frames, noisy), ref, atol=1e-4)
 
 
 def test_twin_follows_policies_and_script():
-    bal = ev.rollout_twin("cartpole", seed=0, policy="balance", max_seconds=1.0)
+    bal = rollout_twin("cartpole", seed=0, policy="balance", max_seconds=1.0)
     assert bal.n == 52 and bal.first_termination() is None  # the controller keeps the pole up
-    held = ev.rollout_twin("cartpole", seed=0, policy="held_random", max_seconds=30.0)
+    held = rollout_twin("cartpole", seed=0, policy="held_random", max_seconds=30.0)
     assert held.n % 4 == 0 and held.n < 30 * 50  # falls and hits the run-on limit long before 30 s
     assert held.first_termination() is not None and held.terminated[held.F + held.first_termination()]
-    a = np.asarray([ev._chunk_actions(held, k) for k in range(held.n_chunks)]).ravel()
+    a = np.asarray([_chunk_actions(held, k) for k in range(held.n_chunks)]).ravel()
     assert np.array_equal(a, held.actions[held.F:])
     with pytest.raises(ValueError, match="policy"):
-        ev.make_policy("teleport", get_world("cartpole"), None, np.random.default_rng(0))
+        make_policy("teleport", get_world("cartpole"), None, np.random.default_rng(0))
 
 
 def test_probe_save_load_and_errors(probe_dir, tmp_path):

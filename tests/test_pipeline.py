@@ -7,7 +7,7 @@ import torch
 
 from distill.pipeline import run_pipeline
 from distill.presets import tiny
-from distill.training_utils import read_log
+from models.io import read_log
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,42 @@ def test_killed_training_resumes_with_nothing_lost(tiny_run, tmp_path):
     b = DiT.from_pretrained(tmp_path / "resumed" / "model")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(va, vb, atol=1e-6), k
+
+
+def test_killed_ode_init_resumes_with_nothing_lost(tiny_run, tmp_path):
+    """The ODE-init stage through the stage runner: killed after its step-2 checkpoint, then
+    resumed, it ends with exactly the weights of an uninterrupted run."""
+    out, _ = tiny_run
+    from distill.batches import PromptBank
+    from distill.ode_init import train_ode_init
+    from distill.ode_pairs import load_ode_pairs
+    from models.dit import DiT
+    from models.schedule import FlowSchedule
+
+    p = tiny()
+    teacher = DiT.from_pretrained(out / "teacher" / "model")
+    bank = PromptBank.from_state(torch.load(out / "prompts.pt"))
+    schedule = FlowSchedule(p.schedule)
+    cfg = dataclasses.replace(p.ode_init, steps=4, save_every=2, log_every=1)
+
+    class Shards(list):  # pair_batch indexes the shard list once per step
+        kill_at, calls = None, 0
+
+        def __getitem__(self, i):
+            Shards.calls += 1
+            if Shards.calls == self.kill_at:
+                raise Killed()
+            return super().__getitem__(i)
+
+    shards = load_ode_pairs(out / "ode_pairs")
+    train_ode_init(teacher, Shards(shards), bank, schedule, cfg, tmp_path / "full")
+    dying = Shards(shards)
+    Shards.calls, dying.kill_at = 0, 4  # dies during step 4
+    with pytest.raises(Killed):
+        train_ode_init(teacher, dying, bank, schedule, cfg, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "DONE").exists()
+    train_ode_init(teacher, Shards(shards), bank, schedule, cfg, tmp_path / "resumed")
+    a = DiT.from_pretrained(tmp_path / "full" / "model").state_dict()
+    b = DiT.from_pretrained(tmp_path / "resumed" / "model").state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -155,3 +155,83 @@ def test_self_forcing_dmd_training_lowers_rollout_error(tmp_path):
     trained = DiT.from_pretrained(tmp_path / "dmd" / "model")
     before, after = rollout_error(m), rollout_error(trained)
     assert after < 0.7 * before, (before, after)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DyingClips(_FixedClips):
+    """The fixed clips, dying at the `kill_at`-th sample (a process killed mid-step)."""
+
+    def __init__(self, kill_at=None):
+        super().__init__()
+        self.calls, self.kill_at = 0, kill_at
+
+    def sample(self, *a, **k):
+        self.calls += 1
+        if self.calls == self.kill_at:
+            raise _Killed()
+        return super().sample(*a, **k)
+
+
+@pytest.mark.parametrize("rollout", ["self_forcing", "teacher_forcing"])
+def test_killed_dmd_resumes_with_nothing_lost(tmp_path, rollout):
+    """DMD through the stage runner (two models, two optimisers, TTUR): killed after its step-2
+    checkpoint and resumed, it ends with exactly the generator and fake score of a straight run."""
+    from distill.batches import PromptBank
+    from distill.dmd import DMDConfig, train_dmd
+    from models.actions import ActionCodec
+    from models.dit import DiT
+
+    m = random_model(1)
+    bank = PromptBank(["p"], [torch.randn(3, 384)], [torch.ones(3, dtype=torch.bool)])
+    codec = ActionCodec(m.config.action_space)
+    cfg = DMDConfig(steps=4, batch_size=2, rollout=rollout, rollout_latent_frames=4, window_frames=3, score_frames=3,
+                    clip_latent_frames=3, context_frames=1, max_context_frames=1, p_from_start=1.0, ttur=2,
+                    data_weight=1.0, save_every=2, log_every=1)
+
+    def run(ds, where):
+        train_dmd(copy.deepcopy(m), copy.deepcopy(m), ds, codec, bank, FlowSchedule(), cfg, tmp_path / where)
+
+    run(_DyingClips(), "straight")
+    with pytest.raises(_Killed):
+        run(_DyingClips(kill_at=4), "resumed")  # dies during step 4
+    assert not (tmp_path / "resumed" / "DONE").exists() and (tmp_path / "resumed" / "state.pt").exists()
+    run(_DyingClips(), "resumed")
+    a, b = (DiT.from_pretrained(tmp_path / d / "model").state_dict() for d in ("straight", "resumed"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    sa, sb = (torch.load(tmp_path / d / "state.pt", weights_only=False) for d in ("straight", "resumed"))
+    assert sa["step"] == sb["step"] == 4 and set(sa["modules"]) == {"generator", "fake"} and set(sa["optimizers"]) == {"opt_g", "opt_f"}
+    for k, v in sa["modules"]["fake"].items():
+        assert torch.equal(v, sb["modules"]["fake"][k]), k
+
+
+def test_killed_heads_resume_with_nothing_lost(tmp_path):
+    from distill.train_heads import HeadsTrainConfig, train_heads
+    from models.heads import HeadsConfig, RewardTerminationHead
+
+    hc = HeadsConfig(latent_channels=4, latent_height=4, latent_width=6, frames_per_latent=4, hidden=16)
+
+    class Clips:
+        def __init__(self, kill_at=None):
+            self.calls, self.kill_at = 0, kill_at
+
+        def sample(self, B, T, rng):
+            self.calls += 1
+            if self.calls == self.kill_at:
+                raise _Killed()
+            return [{"latents": rng.standard_normal((T, 4, 4, 6)).astype(np.float32),
+                     "rewards": np.ones(T * 4, np.float32), "terminated": rng.random(T * 4) < 0.2} for _ in range(B)]
+
+    cfg = HeadsTrainConfig(steps=6, batch_size=4, save_every=3, log_every=2, heads=hc)
+    train_heads(Clips(), cfg, tmp_path / "straight")
+    with pytest.raises(_Killed):
+        train_heads(Clips(kill_at=5), cfg, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "DONE").exists()
+    summary = train_heads(Clips(), cfg, tmp_path / "resumed")
+    assert summary["steps"] == 6
+    a, b = (RewardTerminationHead.from_pretrained(tmp_path / d / "model").state_dict() for d in ("straight", "resumed"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.skipif(not (SHIPPED / "checkpoint.json").is_file(), re
 
 @pytest.fixture(scope="module")
 def pushes():
-    from causvid_env.action_following import measure
+    from evaluation.action_following import measure
     return measure(seeds=(0, 1, 2), seconds=2.0)
 
 

@@ -20,7 +20,7 @@ F, H, W = 4, 64, 96
 @pytest.fixture(scope="module")
 def episode():
     """A short real episode: 3 chunks after the still start chunk, with its actions."""
-    from causvid_env.evaluation import rollout_twin
+    from evaluation.rollouts import rollout_twin
 
     ep = rollout_twin("cartpole", 0, "held_random", max_seconds=0.24)
     return ep.frames[:16], ep.actions[:16], ep.states[:16]
@@ -177,7 +177,7 @@ def test_memory_is_flat_over_a_long_stream(tiny_ckpt, episode):
 def test_appearance_measures_read_real_renders():
     from causvid_env.appearance import (colour_error_deg, find_layout, nearest_colour, part_colours,
                                         pole_length_px, render_at_states)
-    from causvid_env.evaluation import rollout_twin
+    from evaluation.rollouts import rollout_twin
 
     world = get_world("cartpole")
     ep = rollout_twin(world, 1, "held_random", max_seconds=0.4)

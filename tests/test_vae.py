@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distill.train_vae import VAETrainConfig, train_vae
-from distill.training_utils import read_log
+from models.io import read_log
 from models.metrics import nonwhite_mask, psnr, ssim
 from models.vae import CausalVAE, VAEConfig, frames_to_tensor, tensor_to_frames
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.rendering import Simulator
-from causvid_env.worlds import as_action_sequence, get_world, list_worlds
+from causvid_env.worlds import get_world, list_worlds
+from models.actions import ActionCodec, as_action_sequence, space_to_dict
 
 
 def _gym_frame(env):
@@ -133,3 +134,15 @@ def test_check_env():
     from gymnasium.utils.env_checker import check_env
 
     check_env(RealWorldEnv("cartpole"), skip_render_check=True)
+
+
+def test_one_action_validation_path_for_every_space():
+    md, mb = gym.spaces.MultiDiscrete([2, 3]), gym.spaces.MultiBinary(3)
+    assert as_action_sequence(md, [1, 2], 4).tolist() == [[1, 2]] * 4  # held for the chunk
+    assert as_action_sequence(mb, np.ones((4, 3), int), 4).dtype == mb.dtype
+    for space, bad in ((md, [2, 0]), (mb, [0, 2, 1]), (md, [0.5, 1.0])):
+        with pytest.raises(ValueError, match="action"):
+            as_action_sequence(space, bad, 4)
+    codec = ActionCodec(space_to_dict(gym.spaces.Discrete(2)))
+    with pytest.raises(ValueError, match="action values must lie in"):  # the codec checks through as_action_sequence
+        codec.to_features(np.array([0, 2]))

@@ -1,8 +1,10 @@
-"""Display and keymap half of the viewer: the pygame window, overlay, prompt text box, key -> action.
+"""Display and keymap half of the viewer, and the one pygame window module of the package: the
+window (also `CausVidEnv`'s `render_mode="human"`), overlay, prompt text box, key -> action.
 
 Nothing here knows about environments: the window draws frames and text it is given, the
-:class:`KeyActions` map turns key names (``pygame.key.name``) into actions of a world, and the
-:class:`TextBox` edits a line of text from pygame events.
+:class:`KeyMap` / :class:`KeyActions` turn key names (``pygame.key.name``) into actions of a
+world, and the :class:`TextBox` edits a line of text from pygame events. pygame is imported
+lazily (`import_pygame`, with the install hint), so importing this module needs no display.
 """
 from __future__ import annotations
 
@@ -11,10 +13,48 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from causvid_env.viewer_window import import_pygame  # lazy import with the install hint
 from causvid_env.worlds import WorldSpec, get_world
 
-__all__ = ["import_pygame", "KeyActions", "TextBox", "ViewerWindow"]
+__all__ = ["import_pygame", "KeyMap", "KeyActions", "TextBox", "ViewerWindow"]
+
+
+def import_pygame():
+    try:
+        import pygame
+    except ImportError as e:  # pragma: no cover - install hint
+        raise ImportError("rendering to a window needs pygame: pip install pygame-ce (or pip install 'gymnasium[classic-control]')") from e
+    return pygame
+
+
+class KeyMap:
+    """A set of pressed key names -> an action, from a ``keymap`` (key name -> action).
+
+    Args:
+        keymap: pygame key name (``"left"``, ``"a"``, ``"space"``, ...) -> action.
+        null_action: action when no mapped key is pressed; ``None`` (a world with no no-op,
+            like CartPole) repeats the last action, starting from the first keymap entry.
+
+    When several mapped keys are pressed, the one listed last in ``keymap`` wins.
+    """
+
+    def __init__(self, keymap: dict[str, Any], null_action: Any = None) -> None:
+        if not isinstance(keymap, dict) or not keymap:
+            raise ValueError(f"keymap must be a non-empty dict of key name -> action, got {keymap!r}")
+        self.keymap = dict(keymap)
+        self.null_action = null_action
+        self.last_action = null_action if null_action is not None else next(iter(self.keymap.values()))
+
+    def action_for(self, pressed: Iterable[str]) -> Any:
+        """The action for the set of pressed key names (updates the remembered last action)."""
+        pressed = set(pressed)
+        action = None
+        for name, a in self.keymap.items():
+            if name in pressed:
+                action = a
+        if action is None:
+            action = self.null_action if self.null_action is not None else self.last_action
+        self.last_action = action
+        return action
 
 
 class KeyActions:
@@ -28,10 +68,8 @@ class KeyActions:
     """
 
     def __init__(self, world: str | WorldSpec):
-        from agents.baselines import KeyboardAgent
-
         self.world = get_world(world)
-        self.agent = KeyboardAgent(self.world.keymap, self.world.null_action)
+        self.agent = KeyMap(self.world.keymap, self.world.null_action)
         self.held: list[str] = []  # in press order; the most recent press wins
         self.tapped: list[str] = []
 
@@ -60,7 +98,7 @@ class KeyActions:
         """The action for the next chunk; clears the taps since the previous call."""
         recent = [k for k in self.tapped + self.held]
         self.tapped = []
-        # KeyboardAgent: the last-listed pressed key wins, so pass only the most recent one.
+        # KeyMap: the last-listed pressed key wins, so pass only the most recent one.
         return self.agent.action_for(recent[-1:] if recent else [])
 
     @property
@@ -141,6 +179,7 @@ class ViewerWindow:
         self.small = pg.font.Font(None, max(12, int((font_size or 3 * self.scale + 2) * 0.85)))
         self.twin = None
         self.screen = None
+        self.clock = pg.time.Clock()
         self.set_twin(twin)
 
     @property
@@ -222,6 +261,12 @@ class ViewerWindow:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.pg.image.save(self.screen, str(path))
         return path
+
+    def show(self, frame: np.ndarray, fps: float) -> None:
+        """One frame alone, held until the next tick at `fps` (`CausVidEnv`'s `render_mode="human"`)."""
+        self.pg.event.pump()
+        self.draw(frame)
+        self.clock.tick(fps)
 
     def poll(self) -> list:
         return self.pg.event.get()

@@ -9,8 +9,8 @@ position in metres (the track is 4.8 m = 96 px wide, so 1 m = 20 px). One frame 
 both; velocities would need two frames and are not probed. Its own held-out error on real frames
 is saved next to the weights (`probe_eval.json`) and must be read as the floor of every probe error.
 
-    python -m causvid_env.probe --world cartpole --out runs/probe             # ~1-2 min on 1 core
-    python -m causvid_env.probe --world cartpole --out runs/probe --data runs/cartpole/data
+    python -m evaluation.probe --world cartpole --out runs/probe             # ~1-2 min on 1 core
+    python -m evaluation.probe --world cartpole --out runs/probe --data runs/cartpole/data
 
 Python: `train_probe(...) -> (StateProbe, eval dict)`, `StateProbe.from_pretrained(dir)`,
 `probe.predict(frames) -> (N, n_targets)` in reported units.
@@ -29,10 +29,12 @@ import torch
 from torch import nn
 
 from causvid_env.worlds import get_world
+from distill.collect import rollout_episode
+from distill.dataset import EpisodeDataset
 from models.io import PretrainedMixin
 
 __all__ = ["ProbeConfig", "StateProbe", "PROBE_TARGETS", "probe_frames_from_rollouts", "probe_frames_from_dataset",
-           "train_probe", "fit_probe", "evaluate_probe", "load_probe", "main"]
+           "train_probe", "fit_probe", "evaluate_probe", "load_probe", "resolve_probe", "main"]
 
 # world -> [(name, state index, multiplier to reported units, sign under a horizontal flip)]
 PROBE_TARGETS = {
@@ -125,8 +127,6 @@ class StateProbe(nn.Module, PretrainedMixin):
 def probe_frames_from_rollouts(world: str, episodes: int, seed: int, max_frames: int = 400, stride: int = 2):
     """Frames and states of real rollouts with the collection's policy mix (all variants, balancing,
     random and held pushes, run on past termination). Every `stride`-th frame is kept."""
-    from distill.collect import rollout_episode
-
     spec = get_world(world)
     frames, states = [], []
     for i in range(episodes):
@@ -138,8 +138,6 @@ def probe_frames_from_rollouts(world: str, episodes: int, seed: int, max_frames:
 
 def probe_frames_from_dataset(path: str | Path, episode_ids: list[int] | None = None, stride: int = 2, max_frames: int | None = None):
     """Frames and states of a collected dataset (`distill.collect` output), a subset of episodes."""
-    from distill.dataset import EpisodeDataset
-
     ds = EpisodeDataset(path)
     ids = range(len(ds)) if episode_ids is None else episode_ids
     frames, states = [], []
@@ -216,7 +214,6 @@ def train_probe(world: str = "cartpole", *, steps: int = 1500, batch_size: int =
     t0 = time.time()
     cfg = config or ProbeConfig.for_world(world)
     if data is not None:
-        from distill.dataset import EpisodeDataset
         n = len(EpisodeDataset(data))
         if n < 2:
             raise ValueError(f"data: {data} holds {n} episode(s); need at least 2 (train + held out)")
@@ -246,6 +243,17 @@ def load_probe(directory: str | Path) -> tuple[StateProbe, dict]:
     probe = StateProbe.from_pretrained(directory).eval()
     p = Path(directory) / "probe_eval.json"
     return probe, (json.loads(p.read_text()) if p.is_file() else {})
+
+
+def resolve_probe(probe_dir: str | Path | None, world: str, out_dir: Path, steps: int = 1500, episodes: int = 32,
+                  data: str | Path | None = None):
+    """Load a saved probe, or train one (saved to `probe_dir`, else OUT/probe). -> (probe, its held-out eval)."""
+    if get_world(world).name not in PROBE_TARGETS:
+        return None, {"skipped": f"no probe targets for world {world!r}"}
+    if probe_dir is not None and (Path(probe_dir) / "config.json").is_file():
+        return load_probe(probe_dir)
+    target = Path(probe_dir) if probe_dir is not None else out_dir / "probe"
+    return train_probe(world, steps=steps, episodes=episodes, heldout_episodes=max(2, episodes // 6), data=data, out=target)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,7 +1,7 @@
 """Does the dream follow actions? Push right vs push left from the same real start, read the
 generated frames with the state probe, and compare with the real twin under the same pushes.
 
-    python -m causvid_env.action_following [--checkpoint DIR] [--probe DIR] [--json OUT]
+    python -m evaluation.action_following [--checkpoint DIR] [--probe DIR] [--json OUT]
 """
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from causvid_env.probe import load_probe
+from causvid_env.checkpoint import default_checkpoint_dir
+from causvid_env.env import CausVidEnv
+from causvid_env.real_env import RealWorldEnv
+from evaluation.probe import load_probe
 
 
 def _rollout(env, action: int, chunks: int, stop_when_done: bool):
@@ -34,10 +37,6 @@ def _rollout(env, action: int, chunks: int, stop_when_done: bool):
 def measure(checkpoint=None, probe_dir=None, seeds=(0, 1, 2, 3), seconds: float = 1.0, world: str = "cartpole") -> dict:
     """Per seed and side: probe readings (pole angle deg, cart x m) after `seconds` of a held push,
     in the dream and in the real twin. Returns means and the push-right minus push-left gaps."""
-    from causvid_env.checkpoint import default_checkpoint_dir
-    from causvid_env.env import CausVidEnv
-    from causvid_env.real_env import RealWorldEnv
-
     probe_dir = Path(probe_dir) if probe_dir else (Path(checkpoint) if checkpoint else default_checkpoint_dir(world)) / "probe"
     probe, _ = load_probe(probe_dir)
     dream = CausVidEnv(world, checkpoint=checkpoint, max_episode_steps=10**6, run_on=True)  # watched past its end
@@ -79,7 +78,7 @@ def main(argv=None):
     if a.starts < 1:
         raise ValueError(f"--starts: must be >= 1, got {a.starts}")
     res = measure(a.checkpoint, a.probe, seeds=tuple(range(a.starts)), seconds=a.seconds)
-    res["command"] = "python -m causvid_env.action_following " + " ".join(argv if argv is not None else sys.argv[1:])
+    res["command"] = "python -m evaluation.action_following " + " ".join(argv if argv is not None else sys.argv[1:])
     print(json.dumps(res, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

@@ -1,0 +1,377 @@
+"""Closed-loop rollouts against the real world, shared by `examples/closed_loop_eval.py` and
+`examples/ablation.py` (scored by `evaluation.metrics`, reported by `evaluation.report`).
+
+1. **Real rollouts first.** The real twin (the world's `Simulator`, the one `RealWorldEnv` wraps)
+   starts from a seeded state and is driven by a policy that reads the TWIN's true state (or
+   plays held random pushes). It runs on past the standard termination, exactly like data
+   collection (`causvid_env.policies.play_episode`), until the world's run-on limit (CartPole: 45
+   degrees or the track edge) or the horizon; the standard `terminated` flag is recorded per
+   frame. The actions it took are then the script for everything else, so every generator sees
+   identical actions.
+2. **Generators replay the script** from the same start (the twin's first frame, an image reset:
+   the still chunk): the few-step student through the env's own `DreamEngine` (batched), the
+   many-step bidirectional teacher (guided ODE over clip windows), the many-step causal teacher
+   (chunk by chunk with a KV cache), and two baselines that bound the frame error from both sides
+   (CALIBRATION.md): repeat-last-frame (the start frame forever) and the VAE's reconstruction of
+   the real frames (with the reward/termination heads run on the real latents).
+
+Frame indices below count generated frames: frame 0 is the first frame after the start chunk and
+sits at time 1/fps.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.baselines import BalancingAgent
+from causvid_env.policies import make_cartpole_noisy_balance, make_held_pushes, make_random, play_episode
+from causvid_env.checkpoint import WorldModel
+from causvid_env.engine import DreamEngine
+from causvid_env.rendering import Simulator
+from causvid_env.worlds import WorldSpec, get_world
+from distill.batches import PromptBank
+from models.actions import ActionCodec
+from models.samplers import Cond, guidance_branch_count, guided_velocity, ode_sample
+from models.text import shared_text_encoder
+from models.vae import frames_to_tensor, tensor_to_frames
+
+DEFAULT_HORIZONS = (1.0, 2.0, 5.0, 10.0, 30.0)
+POLICY_MIX = ("balance", "held_random", "noisy_balance")
+
+
+# ============================================================================ real rollouts
+@dataclass
+class RealRollout:
+    """One real episode. Per-frame arrays cover the start chunk (F copies of the reset frame, as in
+    the dataset) followed by `n` generated-frame slots; `actions[F:]` is the script."""
+    seed: int
+    variant: str
+    prompt: str
+    policy: str
+    frames: np.ndarray  # (F + n, H, W, 3) uint8
+    states: np.ndarray  # (F + n, state_dim)
+    actions: np.ndarray  # (F + n, *action_shape); the first F are unused (the still chunk has none)
+    rewards: np.ndarray  # (F + n,)
+    terminated: np.ndarray  # (F + n,) standard termination flag of each frame
+    F: int
+
+    @property
+    def n(self) -> int:
+        """Frames after the start chunk."""
+        return len(self.frames) - self.F
+
+    @property
+    def n_chunks(self) -> int:
+        return self.n // self.F
+
+    def first_termination(self) -> int | None:
+        t = np.flatnonzero(self.terminated[self.F:])
+        return int(t[0]) if len(t) else None
+
+
+def make_policy(name: str, spec: WorldSpec, space: gym.Space, rng: np.random.Generator) -> Callable[[np.ndarray], object]:
+    """A per-chunk policy `state -> action` that reads the twin's TRUE state.
+
+    balance: the scripted CartPole controller (`agents.baselines.BalancingAgent`);
+    noisy_balance: the collection's gated noisy balancer (random when not urgent, ~30% random);
+    held_random: a random push held for 2-8 chunks; random: a fresh random action every chunk."""
+    if name == "held_random":
+        return make_held_pushes(spec, space, rng)
+    if name == "random":
+        return make_random(spec, space, rng)
+    if spec.name != "cartpole" and name in ("balance", "noisy_balance"):
+        raise ValueError(f"policy: {name!r} is defined for cartpole only; use 'held_random' or 'random' for {spec.name!r}")
+    if name == "balance":
+        agent = BalancingAgent()
+        return lambda state: agent.act(None, {"state": state})
+    if name == "noisy_balance":
+        return make_cartpole_noisy_balance(spec, space, rng)
+    raise ValueError(f"policy: unknown policy {name!r}; choose from balance, noisy_balance, held_random, random")
+
+
+def rollout_twin(world: str | WorldSpec, seed: int, policy: str, max_seconds: float, variant: str | None = None) -> RealRollout:
+    """Drive the real twin from `reset(seed)` for up to `max_seconds` (or the run-on limit)."""
+    spec = get_world(world)
+    F = spec.frames_per_chunk
+    sim = Simulator(spec, variant)
+    rng = np.random.default_rng([seed, 17])
+    act = make_policy(policy, spec, sim.action_space, rng)
+    first = sim.reset(seed=seed)
+    n_max = math.ceil(max_seconds * spec.fps / F - 1e-9) * F  # whole chunks covering the horizon
+    ep = play_episode(spec, sim, act, first, n_max)
+    sim.close()
+    v = sim.variant
+    return RealRollout(seed, v.name, v.prompt, policy, np.stack(ep["frames"]), np.stack(ep["states"]).astype(np.float32),
+                       np.stack(ep["actions"]), np.asarray(ep["rewards"], np.float32), np.asarray(ep["terminated"], bool), F)
+
+
+def real_rollouts(world: str, episodes: int, max_seconds: float, seed: int = 10_000, policies: Sequence[str] = POLICY_MIX,
+                  variants: Sequence[str | None] | None = None) -> list[RealRollout]:
+    """`episodes` twin rollouts, seeds seed, seed+1, ...; policies (and variants) cycle."""
+    spec = get_world(world)
+    if spec.name != "cartpole":
+        policies = [p for p in policies if p not in ("balance", "noisy_balance")] or ["held_random"]
+    variants = list(variants) if variants else [None]
+    return [rollout_twin(spec, seed + i, policies[i % len(policies)], max_seconds, variants[i % len(variants)])
+            for i in range(episodes)]
+
+
+# ============================================================================ generated rollouts
+@dataclass
+class Generated:
+    """What a generator made for one episode, aligned with `RealRollout.frames[F:]`."""
+    frames: np.ndarray  # (n, H, W, 3) uint8
+    rewards: np.ndarray | None = None  # (n,)
+    terminated: np.ndarray | None = None  # (n,) bool
+
+    def first_termination(self) -> int | None:
+        if self.terminated is None:
+            return None
+        t = np.flatnonzero(self.terminated)
+        return int(t[0]) if len(t) else None
+
+
+class PromptTexts:
+    """Prompt -> MiniLM tokens, from a run's saved `prompts.pt` (no text model load) or MiniLM.
+    Has `encode_one` (what `DreamEngine` wants) and `encode(prompts)` (tokens, mask, is_null)."""
+
+    def __init__(self, bank=None):
+        self.bank = bank
+        self._enc = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path | None) -> "PromptTexts":
+        p = Path(run_dir) / "prompts.pt" if run_dir is not None else None
+        if p is not None and p.is_file():
+            return cls(PromptBank.from_state(torch.load(p)))
+        return cls()
+
+    @property
+    def encoder(self):
+        if self._enc is None:
+            self._enc = shared_text_encoder("cpu")
+        return self._enc
+
+    def encode_one(self, prompt: str):
+        if self.bank is not None and prompt in self.bank.index:
+            j = self.bank.index[prompt]
+            return self.bank.tokens[j], self.bank.masks[j]
+        return self.encoder.encode_one(prompt)
+
+    def encode(self, prompts: list[str | None]):
+        if self.bank is not None and all(p is None or p in self.bank.index for p in prompts):
+            return self.bank.batch(prompts)
+        return self.encoder.encode(prompts)
+
+
+def _batches(episodes: list[RealRollout], batch_size: int):
+    """Episodes grouped by similar length (longest first) so padded compute stays small."""
+    order = sorted(range(len(episodes)), key=lambda i: -episodes[i].n)
+    for s in range(0, len(order), batch_size):
+        yield order[s:s + batch_size]
+
+
+def _chunk_actions(ep: RealRollout, k: int) -> np.ndarray:
+    """Per-frame actions of generated chunk k (past the episode's end: its last chunk again)."""
+    k = min(k, ep.n_chunks - 1)
+    return ep.actions[ep.F * (k + 1): ep.F * (k + 2)]
+
+
+def student_generate(model: WorldModel, world: str | WorldSpec, episodes: list[RealRollout], batch_size: int = 8,
+                     window_seconds: float | None = None, texts: PromptTexts | None = None, device: str = "cpu",
+                     context_noise: float | None = None) -> list[Generated]:
+    """The few-step student, batched through the env's `DreamEngine`: each env is reset from its
+    episode's start frame (the image reset of `CausVidEnv`) under the episode's prompt and seed,
+    then stepped with the script. Termination by the head does not stop it (we want the whole
+    trajectory; the first predicted terminal frame is what is scored)."""
+    spec = get_world(world)
+    out: list[Generated | None] = [None] * len(episodes)
+    for idx in _batches(episodes, batch_size):
+        eps = [episodes[i] for i in idx]
+        B = len(eps)
+        engine = DreamEngine(model, spec, B, window_seconds, 0, device, texts, context_noise)
+        override = {}
+        for j, ep in enumerate(eps):
+            engine.set_prompt(j, ep.prompt)
+            engine.seed(j, ep.seed)
+            override[j] = engine.encode_frames(ep.frames[:ep.F])
+        engine.chunk([None] * B, reset=np.ones(B, bool), override=override)  # the start chunk (context)
+        frames, rewards, terms = [], [], []
+        for k in range(max(ep.n_chunks for ep in eps)):
+            res = engine.chunk([_chunk_actions(ep, k) for ep in eps])
+            frames.append(res.frames), rewards.append(res.frame_rewards), terms.append(res.frame_terminated)
+        frames, rewards, terms = (np.concatenate(x, axis=1) for x in (frames, rewards, terms))  # (B, n_max, ...)
+        for j, i in enumerate(idx):
+            n = episodes[i].n
+            out[i] = Generated(frames[j, :n], rewards[j, :n], terms[j, :n])
+    return out  # type: ignore[return-value]
+
+
+def _encode_episode_latents(vae, frames: np.ndarray, piece: int = 64) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> normalised latents (1, C, T/F, h, w), streamed with the causal cache."""
+    state = vae.init_stream_state(1)
+    zs = []
+    for s in range(0, len(frames), piece):
+        z, state = vae.encode_step(frames_to_tensor(frames[None, s:s + piece]), state)
+        zs.append(z)
+    return torch.cat(zs, dim=2)
+
+
+def decode_with_heads(vae, heads, z: torch.Tensor, piece: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latents (B, C, T, h, w) from an episode start -> frames (B, T*F, H, W, 3) uint8, rewards and
+    termination flags (B, T*F), exactly as the env computes them (streaming decode, heads on
+    consecutive latent frames, the first one paired with itself)."""
+    state = vae.init_stream_state(z.shape[0], z.device)
+    xs = []
+    for s in range(0, z.shape[2], piece):
+        x, state = vae.decode_step(z[:, :, s:s + piece], state)
+        xs.append(tensor_to_frames(x))
+    r, t = heads(z, None)
+    return np.concatenate(xs, axis=1), r.cpu().numpy(), (t > 0).cpu().numpy()
+
+
+@torch.no_grad()
+def vae_reconstruction(model: WorldModel, episodes: list[RealRollout]) -> list[Generated]:
+    """Baseline from above: the VAE's reconstruction of the real frames; rewards/terminations from
+    the heads on the real latents (the best the heads can do on perfect latents)."""
+    out = []
+    for ep in episodes:
+        z = _encode_episode_latents(model.vae, ep.frames)
+        frames, r, t = decode_with_heads(model.vae, model.heads, z)
+        out.append(Generated(frames[0, ep.F:], r[0, ep.F:], t[0, ep.F:]))
+    return out
+
+
+def repeat_last_frame(episodes: list[RealRollout]) -> list[Generated]:
+    """Baseline from below: copy the context (the start frame) forever; no reward/termination."""
+    return [Generated(np.repeat(ep.frames[ep.F - 1][None], ep.n, axis=0)) for ep in episodes]
+
+
+def simulator_from_still_frame(episodes: list[RealRollout], world: str | WorldSpec, seed: int = 0) -> list[Generated]:
+    """Baseline from the side: the REAL simulator used as a world model that, like the dream, only
+    sees the start frame. It starts from the true pose (positions and angles, which a frame shows)
+    with velocities re-drawn from the world's reset distribution (a still frame cannot show them),
+    replays the same action script and renders. Its error is what perfect physics costs when the
+    initial velocities are unknown: for an unstable system under a script computed from the true
+    state, this grows quickly, so it bounds what any image-started world model can reach."""
+    spec = get_world(world)
+    out = []
+    for ep in episodes:
+        sim = Simulator(spec, ep.variant)
+        sim.reset(seed=int(np.random.default_rng([seed, ep.seed, 29]).integers(2**31 - 1)))  # fresh reset velocities
+        drawn = np.asarray(sim.env.state, dtype=np.float64).copy()
+        start = ep.states[0].astype(np.float64)
+        if len(start) == 4:  # cartpole (x, x_dot, theta, theta_dot): keep the pose, new velocities
+            drawn[0], drawn[2] = start[0], start[2]
+        else:  # other worlds: keep the whole observable start state except its last (velocity) entry
+            drawn[:-1] = start[:-1]
+        sim.env.state = drawn
+        frames = []
+        for a in ep.actions[ep.F:]:
+            frame, _, _, _ = sim.step(a, run_on=True)
+            frames.append(frame)
+        sim.close()
+        out.append(Generated(np.stack(frames)))
+    return out
+
+
+def _episode_cond(net, texts: PromptTexts, eps: list[RealRollout], n_lat: int, codec, with_null: bool):
+    """Cond for latent frames 0..n_lat-1 of a batch of episodes (frame 0 = the still chunk, null action)."""
+    F = eps[0].F
+    feats = np.zeros((len(eps), n_lat * F, codec.feature_dim), np.float32)
+    null = np.ones((len(eps), n_lat * F), bool)
+    for j, ep in enumerate(eps):
+        for k in range(n_lat - 1):
+            feats[j, F * (k + 1): F * (k + 2)] = codec.to_features(_chunk_actions(ep, k))
+            null[j, F * (k + 1): F * (k + 2)] = False
+    tok, mask, is_null = texts.encode([ep.prompt for ep in eps])
+    text = net.encode_text(tok, mask, is_null)
+    null_text = None
+    if with_null:
+        tok0, mask0, null0 = texts.encode([None] * len(eps))
+        null_text = net.encode_text(tok0, mask0, null0)
+    return Cond(torch.from_numpy(feats), torch.from_numpy(null), text, null_text)
+
+
+@torch.no_grad()
+def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *, num_steps: int = 50, guidance_text: float = 1.5,
+                     guidance_action: float = 2.0, clip_frames: int | None = None, overlap: int | None = None,
+                     causal: bool = False, window_frames: int | None = None, batch_size: int = 8,
+                     texts: PromptTexts | None = None, seed: int = 0) -> list[Generated]:
+    """A many-step teacher rolled out under the script, decoded and scored with the checkpoint's
+    VAE and heads.
+
+    Bidirectional (causal=False): the guided ODE sampler (`ode_sample`) with the encoded start chunk
+    as a clean prefix. `clip_frames=None` generates the whole episode as one clip (the paper's
+    teacher); otherwise clip windows of the teacher's trained length slide forward, each
+    conditioned on the last `overlap` generated latent frames (default half the window), since
+    a bidirectional model is only reliable on clips as long as the ones it was trained on.
+    Causal (causal=True): chunk by chunk with a KV cache, `num_steps` Euler steps per chunk, CFG
+    with one cache row per guidance branch (each branch is its own conditional model)."""
+    texts = texts or PromptTexts()
+    codec = ActionCodec(teacher.config.action_space)
+    c = teacher.config.latent_frames_per_chunk
+    out: list[Generated | None] = [None] * len(episodes)
+    gen = torch.Generator().manual_seed(seed)
+    for idx in _batches(episodes, batch_size):
+        eps = [episodes[i] for i in idx]
+        n_lat = 1 + max(ep.n_chunks for ep in eps) * c  # latent frames incl. the start chunk
+        cond = _episode_cond(teacher, texts, eps, n_lat, codec, with_null=guidance_text != 1.0)
+        z0 = torch.cat([_encode_episode_latents(model.vae, ep.frames[:ep.F]) for ep in eps])  # (B, C, 1, h, w)
+        B, C, _, h, w = z0.shape
+        if causal:
+            z = _causal_teacher_rollout(teacher, model.schedule, z0, cond, n_lat, num_steps, guidance_text, guidance_action,
+                                        window_frames or n_lat, gen)
+        else:
+            z = z0
+            L = n_lat if clip_frames is None else max(clip_frames, 2)
+            ov = max(1, min(L - 1, overlap if overlap is not None else L // 2))
+            while z.shape[2] < n_lat:
+                k = min(z.shape[2], 1 if z.shape[2] == 1 else ov)  # context latent frames for this window
+                g = min(L - k, n_lat - z.shape[2])
+                s = z.shape[2] - k
+                sub = cond.frames(s, s + k + g, teacher.config.frames_per_latent)
+                noise = torch.randn(B, C, g, h, w, generator=gen)
+                x0, _ = ode_sample(teacher, model.schedule, noise, sub, context=z[:, :, s:], num_steps=num_steps,
+                                   guidance_text=guidance_text, guidance_action=guidance_action)
+                z = torch.cat([z, x0], dim=2)
+        frames, r, t = decode_with_heads(model.vae, model.heads, z)
+        F = eps[0].F
+        for j, i in enumerate(idx):
+            n = episodes[i].n
+            out[i] = Generated(frames[j, F:F + n], r[j, F:F + n], t[j, F:F + n])
+    return out  # type: ignore[return-value]
+
+
+def _causal_teacher_rollout(teacher, schedule, z0, cond, n_lat, num_steps, g_text, g_action, window_frames, gen) -> torch.Tensor:
+    """Chunk-by-chunk many-step sampling of a block-causal teacher with a KV cache, guided by
+    `guided_velocity` with one cache row per guidance branch (its batch order)."""
+    B = z0.shape[0]
+    c = teacher.config.latent_frames_per_chunk
+    F = teacher.config.frames_per_latent
+    cache = teacher.new_cache(guidance_branch_count(g_text, g_action) * B, window_frames)
+    ts = schedule.teacher_timesteps(num_steps)
+
+    def step(x, t, write):  # x (B, C, c, h, w) -> guided velocity (B, C, c, h, w)
+        s = cache.next_frame[0].item()
+
+        def chunk_model(xx, tt, af, an, text):  # the branches' batch through the cache
+            return teacher.forward_chunk(xx, tt, af, an, text, cache, write=write)
+
+        return guided_velocity(chunk_model, x, torch.full((B, x.shape[2]), t), cond.frames(s, s + x.shape[2], F), g_text, g_action)
+
+    zs = [z0]
+    step(z0, 0.0, True)  # the start chunk written as clean context
+    while sum(z.shape[2] for z in zs) < n_lat:
+        x = torch.randn(B, *z0.shape[1:2], c, *z0.shape[3:], generator=gen)
+        for i in range(len(ts) - 1):
+            x = x + (float(ts[i + 1]) - float(ts[i])) * step(x, float(ts[i]), False)
+        step(x, 0.0, True)
+        zs.append(x)
+    return torch.cat(zs, dim=2)[:, :, :n_lat]
