@@ -15,7 +15,8 @@ from causvid_env.checkpoint import WorldModel
 from causvid_env.engine import DreamEngine
 from causvid_env.env import StepBeforeResetError, resolve_model
 from causvid_env.inputs import check_prompt, quiet_text_encoder, to_image
-from causvid_env.worlds import WorldSpec, as_action_sequence, get_world
+from causvid_env.worlds import WorldSpec, get_world
+from models.actions import as_action_sequence
 
 
 class CausVidVectorEnv(VectorEnv):

@@ -24,7 +24,6 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from models.actions import as_action_sequence  # noqa: F401  (causvid_env.vector_env imports it from here)
 
 __all__ = [
     "Variant",

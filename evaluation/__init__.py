@@ -11,10 +11,3 @@
   ``python -m evaluation.action_following``;
 - :mod:`evaluation.benchmarks` -- timing helpers of the speed benchmarks.
 """
-
-# examples/benchmark.py (left as it is while issue 16 works on it) calls these as `ev.*` after
-# `import evaluation as ev`; everything else imports them from their modules. Drop this block
-# once that script imports them directly.
-from evaluation.report import write_json  # noqa: E402,F401
-from evaluation.rollouts import PromptTexts  # noqa: E402,F401
-from models.config_utils import add_dataclass_args  # noqa: E402,F401

@@ -35,8 +35,10 @@ from causvid_env.engine import DreamEngine
 from causvid_env.env import CausVidEnv
 from causvid_env.vector_env import CausVidVectorEnv
 from causvid_env.worlds import get_world
-import evaluation as ev
 from evaluation import benchmarks as bm
+from evaluation.report import write_json
+from evaluation.rollouts import PromptTexts
+from models.config_utils import add_dataclass_args
 from models.dit import DiT
 from models.io import resolve_device
 from models.metrics import psnr
@@ -104,7 +106,7 @@ def run(a: Args, command: str = "") -> dict:
     device = resolve_device(a.device, "--device")
     model = load_world_model(ckpt, device=device, world=spec.name)
     teacher = load_teacher(a.teacher or ckpt / "teacher").to(device)
-    texts = ev.PromptTexts.from_run(ckpt.resolve().parent)
+    texts = PromptTexts.from_run(ckpt.resolve().parent)
     F = spec.frames_per_chunk
     s = model.student.config
     window_frames = max(s.latent_frames_per_chunk, int(round(a.seconds * spec.fps / s.frames_per_latent)))
@@ -157,7 +159,7 @@ def run(a: Args, command: str = "") -> dict:
     res["total_s"] = time.time() - t_start
     res["ratios"] = ratio_rows(res)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    ev.write_json(a.json, res)
+    write_json(a.json, res)
     return res
 
 
@@ -279,7 +281,7 @@ def format_table(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ev.add_dataclass_args(p, Args)
+    add_dataclass_args(p, Args)
     a = p.parse_args(argv)
     command = "python examples/benchmark.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     res = run(Args(**vars(a)), command)
