@@ -20,7 +20,8 @@ from causvid_env.worlds import WorldSpec
 from models.actions import ActionCodec
 from models.dit import TextCond
 from models.io import resolve_device
-from models.samplers import Cond, student_sample_chunk, write_chunk
+from models.samplers import (Cond, PendingWrite, pending_write, sample_chunk_fused, student_sample_chunk, write_chunk,
+                             write_pending)
 from models.text import validate_prompt
 from models.vae import frames_to_tensor, tensor_to_frames
 
@@ -36,13 +37,16 @@ class ChunkResult:
 class DreamEngine:
     def __init__(self, model: WorldModel, world: WorldSpec, num_envs: int, window_seconds: float | None = None,
                  sink_chunks: int = 0, device: str | torch.device = "cpu", text_encoder=None, context_noise: float | None = None,
-                 student_dtype: torch.dtype | None = None):
+                 student_dtype: torch.dtype | None = None, fused_writes: bool = True):
         """`window_seconds` None: the checkpoint's default window (`window_frames` in its info, chosen
         by measurement; 10 s for checkpoints that do not record one). `context_noise` None: the level the
         checkpoint was trained to read its cache at (info `context_noise`, else 0). `student_dtype`
         torch.bfloat16 / torch.float16: the student's passes run under autocast at that precision (for
         GPUs; on a CPU without fast bf16 it is slower); the cache, the VAE and the heads stay float32.
-        Its fidelity cost is measured by `examples/benchmark.py`."""
+        Its fidelity cost is measured by `examples/benchmark.py`. `fused_writes` (default True): a
+        chunk's cache-writing pass runs inside the next chunk's first denoising pass (4 passes per
+        chunk instead of 5, the same numbers: `models.samplers.sample_chunk_fused`); False runs it
+        right after the chunk (`student_sample_chunk`), the reference the tests compare against."""
         if student_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"student_dtype: expected None, torch.float32, torch.bfloat16 or torch.float16, got {student_dtype!r}")
         self.student_dtype = None if student_dtype == torch.float32 else student_dtype
@@ -65,7 +69,9 @@ class DreamEngine:
         self.c = s.latent_frames_per_chunk  # latent frames per chunk (one env step)
         self.window_frames = max(self.c, int(round(window_seconds * world.fps / self.F)))
         self.window_seconds = window_seconds
-        self.cache = model.student.new_cache(num_envs, self.window_frames, sink_chunks * self.c, self.device)
+        self.fused_writes = fused_writes
+        self.cache = model.student.new_cache(num_envs, self.window_frames, sink_chunks * self.c, self.device, fused_writes=fused_writes)
+        self.pending: PendingWrite | None = None  # the last chunk's deferred cache write (fused_writes)
         self.vae_state = model.vae.init_stream_state(num_envs, self.device)
         self.codec = ActionCodec(s.action_space)
         self.timesteps = model.schedule.student_timesteps()
@@ -92,6 +98,7 @@ class DreamEngine:
         if prompt is not None:
             prompt = validate_prompt(prompt)
         if self.prompts[env] != prompt:
+            self.flush()  # the pending write belongs to the old prompt: run it under that prompt now
             self.prompts[env] = prompt
             self._text = None  # text keys/values are recomputed only when a prompt changes
 
@@ -135,6 +142,8 @@ class DreamEngine:
         if reset is not None and reset.any():
             mask = torch.from_numpy(np.asarray(reset, bool))
             self.cache.reset(mask.to(self.cache.device))
+            if self.pending is not None:  # an env starting over drops its unwritten chunk
+                self.pending.envs = self.pending.envs & ~mask.to(self.pending.envs.device)
             self.model.vae.reset_stream_state(self.vae_state, mask.to(self.device))
             self.at_start |= mask
         af, an = self.action_features(actions)
@@ -160,8 +169,26 @@ class DreamEngine:
         self.at_start[:] = False
         return ChunkResult(frames, r.cpu().numpy().astype(np.float32), (term > 0).cpu().numpy(), time.perf_counter() - t0)
 
+    def flush(self) -> None:
+        """Write the pending chunk's keys/values now (before a prompt change, or before reading the
+        cache directly); a no-op without fused writes or when nothing is pending."""
+        if self.pending is not None and bool(self.pending.envs.any()):
+            write_pending(self.model.student, self.cache, self.pending)
+        self.pending = None
+
     def _sample(self, student, noise, cond: Cond, renoise, ctx_eps, override) -> torch.Tensor:
-        """The chunk's latents (B, C, c, h, w), its keys/values written to the cache."""
+        """The chunk's latents (B, C, c, h, w), its keys/values written to the cache (or left
+        pending, with fused writes)."""
+        if self.fused_writes:
+            if override and len(override) == self.B:
+                self.flush()  # no pass of this chunk to carry the previous chunk's write
+                x0 = torch.empty_like(noise)
+            else:
+                x0 = sample_chunk_fused(student, self.cache, noise, cond, self.timesteps, renoise, self.pending)
+            for i, z in (override or {}).items():
+                x0[i] = z[0].to(x0)
+            self.pending = pending_write(x0, cond, self.context_noise, ctx_eps)
+            return x0
         if override:
             if len(override) == self.B:
                 # every env writes real latents (an image/clip reset): no sample is needed. The noise
@@ -182,7 +209,8 @@ class DreamEngine:
         self.generators[env].manual_seed(int(seed))
 
     def context_seconds(self) -> np.ndarray:
-        return self.cache.context_frames().cpu().numpy() * self.F / self.world.fps
+        pending = 0 if self.pending is None else self.pending.envs.long() * self.c
+        return self.cache.context_frames(pending).cpu().numpy() * self.F / self.world.fps
 
     def memory_bytes(self) -> int:
         st = self.vae_state

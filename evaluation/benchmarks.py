@@ -72,7 +72,8 @@ def kv_cache_vs_recompute(model: DiT, context_frames: int, steps: int = 4, repea
     """Per-chunk cost at a full context of `context_frames` latent frames.
 
     cache: `student_sample_chunk` (the `steps` denoising passes of the new chunk attending to the
-    cached keys/values + the clean pass that writes them) -- what the env does.
+    cached keys/values + the clean pass that writes them; the env runs the same passes with the
+    writing pass fused into the next chunk's first, timed by examples/benchmark.py).
     recompute: no cache; each denoising step runs the whole block-causal sequence (context + chunk)
     through the network, as a model without a KV cache must."""
     cfg = model.config
@@ -102,44 +103,6 @@ def kv_cache_vs_recompute(model: DiT, context_frames: int, steps: int = 4, repea
     return {"context_latent_frames": context_frames, "tokens_in_context": context_frames * model.tokens_per_frame,
             "steps": steps, "batch": batch, "cache_ms_per_chunk": 1e3 * t_cache, "recompute_ms_per_chunk": 1e3 * t_re,
             "recompute_over_cache": t_re / t_cache}
-
-
-@torch.no_grad()
-def fold_estimate(model: DiT, context_frames: int, steps: int = 4, repeats: int = 5) -> dict:
-    """What folding a chunk's cache-writing pass into the next chunk's first denoising pass would
-    save: the time of one pass over the chunk's latent frames vs one pass over twice as many (the
-    finished chunk and the new one, the first kept from seeing the second by the mask), both
-    attending to a full cache of `context_frames`. A chunk costs (steps + 1) one-chunk passes
-    today and (steps - 1) one-chunk passes + one two-chunk pass folded."""
-    import dataclasses
-    cfg = model.config
-    c = cfg.latent_frames_per_chunk
-    dev = next(model.parameters()).device
-    two = DiT(dataclasses.replace(cfg, latent_frames_per_chunk=2 * c)).to(dev).eval()
-    two.load_state_dict(model.state_dict())
-    N = model.tokens_per_frame
-    g = torch.Generator().manual_seed(0)
-    cond = random_cond(model, 1, 2 * c)
-    times = {}
-    for name, m, frames in (("one_chunk_pass_ms", model, c), ("two_chunk_pass_ms", two, 2 * c)):
-        cache = m.new_cache(1, context_frames)
-        cache.slot_frame[:] = torch.arange(cache.cap_frames, device=dev)  # a full window, as after a long rollout
-        cache.next_frame[:] = cache.cap_frames
-        plan = m.plan_chunk(cache, frames)
-        if frames > c:  # the finished chunk's queries must not see the new chunk's keys
-            mask = torch.ones(1, 1, frames * N, plan.used, dtype=torch.bool, device=dev)
-            mask[:, :, :c * N, plan.slots[0, c * N:]] = False
-            plan.attn_mask = mask
-        sub = cond.frames(0, frames, cfg.frames_per_latent)
-        x = torch.randn(1, cfg.latent_channels, frames, cfg.latent_height, cfg.latent_width, generator=g).to(dev)
-        t = torch.full((1, frames), 0.5, device=dev)
-        mod = m.pass_modulations([0.5], sub.action_feats, sub.action_null, sub.text)[0]
-        times[name] = 1e3 * median_time(lambda: m.forward_chunk(x, t, sub.action_feats, sub.action_null, sub.text, cache, False,
-                                                                 plan=plan, mod=mod), repeats)
-    now = (steps + 1) * times["one_chunk_pass_ms"]
-    folded = (steps - 1) * times["one_chunk_pass_ms"] + times["two_chunk_pass_ms"]
-    return {**times, "context_latent_frames": context_frames, "chunk_ms_now": now, "chunk_ms_folded": folded,
-            "saving": 1 - folded / now}
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ from models.config_utils import add_dataclass_args
 from models.dit import DiT
 from models.io import resolve_device
 from models.metrics import psnr
-from models.samplers import Cond, student_sample_chunk, write_context
+from models.samplers import Cond, pending_write, sample_chunk_fused, write_context
 
 
 @dataclass
@@ -130,8 +130,11 @@ def run(a: Args, command: str = "") -> dict:
         # 3. KV cache vs recompute ---------------------------------------------------------------------
         res["kv_cache"] = bm.kv_cache_vs_recompute(model.student, window_frames, steps=len(model.schedule.student_timesteps()),
                                                    repeats=a.repeats)
-        res["fold_estimate"] = bm.fold_estimate(model.student, window_frames, steps=len(model.schedule.student_timesteps()),
-                                                repeats=a.repeats)
+        separate = full_context_speed(model, spec, texts, a.seconds, prompt, max(3, a.repeats), device, breakdown=False,
+                                      fused_writes=False)
+        res["fused_writes"] = {"context_seconds": separate["context_seconds"], "separate_ms_per_chunk": separate["ms_per_chunk"],
+                               "fused_ms_per_chunk": res["student_full_context"]["ms_per_chunk"],
+                               "separate_over_fused": separate["ms_per_chunk"] / res["student_full_context"]["ms_per_chunk"]}
         # 4. vector env vs the real simulator -------------------------------------------------------------
         real = bm.real_gym_steps_per_s(spec.env_id, steps=60 if a.quick else 300)
         real_every = bm.real_gym_steps_per_s(spec.env_id, steps=60 if a.quick else 300, render_every=F)
@@ -191,11 +194,13 @@ def precision_cost(model, spec, texts, chunks: int, seed: int = 0, device="cpu")
 
 
 @torch.no_grad()
-def full_context_speed(model, spec, texts, seconds: float | None, prompt: str, repeats: int, device="cpu", breakdown: bool = True) -> dict:
+def full_context_speed(model, spec, texts, seconds: float | None, prompt: str, repeats: int, device="cpu", breakdown: bool = True,
+                       fused_writes: bool = True) -> dict:
     """One env stepping with its window already full (`seconds`; None: the checkpoint's default
-    window): ms per chunk and frames/s with the whole chunk decoded and with the last frame only."""
+    window): ms per chunk and frames/s with the whole chunk decoded and with the last frame only.
+    `fused_writes=False`: the reference engine that runs each chunk's cache write as a fifth pass."""
     F = spec.frames_per_chunk
-    eng = DreamEngine(model, spec, 1, seconds, 0, device, texts)
+    eng = DreamEngine(model, spec, 1, seconds, 0, device, texts, fused_writes=fused_writes)
     s = model.student.config
     eng.set_prompt(0, prompt)
     eng.chunk([None], reset=np.ones(1, bool))
@@ -219,7 +224,8 @@ def full_context_speed(model, spec, texts, seconds: float | None, prompt: str, r
 
 def chunk_breakdown(eng: DreamEngine, action: np.ndarray, repeats: int) -> dict:
     """Milliseconds of each part of `eng.chunk` at the engine's current context, timed apart: the
-    student's denoising passes + cache write, the VAE decode (all frames / the last frame), the heads.
+    student's 4 passes (the first also writing the previous chunk's keys/values), the VAE decode
+    (all frames / the last frame), the heads.
     The timed chunks slide the window like real steps (the sampler writes its chunk)."""
     model = eng.model
     af, an = eng.action_features([action] * eng.B)
@@ -227,7 +233,9 @@ def chunk_breakdown(eng: DreamEngine, action: np.ndarray, repeats: int) -> dict:
     s = model.student.config
     noise = torch.randn(eng.B, s.latent_channels, eng.c, s.latent_height, s.latent_width).to(eng.device)
     x0 = noise.clone()
-    dit = bm.median_time(lambda: student_sample_chunk(model.student, eng.cache, noise, cond, eng.timesteps, write=True), repeats)
+    renoise = [noise] * (len(eng.timesteps) - 1)
+    pending = pending_write(x0, cond)  # the engine's path: the previous chunk's write fused with this chunk's first pass
+    dit = bm.median_time(lambda: sample_chunk_fused(model.student, eng.cache, noise, cond, eng.timesteps, renoise, pending), repeats)
     vae = bm.median_time(lambda: model.vae.decode_step(x0, eng.vae_state), repeats)
     vae_last = bm.median_time(lambda: model.vae.decode_step(x0, eng.vae_state, (eng.F - 1,)), repeats)
     heads = bm.median_time(lambda: model.heads(x0, x0), repeats)
@@ -247,6 +255,10 @@ def ratio_rows(res: dict) -> list[dict]:
     last = full["last_frame_obs"]
     rows.append({"what": f"student frames/s at {full['context_seconds']:.1f} s context, last-frame observation / native fps",
                  "a": f"{last['frames_per_s']:.1f}", "b": f"{res['native_fps']}", "ratio": last["over_native_fps"]})
+    fw = res.get("fused_writes")
+    if fw:
+        rows.append({"what": f"chunk at {fw['context_seconds']:.1f} s context: cache write as its own pass / fused into the next chunk's first pass",
+                     "a": f"{fw['separate_ms_per_chunk']:.1f} ms", "b": f"{fw['fused_ms_per_chunk']:.1f} ms", "ratio": fw["separate_over_fused"]})
     dw = res.get("student_default_window")
     if dw:
         for label, v in (("", dw), (", last-frame observation", dw["last_frame_obs"])):

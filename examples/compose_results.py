@@ -145,21 +145,15 @@ def speed_section(bm: dict | None, kv: dict | None) -> list[str]:
     if bm is None:
         out.append("_benchmark.json missing: python examples/benchmark.py --json docs/results/benchmark.json --threads 1_")
     else:
-        out += [_cmd(bm), "", f"CPU, {bm.get('torch_threads')} thread(s).", "", "| measurement | a | b | a / b |", "|---|---|---|---|"]
+        out += [_cmd(bm), "", f"Device: {bm.get('device')} ({bm.get('device_name', 'unrecorded')}), {bm.get('torch_threads')} torch thread(s).", "", "| measurement | a | b | a / b |", "|---|---|---|---|"]
         out += [f"| {r['what']} | {r['a']} | {r['b']} | {r['ratio']:.2f}x |" for r in bm.get("ratios", [])]
         full = bm.get("student_full_context", {})
         parts = full.get("breakdown_ms")
         if parts:
             out += ["", f"Where one chunk's {full['ms_per_chunk']:.1f} ms go at a {full['context_seconds']:.1f} s context (timed apart, "
-                    f"same run): the student's 4 denoising passes + cache write {parts['student_passes']:.1f} ms, the VAE decode "
+                    f"same run): the student's 4 passes (the first also writes the previous chunk's keys/values) {parts['student_passes']:.1f} ms, the VAE decode "
                     f"{parts['vae_decode_all_frames']:.1f} ms for 4 frames ({parts['vae_decode_last_frame']:.1f} ms for the last frame "
                     f"only), the reward/termination heads {parts['heads']:.1f} ms."]
-        fold = bm.get("fold_estimate")
-        if fold:
-            out += ["", f"Folding the cache-writing pass into the next chunk's first pass (not done): one pass over one chunk takes "
-                    f"{fold['one_chunk_pass_ms']:.1f} ms, one over two chunks {fold['two_chunk_pass_ms']:.1f} ms at the same context, "
-                    f"so a chunk would cost {fold['chunk_ms_folded']:.1f} instead of {fold['chunk_ms_now']:.1f} ms of passes "
-                    f"({100 * fold['saving']:.0f}% less)."]
     if kv is not None:
         a = kv.get("args", {})
         out += ["", f"KV cache micro-benchmark (DiT {a.get('size')}, {kv['context_latent_frames']} latent frames = {kv['tokens_in_context']} "

@@ -363,11 +363,11 @@ class DiT(nn.Module, PretrainedMixin):
         pos = torch.arange(T, device=x.device).repeat(2)
         return self.forward(x, tt, af, an, text, frame_pos=pos, frame_mask=frame_mask)[:, :, T:]
 
-    def new_cache(self, batch_size: int, window_frames: int, sink_frames: int = 0, device=None) -> KVCache:
+    def new_cache(self, batch_size: int, window_frames: int, sink_frames: int = 0, device=None, fused_writes: bool = False) -> KVCache:
         cfg = self.config
         return KVCache(num_layers=cfg.depth, batch_size=batch_size, num_heads=cfg.num_heads, head_dim=cfg.dim // cfg.num_heads,
                        tokens_per_frame=self.tokens_per_frame, window_frames=window_frames, chunk_frames=cfg.latent_frames_per_chunk,
-                       sink_frames=sink_frames, device=device or next(self.parameters()).device)
+                       sink_frames=sink_frames, device=device or next(self.parameters()).device, fused_writes=fused_writes)
 
     def plan_chunk(self, cache: KVCache, frames: int) -> ChunkPlan:
         """Claim the cache slots of the next chunk of `frames` latent frames (see
@@ -379,6 +379,18 @@ class DiT(nn.Module, PretrainedMixin):
         lo, L = int(slots[0, 0]), slots.shape[1]
         same = bool((slots == torch.arange(lo, lo + L, device=slots.device)).all())  # one host sync per chunk
         return ChunkPlan(frames, slots, slice(lo, lo + L) if same else None, attn_mask, valid.shape[1], cos, sin)
+
+    def plan_fused(self, cache: KVCache, pending: torch.Tensor) -> ChunkPlan:
+        """The plan of a pass over two chunks (see `KVCache.begin_fused`): a finished chunk writing
+        its keys/values and the next chunk's first denoising step, each under its own mask."""
+        c = self.config.latent_frames_per_chunk
+        frame_pos, slots, valid = cache.begin_fused(pending)
+        cos, sin = self.rope(frame_pos)
+        n = c * self.tokens_per_frame
+        attn_mask = valid.repeat_interleave(n, dim=1)[:, None]  # (B, 1, 2n, used): rows of chunk 1, then chunk 2
+        lo, L = int(slots[0, 0]), slots.shape[1]
+        same = bool((slots == torch.arange(lo, lo + L, device=slots.device)).all())
+        return ChunkPlan(2 * c, slots, slice(lo, lo + L) if same else None, attn_mask, valid.shape[2], cos, sin)
 
     def pass_modulations(self, levels, action_feats, action_null, text: TextCond) -> list[PassModulation]:
         """The conditioning of a chunk's passes at noise levels `levels` (P floats), computed in one

@@ -18,14 +18,19 @@ import torch
 
 class KVCache:
     def __init__(self, *, num_layers: int, batch_size: int, num_heads: int, head_dim: int, tokens_per_frame: int,
-                 window_frames: int, chunk_frames: int, sink_frames: int = 0, device="cpu", dtype=torch.float32):
+                 window_frames: int, chunk_frames: int, sink_frames: int = 0, device="cpu", dtype=torch.float32,
+                 fused_writes: bool = False):
+        """`fused_writes`: room for one more chunk in the ring, so that a finished chunk's
+        cache-writing pass can share a pass with the next chunk's first denoising step
+        (`begin_fused`): the two need windows that overlap all but one chunk."""
         if window_frames < 0 or sink_frames < 0:
             raise ValueError("window_frames and sink_frames must be >= 0")
         self.N = tokens_per_frame
         self.window_frames = window_frames
         self.chunk_frames = chunk_frames
         self.sink_frames = sink_frames
-        self.ring_frames = window_frames + chunk_frames
+        self.fused_writes = fused_writes
+        self.ring_frames = window_frames + chunk_frames * (2 if fused_writes else 1)
         self.cap_frames = sink_frames + self.ring_frames
         S = self.cap_frames * tokens_per_frame
         self.k = torch.zeros(num_layers, batch_size, num_heads, S, head_dim, device=device, dtype=dtype)
@@ -67,6 +72,44 @@ class KVCache:
         valid = valid_f.repeat_interleave(self.N, dim=1)[:, :used]  # (B, used)
         return frames, tok, valid
 
+    def begin_fused(self, pending: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Claim the slots of two chunks for one pass: a finished chunk whose keys/values are written
+        now (at `next_frame`), then the next chunk's first denoising step. `pending` (B,) bool: envs
+        that have a finished chunk; for the others (their episode starts with this chunk) the first
+        chunk is a placeholder that no query of the second sees and that `finish_fused` discards.
+
+        Returns (frame positions (B, 2c), token slots (B, 2c*N), valid (B, 2, used)): row 0 masks
+        the finished chunk's attention (its window and itself), row 1 the new chunk's (its window,
+        which ends with the finished chunk, and itself)."""
+        if not self.fused_writes:
+            raise ValueError("begin_fused needs a cache made with fused_writes=True (room for two chunks)")
+        c, N = self.chunk_frames, self.N
+        frames = self.chunk_frame_index(2 * c)  # (B, 2c)
+        fslots = self.frame_slots(frames)
+        self.slot_frame.scatter_(1, fslots, frames)
+        tok = (fslots[:, :, None] * N + torch.arange(N, device=self.device)).reshape(self.batch_size, -1)
+        sf, nxt = self.slot_frame, self.next_frame[:, None]
+        live = (sf >= 0) & (sf < nxt + 2 * c)
+        sink = sf < self.sink_frames
+        first = (sf >= nxt) & (sf < nxt + c)  # the finished chunk (or the placeholder)
+        valid_a = live & ((sf >= nxt - self.window_frames) | sink) & (sf < nxt + c)
+        valid_b = live & ((sf >= nxt + c - self.window_frames) | sink) & ~(first & ~pending.to(self.device)[:, None])
+        used = int(min(self.cap_frames, int(self.next_frame.max()) + 2 * c)) * N
+        valid = torch.stack([valid_a, valid_b], 1).repeat_interleave(N, dim=2)[:, :, :used]  # (B, 2, used)
+        return frames, tok, valid
+
+    def finish_fused(self, pending: torch.Tensor) -> None:
+        """After the pass of `begin_fused`: the finished chunks are kept (their envs move on by one
+        chunk); placeholders are dropped and the new chunks' scratch slots released, so the next
+        chunk begins where the placeholder was."""
+        c = self.chunk_frames
+        pending = pending.to(self.device)
+        frames = self.chunk_frame_index(2 * c)
+        drop = torch.where(pending[:, None], frames[:, c:].repeat(1, 2), frames)  # the new chunk / placeholder and new chunk
+        slots = self.frame_slots(drop)
+        self.slot_frame.scatter_(1, slots, torch.full_like(slots, -1))
+        self.next_frame += pending.long() * c
+
     def advance(self, num_frames: int | None = None) -> None:
         """The chunk's clean keys/values are written: move on to the next chunk."""
         self.next_frame += self.chunk_frames if num_frames is None else num_frames
@@ -81,11 +124,13 @@ class KVCache:
             self.slot_frame[env_mask] = -1
             self.next_frame[env_mask] = 0
 
-    def context_frames(self) -> torch.Tensor:
-        """(B,) number of past latent frames the next chunk will attend to."""
-        lo = self.next_frame[:, None] - self.window_frames
+    def context_frames(self, pending_frames: torch.Tensor | int = 0) -> torch.Tensor:
+        """(B,) number of past latent frames the next chunk will attend to; `pending_frames` (per env
+        or one int): finished frames whose keys/values are not written yet (see `begin_fused`)."""
+        pending = torch.as_tensor(pending_frames, device=self.device)
+        lo = self.next_frame[:, None] + pending.reshape(-1, 1) - self.window_frames
         sf = self.slot_frame
-        return (((sf >= lo) | (sf < self.sink_frames)) & (sf >= 0) & (sf < self.next_frame[:, None])).sum(1)
+        return (((sf >= lo) | (sf < self.sink_frames)) & (sf >= 0) & (sf < self.next_frame[:, None])).sum(1) + pending
 
     def memory_bytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2 + self.slot_frame.numel() * 8

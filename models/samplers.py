@@ -174,3 +174,74 @@ def write_chunk(model: DiT, cache: KVCache, x0: torch.Tensor, cond: Cond, contex
         x = (1 - context_noise) * x0 + context_noise * eps
     t = torch.full((B, c), float(context_noise), device=x0.device)
     model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=True, plan=plan, mod=mod)
+
+
+# -- streaming with the cache-writing pass folded into the next chunk's first step ----------------
+@dataclass
+class PendingWrite:
+    """A finished chunk whose cache-writing pass has not run yet: it runs inside the next chunk's
+    first denoising pass (`sample_chunk_fused`), or alone (`write_pending`) when no chunk follows
+    under the same prompt."""
+    x: torch.Tensor  # (B, C, c, h, w) the writing pass's input: x0, or x0 re-noised to the context level
+    level: float  # its noise level (the context noise)
+    cond: Cond  # its actions and prompt
+    envs: torch.Tensor  # (B,) bool: envs that have one (False: the env's episode starts with the next chunk)
+
+
+def pending_write(x0: torch.Tensor, cond: Cond, context_noise: float = 0.0, context_eps: torch.Tensor | None = None) -> PendingWrite:
+    """The deferred writing pass of the finished chunk x0, with the same input `write_chunk` uses."""
+    x = x0
+    if context_noise > 0:
+        eps = context_eps if context_eps is not None else torch.randn_like(x0)
+        x = (1 - context_noise) * x0 + context_noise * eps
+    return PendingWrite(x, float(context_noise), cond, torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device))
+
+
+@torch.no_grad()
+def write_pending(model: DiT, cache: KVCache, pending: PendingWrite) -> None:
+    """Run a pending writing pass on its own (every env must have one)."""
+    if not bool(pending.envs.all()):
+        raise ValueError("write_pending: every env must have a pending chunk; reset envs drop theirs")
+    B, c = pending.x.shape[0], pending.x.shape[2]
+    t = torch.full((B, c), pending.level, device=pending.x.device)
+    model.forward_chunk(pending.x, t, pending.cond.action_feats, pending.cond.action_null, pending.cond.text, cache, write=True)
+
+
+@torch.no_grad()
+def sample_chunk_fused(model: DiT, cache: KVCache, noise: torch.Tensor, cond: Cond, timesteps: torch.Tensor,
+                       renoise: list[torch.Tensor], pending: PendingWrite | None) -> torch.Tensor:
+    """`student_sample_chunk` with the writing pass moved: the previous chunk's pending write and
+    this chunk's first step share one pass over both (the written chunk cannot see the new one),
+    and this chunk's own write is left to the caller as the next `PendingWrite`. Four passes per
+    chunk instead of five, the same numbers (tested against `student_sample_chunk`).
+
+    `pending` must carry the same prompt as `cond` (flush it with `write_pending` before a prompt
+    change); None or no env pending: a plain first step. Returns the chunk x0 (B, C, c, h, w)."""
+    B, _, c = noise.shape[:3]
+    levels = [float(x) for x in timesteps]
+    t0 = torch.full((B, c), levels[0], device=noise.device)
+    if pending is not None and bool(pending.envs.any()):
+        plan = model.plan_fused(cache, pending.envs)
+        x = torch.cat([pending.x, noise], 2)  # (B, C, 2c, h, w): the finished chunk, then the new one
+        t = torch.cat([torch.full((B, c), pending.level, device=noise.device), t0], 1)
+        af = torch.cat([pending.cond.action_feats, cond.action_feats], 1)
+        an = torch.cat([pending.cond.action_null, cond.action_null], 1)
+        v = model.forward_chunk(x, t, af, an, cond.text, cache, write=False, plan=plan)[:, :, c:]
+        cache.finish_fused(pending.envs)
+        first = 1
+        x0 = noise - t0[:, None, :, None, None] * v
+    else:
+        first, x0 = 0, None
+    plan = model.plan_chunk(cache, c)
+    mods = model.pass_modulations(levels, cond.action_feats, cond.action_null, cond.text)
+    x = noise
+    for i in range(len(levels)):
+        if i > 0:
+            tn = levels[i]
+            x = (1 - tn) * x0 + tn * renoise[i - 1]
+        if i < first:
+            continue
+        t = torch.full((B, c), levels[i], device=noise.device)
+        v = model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=False, plan=plan, mod=mods[i])
+        x0 = x - t[:, None, :, None, None] * v
+    return x0

@@ -237,3 +237,36 @@ def test_envs_at_different_places_in_the_cache_match_single_env_runs():
         ti = type(text)(text.tokens[i:i + 1], text.mask[i:i + 1], text.pooled[i:i + 1], [tuple(z[i:i + 1] for z in kv) for kv in text.kv])
         alone, _ = run_cached(m, x[i:i + 1, :, a:b], t[i:i + 1, a:b], af[i:i + 1, 4 * a:4 * b], an[i:i + 1, 4 * a:4 * b], ti, window=3)
         assert torch.allclose(out[i:i + 1, :, a:b], alone, atol=1e-5), (out[i:i + 1, :, a:b] - alone).abs().max()
+
+
+@pytest.mark.parametrize("chunk,window,sink", [(1, 3, 0), (2, 4, 0), (1, 2, 1), (2, 2, 2)])
+@torch.no_grad()
+def test_fused_writes_equal_separate_writes(chunk, window, sink):
+    """Folding each chunk's cache-writing pass into the next chunk's first step (what the env does)
+    gives the chunks of the reference sampler (a separate writing pass after every chunk), through
+    window evictions, an attention sink, context noise and one env starting over mid-rollout."""
+    from models.samplers import pending_write, sample_chunk_fused
+
+    m = random_model(chunk)
+    B, n_chunks, level = 2, 7, 0.1
+    x, t, af, an, text = inputs(m, B=B, T=chunk * n_chunks)
+    ts = torch.tensor([0.9, 0.6, 0.3])
+    g = torch.Generator().manual_seed(0)
+    shape = (B, m.config.latent_channels, chunk, m.config.latent_height, m.config.latent_width)
+    draws = [[torch.randn(shape, generator=g) for _ in range(4)] for _ in range(n_chunks)]
+    ref_cache = m.new_cache(B, window, sink_frames=sink * chunk)
+    cache = m.new_cache(B, window, sink_frames=sink * chunk, fused_writes=True)
+    pending = None
+    for k in range(n_chunks):
+        cond = Cond(af[:, 4 * chunk * k:4 * chunk * (k + 1)], an[:, 4 * chunk * k:4 * chunk * (k + 1)], text)
+        noise, r1, r2, eps = draws[k]
+        if k == 4:  # env 1 starts over
+            mask = torch.tensor([False, True])
+            ref_cache.reset(mask)
+            cache.reset(mask)
+            pending.envs = pending.envs & ~mask
+        want, _ = student_sample_chunk(m, ref_cache, noise, cond, ts, renoise=[r1, r2], context_noise=level, context_eps=eps)
+        got = sample_chunk_fused(m, cache, noise, cond, ts, [r1, r2], pending)
+        pending = pending_write(got, cond, level, eps)
+        assert torch.allclose(got, want, atol=1e-5), (k, (got - want).abs().max())
+        assert torch.equal(cache.context_frames(pending.envs.long() * chunk), ref_cache.context_frames())

@@ -348,3 +348,37 @@ def test_student_dtype_runs_the_student_at_lower_precision(tiny_ckpt):
     assert np.abs(low.astype(int) - ref.astype(int)).mean() < 8
     with pytest.raises(ValueError, match="student_dtype"):
         CausVidEnv(checkpoint=tiny_ckpt, student_dtype=torch.int8)
+
+
+def test_engine_fused_writes_match_separate_writes(tiny_ckpt):
+    """The env's engine folds each chunk's cache write into the next chunk's first pass; over resets
+    (prompt and image), a prompt change, real latents written for some envs, context noise and a
+    sliding window it shows the frames of the reference engine that writes right after each chunk."""
+    from causvid_env.checkpoint import load_world_model
+    from causvid_env.engine import DreamEngine
+    from causvid_env.worlds import get_world
+
+    model, world = load_world_model(tiny_ckpt), get_world("cartpole")
+    engines = [DreamEngine(model, world, 3, window_seconds=0.4, context_noise=0.1, fused_writes=f) for f in (True, False)]
+    still = engines[0].encode_frames(np.zeros((4, 64, 96, 3), np.uint8) + 200)
+    push = np.ones(4, np.int64)
+    script = [  # (actions, reset, override, prompt change)
+        ([None] * 3, np.ones(3, bool), None, None),
+        ([push, None, push], None, None, None),
+        ([push] * 3, None, {1: still}, None),
+        ([None, push, None], np.array([True, False, False]), None, (2, "a short blue pole on a black cart")),
+        ([push] * 3, np.ones(3, bool), {0: still, 1: still, 2: still}, None),
+        ([None] * 3, None, None, None),
+        ([push] * 3, None, {0: still, 1: still, 2: still}, None),  # real latents for every env, no reset (a clip's next chunk)
+    ] + [([push, None, push], None, None, None)] * 6
+    for k, (acts, reset, override, prompt) in enumerate(script):
+        outs = []
+        for eng in engines:
+            if prompt is not None:
+                eng.set_prompt(*prompt)
+            outs.append((eng.chunk(acts, reset=reset, override=override), eng.context_seconds()))
+        (a, ca), (b, cb) = outs
+        assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1, k
+        np.testing.assert_allclose(a.frame_rewards, b.frame_rewards, atol=1e-4)
+        np.testing.assert_array_equal(ca, cb)
+    assert engines[0].cache.k.shape[3] > engines[1].cache.k.shape[3]  # one more chunk of room in the ring
