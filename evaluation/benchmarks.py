@@ -24,8 +24,8 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
-    """Median seconds of `fn()` over `repeats` calls after `warmup` untimed calls."""
+def timings(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> list[float]:
+    """Seconds of each of `repeats` calls of `fn()` after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
     ts = []
@@ -35,7 +35,12 @@ def median_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> 
         fn()
         _sync()
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return ts
+
+
+def median_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Median seconds of `fn()` over `repeats` calls after `warmup` untimed calls."""
+    return statistics.median(timings(fn, repeats, warmup))
 
 
 def peak_rss_mb() -> float:

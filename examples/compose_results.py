@@ -148,6 +148,11 @@ def speed_section(bm: dict | None, kv: dict | None) -> list[str]:
         out += [_cmd(bm), "", f"Device: {bm.get('device')} ({bm.get('device_name', 'unrecorded')}), {bm.get('torch_threads')} torch thread(s).", "", "| measurement | a | b | a / b |", "|---|---|---|---|"]
         out += [f"| {r['what']} | {r['a']} | {r['b']} | {r['ratio']:.2f}x |" for r in bm.get("ratios", [])]
         full = bm.get("student_full_context", {})
+        if "ms_per_chunk_min_max" in full:
+            lo, hi = full["ms_per_chunk_min_max"]
+            out += ["", f"Timings on this machine vary from run to run: the {full['repeats']} chunks timed at the "
+                    f"{full['context_seconds']:.1f} s context took {lo:.1f} to {hi:.1f} ms (median {full['ms_per_chunk']:.1f} ms, "
+                    "the figure above)."]
         parts = full.get("breakdown_ms")
         if parts:
             out += ["", f"Where one chunk's {full['ms_per_chunk']:.1f} ms go at a {full['context_seconds']:.1f} s context (timed apart, "
