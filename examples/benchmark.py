@@ -279,10 +279,10 @@ def ratio_rows(res: dict) -> list[dict]:
     real = res["real_env"]
     every = next(k for k in real if k.startswith("steps_per_s_render_every_"))
     for B, v in res["vector_env"].items():
-        rows.append({"what": f"vector env batch {B} frames/s / real {real['env_id']} (step+render)",
+        rows.append({"what": f"vector env batch {B} frames/s ({v['context_seconds_at_end']:.2f} s context at the end) / real {real['env_id']} (step+render)",
                      "a": f"{v['frames_per_s']:.1f}", "b": f"{real['steps_per_s_with_render']:.1f}", "ratio": v["over_real_env"]})
     for B, v in res["vector_env_last_frame"].items():
-        rows.append({"what": f"vector env batch {B}, last-frame obs, frames/s / real {real['env_id']} (step, render every {every.rsplit('_', 1)[1]}th)",
+        rows.append({"what": f"vector env batch {B}, last-frame obs, frames/s ({v['context_seconds_at_end']:.2f} s context) / real {real['env_id']} (step, render every {every.rsplit('_', 1)[1]}th)",
                      "a": f"{v['frames_per_s']:.1f}", "b": f"{real[every]:.1f}", "ratio": v["over_real_env"]})
     return rows
 

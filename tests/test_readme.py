@@ -26,6 +26,7 @@ def test_readme_python_blocks_run_as_written():
     assert ns["real_frame"].shape == (64, 96, 3) and ns["real_frame"].dtype == np.uint8
     assert ns["venv"].num_envs == 32
     assert ns["obs"].shape == (64, 96) and ns["grey"].observation_space.contains(ns["obs"])
+    assert ns["frame"].shape == (64, 96, 3) and ns["fast"].unwrapped.engine.decode_frames == (3,)
 
 
 @pytest.mark.filterwarnings("error::UserWarning")
