@@ -1,11 +1,14 @@
 """The batched dream engine shared by `CausVidEnv` (batch 1) and `CausVidVectorEnv` (batch K).
 
 It owns the per-env state -- the sliding-window KV cache, the VAE's streaming decode state, the
-prompt, the noise generator and the last latent frame -- and advances every env by one chunk in a
-single batched forward. Resetting an env is also "one chunk": its cache rows are cleared and the
-chunk is either generated from the prompt alone (null action) or, for an image/clip reset, the
-encoded real latent replaces the sample before the clean pass writes the cache. So resets and
-steps of different envs share one forward; nothing is copied per env.
+prompt, the noise generator, the last latent frame and the last chunk's pending cache write -- and
+advances every env by one chunk in a single batched forward. A chunk is 4 student passes; the
+first also writes the previous chunk's keys/values (fused cache writes, `sample_chunk_fused`), so
+the clean pass CausVid runs after each chunk costs no pass of its own. Resetting an env is also
+"one chunk": its cache rows are cleared, its pending write dropped, and the chunk is either
+generated from the prompt alone (null action) or, for an image/clip reset, the encoded real latent
+replaces the sample and becomes the pending write. So resets and steps of different envs share
+one forward; nothing is copied per env.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Samplers, kept apart from the network: the teacher's many-step ODE sampler with classifier-free
 guidance on text and on actions, and the few-step student sampler that streams chunk by chunk
-with the KV cache (4 steps of predict-x0-then-renoise, then the clean pass that writes the cache).
+with the KV cache (4 steps of predict-x0-then-renoise, then the clean pass that writes the cache;
+`sample_chunk_fused` runs that clean pass inside the next chunk's first step instead).
 """
 from __future__ import annotations
 
