@@ -144,7 +144,7 @@ class DreamEngine:
         t0 = time.perf_counter()
         if reset is not None and reset.any():
             mask = torch.from_numpy(np.asarray(reset, bool))
-            self.cache.reset(mask.to(self.cache.device))
+            self.cache.reset(mask)
             if self.pending is not None:  # an env starting over drops its unwritten chunk
                 self.pending.envs = self.pending.envs & ~mask.to(self.pending.envs.device)
             self.model.vae.reset_stream_state(self.vae_state, mask.to(self.device))

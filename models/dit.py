@@ -372,25 +372,27 @@ class DiT(nn.Module, PretrainedMixin):
     def plan_chunk(self, cache: KVCache, frames: int) -> ChunkPlan:
         """Claim the cache slots of the next chunk of `frames` latent frames (see
         `KVCache.begin_chunk`) and compute what all its passes share."""
-        frame_pos, slots, valid = cache.begin_chunk(frames)
-        cos, sin = self.rope(frame_pos)
+        frame_pos, slots, valid = cache.begin_chunk(frames)  # host tensors: deciding below never waits for a GPU
+        dev = cache.device
+        cos, sin = self.rope(frame_pos.to(dev))
         # (B, 1, 1, S); once the window is full every slot is valid and SDPA can skip the mask
-        attn_mask = None if bool(valid.all()) else valid[:, None, None, :]
+        attn_mask = None if bool(valid.all()) else valid[:, None, None, :].to(dev)
         lo, L = int(slots[0, 0]), slots.shape[1]
-        same = bool((slots == torch.arange(lo, lo + L, device=slots.device)).all())  # one host sync per chunk
-        return ChunkPlan(frames, slots, slice(lo, lo + L) if same else None, attn_mask, valid.shape[1], cos, sin)
+        same = bool((slots == torch.arange(lo, lo + L)).all())
+        return ChunkPlan(frames, slots.to(dev), slice(lo, lo + L) if same else None, attn_mask, valid.shape[1], cos, sin)
 
     def plan_fused(self, cache: KVCache, pending: torch.Tensor) -> ChunkPlan:
         """The plan of a pass over two chunks (see `KVCache.begin_fused`): a finished chunk writing
         its keys/values and the next chunk's first denoising step, each under its own mask."""
         c = self.config.latent_frames_per_chunk
-        frame_pos, slots, valid = cache.begin_fused(pending)
-        cos, sin = self.rope(frame_pos)
+        frame_pos, slots, valid = cache.begin_fused(pending)  # host tensors
+        dev = cache.device
+        cos, sin = self.rope(frame_pos.to(dev))
         n = c * self.tokens_per_frame
-        attn_mask = valid.repeat_interleave(n, dim=1)[:, None]  # (B, 1, 2n, used): rows of chunk 1, then chunk 2
+        attn_mask = valid.to(dev).repeat_interleave(n, dim=1)[:, None]  # (B, 1, 2n, used): rows of chunk 1, then chunk 2
         lo, L = int(slots[0, 0]), slots.shape[1]
-        same = bool((slots == torch.arange(lo, lo + L, device=slots.device)).all())
-        return ChunkPlan(2 * c, slots, slice(lo, lo + L) if same else None, attn_mask, valid.shape[2], cos, sin)
+        same = bool((slots == torch.arange(lo, lo + L)).all())
+        return ChunkPlan(2 * c, slots.to(dev), slice(lo, lo + L) if same else None, attn_mask, valid.shape[2], cos, sin)
 
     def pass_modulations(self, levels, action_feats, action_null, text: TextCond) -> list[PassModulation]:
         """The conditioning of a chunk's passes at noise levels `levels` (P floats), computed in one

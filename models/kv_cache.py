@@ -36,9 +36,11 @@ class KVCache:
         self.k = torch.zeros(num_layers, batch_size, num_heads, S, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         # absolute frame index held by each frame slot, -1 = empty
-        self.slot_frame = torch.full((batch_size, self.cap_frames), -1, dtype=torch.long, device=device)
+        # the bookkeeping lives on the host whatever the buffers' device: reading it (how many slots are
+        # in use, whether every slot is valid, where a chunk goes) never waits for the GPU
+        self.slot_frame = torch.full((batch_size, self.cap_frames), -1, dtype=torch.long)
         # absolute index of the first frame of the next chunk, per env
-        self.next_frame = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.next_frame = torch.zeros(batch_size, dtype=torch.long)
         self.batch_size = batch_size
         self.device = torch.device(device)
 
@@ -46,7 +48,7 @@ class KVCache:
     def chunk_frame_index(self, num_frames: int | None = None) -> torch.Tensor:
         """(B, c) absolute frame indices of the chunk about to be processed."""
         c = self.chunk_frames if num_frames is None else num_frames
-        return self.next_frame[:, None] + torch.arange(c, device=self.device)[None]
+        return self.next_frame[:, None] + torch.arange(c)[None]
 
     def frame_slots(self, frames: torch.Tensor) -> torch.Tensor:
         ring = self.sink_frames + (frames - self.sink_frames) % self.ring_frames
@@ -55,14 +57,15 @@ class KVCache:
     def begin_chunk(self, num_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Claim the slots of the next chunk. Returns (frame positions (B, c), token slots (B, c*N),
         valid token mask (B, used)) for the attention of this chunk; slots at and above `used`
-        (= valid.shape[1]) have never been written and are left out of the attention."""
+        (= valid.shape[1]) have never been written and are left out of the attention. All three are
+        host tensors (the caller moves what it needs to the buffers' device, once per chunk)."""
         c = self.chunk_frames if num_frames is None else num_frames
         if c > self.chunk_frames:
             raise ValueError(f"num_frames={c} exceeds the cache's chunk_frames={self.chunk_frames}")
         frames = self.chunk_frame_index(c)  # (B, c)
         fslots = self.frame_slots(frames)  # (B, c)
         self.slot_frame.scatter_(1, fslots, frames)
-        tok = (fslots[:, :, None] * self.N + torch.arange(self.N, device=self.device)).reshape(self.batch_size, -1)
+        tok = (fslots[:, :, None] * self.N + torch.arange(self.N)).reshape(self.batch_size, -1)
         lo = self.next_frame[:, None] - self.window_frames
         sf = self.slot_frame
         valid_f = (sf >= 0) & ((sf >= lo) | (sf < self.sink_frames)) & (sf < (self.next_frame[:, None] + c))
@@ -87,13 +90,13 @@ class KVCache:
         frames = self.chunk_frame_index(2 * c)  # (B, 2c)
         fslots = self.frame_slots(frames)
         self.slot_frame.scatter_(1, fslots, frames)
-        tok = (fslots[:, :, None] * N + torch.arange(N, device=self.device)).reshape(self.batch_size, -1)
+        tok = (fslots[:, :, None] * N + torch.arange(N)).reshape(self.batch_size, -1)
         sf, nxt = self.slot_frame, self.next_frame[:, None]
         live = (sf >= 0) & (sf < nxt + 2 * c)
         sink = sf < self.sink_frames
         first = (sf >= nxt) & (sf < nxt + c)  # the finished chunk (or the placeholder)
         valid_a = live & ((sf >= nxt - self.window_frames) | sink) & (sf < nxt + c)
-        valid_b = live & ((sf >= nxt + c - self.window_frames) | sink) & ~(first & ~pending.to(self.device)[:, None])
+        valid_b = live & ((sf >= nxt + c - self.window_frames) | sink) & ~(first & ~pending.cpu()[:, None])
         used = int(min(self.cap_frames, int(self.next_frame.max()) + 2 * c)) * N
         valid = torch.stack([valid_a, valid_b], 1).repeat_interleave(N, dim=2)[:, :, :used]  # (B, 2, used)
         return frames, tok, valid
@@ -103,7 +106,7 @@ class KVCache:
         chunk); placeholders are dropped and the new chunks' scratch slots released, so the next
         chunk begins where the placeholder was."""
         c = self.chunk_frames
-        pending = pending.to(self.device)
+        pending = pending.cpu()
         frames = self.chunk_frame_index(2 * c)
         drop = torch.where(pending[:, None], frames[:, c:].repeat(1, 2), frames)  # the new chunk / placeholder and new chunk
         slots = self.frame_slots(drop)
@@ -120,14 +123,14 @@ class KVCache:
             self.slot_frame.fill_(-1)
             self.next_frame.zero_()
         else:
-            env_mask = env_mask.to(self.device)
+            env_mask = env_mask.cpu()
             self.slot_frame[env_mask] = -1
             self.next_frame[env_mask] = 0
 
     def context_frames(self, pending_frames: torch.Tensor | int = 0) -> torch.Tensor:
         """(B,) number of past latent frames the next chunk will attend to; `pending_frames` (per env
         or one int): finished frames whose keys/values are not written yet (see `begin_fused`)."""
-        pending = torch.as_tensor(pending_frames, device=self.device)
+        pending = torch.as_tensor(pending_frames).cpu()
         lo = self.next_frame[:, None] + pending.reshape(-1, 1) - self.window_frames
         sf = self.slot_frame
         return (((sf >= lo) | (sf < self.sink_frames)) & (sf >= 0) & (sf < self.next_frame[:, None])).sum(1) + pending

@@ -186,7 +186,7 @@ class PendingWrite:
     x: torch.Tensor  # (B, C, c, h, w) the writing pass's input: x0, or x0 re-noised to the context level
     level: float  # its noise level (the context noise)
     cond: Cond  # its actions and prompt
-    envs: torch.Tensor  # (B,) bool: envs that have one (False: the env's episode starts with the next chunk)
+    envs: torch.Tensor  # (B,) bool, on the host: envs that have one (False: the env's episode starts with the next chunk)
 
 
 def pending_write(x0: torch.Tensor, cond: Cond, context_noise: float = 0.0, context_eps: torch.Tensor | None = None) -> PendingWrite:
@@ -195,7 +195,7 @@ def pending_write(x0: torch.Tensor, cond: Cond, context_noise: float = 0.0, cont
     if context_noise > 0:
         eps = context_eps if context_eps is not None else torch.randn_like(x0)
         x = (1 - context_noise) * x0 + context_noise * eps
-    return PendingWrite(x, float(context_noise), cond, torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device))
+    return PendingWrite(x, float(context_noise), cond, torch.ones(x0.shape[0], dtype=torch.bool))
 
 
 @torch.no_grad()

@@ -270,3 +270,22 @@ def test_fused_writes_equal_separate_writes(chunk, window, sink):
         pending = pending_write(got, cond, level, eps)
         assert torch.allclose(got, want, atol=1e-5), (k, (got - want).abs().max())
         assert torch.equal(cache.context_frames(pending.envs.long() * chunk), ref_cache.context_frames())
+
+
+def test_cache_bookkeeping_stays_on_the_host():
+    """Slot bookkeeping is kept on the CPU whatever device holds the keys/values, so planning a
+    chunk (how many slots are used, whether a mask is needed, where the chunk goes) never reads
+    from a GPU. Buffers on the 'meta' device stand in for one here: any read would fail."""
+    from models.kv_cache import KVCache
+
+    cache = KVCache(num_layers=2, batch_size=2, num_heads=2, head_dim=8, tokens_per_frame=3, window_frames=2,
+                    chunk_frames=1, device="meta", fused_writes=True)
+    assert cache.k.device.type == "meta" and cache.slot_frame.device.type == "cpu"
+    for _ in range(4):
+        frames, tok, valid = cache.begin_chunk()
+        assert {frames.device.type, tok.device.type, valid.device.type} == {"cpu"}
+        cache.advance()
+    frames, tok, valid = cache.begin_fused(torch.tensor([True, False]))
+    assert valid.device.type == "cpu" and valid.shape[:2] == (2, 2)
+    cache.finish_fused(torch.tensor([True, False]))
+    assert cache.next_frame.tolist() == [5, 4] and cache.context_frames().tolist() == [2, 2]
