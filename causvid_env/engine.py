@@ -146,7 +146,7 @@ class DreamEngine:
             mask = torch.from_numpy(np.asarray(reset, bool))
             self.cache.reset(mask)
             if self.pending is not None:  # an env starting over drops its unwritten chunk
-                self.pending.envs = self.pending.envs & ~mask.to(self.pending.envs.device)
+                self.pending.envs = self.pending.envs & ~mask  # both on the host
             self.model.vae.reset_stream_state(self.vae_state, mask.to(self.device))
             self.at_start |= mask
         af, an = self.action_features(actions)

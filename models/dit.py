@@ -210,6 +210,13 @@ class ChunkPlan:
     sin: torch.Tensor
 
 
+def shared_slot_range(slots: torch.Tensor) -> slice | None:
+    """Host token slots (B, L) as one range when every env's chunk sits at the same consecutive
+    slots (a slice copy then writes the cache), else None (a scatter)."""
+    lo, L = int(slots[0, 0]), slots.shape[1]
+    return slice(lo, lo + L) if bool((slots == torch.arange(lo, lo + L)).all()) else None
+
+
 @dataclass
 class PassModulation:
     """The conditioning of one pass of a chunk at one noise level: c (B, T, D), each block's
@@ -377,9 +384,7 @@ class DiT(nn.Module, PretrainedMixin):
         cos, sin = self.rope(frame_pos.to(dev))
         # (B, 1, 1, S); once the window is full every slot is valid and SDPA can skip the mask
         attn_mask = None if bool(valid.all()) else valid[:, None, None, :].to(dev)
-        lo, L = int(slots[0, 0]), slots.shape[1]
-        same = bool((slots == torch.arange(lo, lo + L)).all())
-        return ChunkPlan(frames, slots.to(dev), slice(lo, lo + L) if same else None, attn_mask, valid.shape[1], cos, sin)
+        return ChunkPlan(frames, slots.to(dev), shared_slot_range(slots), attn_mask, valid.shape[1], cos, sin)
 
     def plan_fused(self, cache: KVCache, pending: torch.Tensor) -> ChunkPlan:
         """The plan of a pass over two chunks (see `KVCache.begin_fused`): a finished chunk writing
@@ -390,9 +395,7 @@ class DiT(nn.Module, PretrainedMixin):
         cos, sin = self.rope(frame_pos.to(dev))
         n = c * self.tokens_per_frame
         attn_mask = valid.to(dev).repeat_interleave(n, dim=1)[:, None]  # (B, 1, 2n, used): rows of chunk 1, then chunk 2
-        lo, L = int(slots[0, 0]), slots.shape[1]
-        same = bool((slots == torch.arange(lo, lo + L)).all())
-        return ChunkPlan(2 * c, slots.to(dev), slice(lo, lo + L) if same else None, attn_mask, valid.shape[2], cos, sin)
+        return ChunkPlan(2 * c, slots.to(dev), shared_slot_range(slots), attn_mask, valid.shape[2], cos, sin)
 
     def pass_modulations(self, levels, action_feats, action_null, text: TextCond) -> list[PassModulation]:
         """The conditioning of a chunk's passes at noise levels `levels` (P floats), computed in one

@@ -62,18 +62,24 @@ class KVCache:
         c = self.chunk_frames if num_frames is None else num_frames
         if c > self.chunk_frames:
             raise ValueError(f"num_frames={c} exceeds the cache's chunk_frames={self.chunk_frames}")
-        frames = self.chunk_frame_index(c)  # (B, c)
-        fslots = self.frame_slots(frames)  # (B, c)
-        self.slot_frame.scatter_(1, fslots, frames)
-        tok = (fslots[:, :, None] * self.N + torch.arange(self.N)).reshape(self.batch_size, -1)
+        frames, tok, used = self._claim(c)
         lo = self.next_frame[:, None] - self.window_frames
         sf = self.slot_frame
         valid_f = (sf >= 0) & ((sf >= lo) | (sf < self.sink_frames)) & (sf < (self.next_frame[:, None] + c))
-        # slots fill upwards from 0 until the ring wraps, so nothing above `used` is ever valid:
-        # attention can skip that tail (short rollouts then cost what their context costs)
-        used = int(min(self.cap_frames, int(self.next_frame.max()) + c)) * self.N
         valid = valid_f.repeat_interleave(self.N, dim=1)[:, :used]  # (B, used)
         return frames, tok, valid
+
+    def _claim(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Mark the slots of the next `num_frames` frames as theirs. Returns (frame positions
+        (B, num_frames), token slots (B, num_frames*N), used): slots fill upwards from 0 until the
+        ring wraps, so nothing at or above `used` is ever valid and attention can skip that tail
+        (short rollouts then cost what their context costs)."""
+        frames = self.chunk_frame_index(num_frames)  # (B, num_frames)
+        fslots = self.frame_slots(frames)
+        self.slot_frame.scatter_(1, fslots, frames)
+        tok = (fslots[:, :, None] * self.N + torch.arange(self.N)).reshape(self.batch_size, -1)
+        used = int(min(self.cap_frames, int(self.next_frame.max()) + num_frames)) * self.N
+        return frames, tok, used
 
     def begin_fused(self, pending: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Claim the slots of two chunks for one pass: a finished chunk whose keys/values are written
@@ -87,17 +93,13 @@ class KVCache:
         if not self.fused_writes:
             raise ValueError("begin_fused needs a cache made with fused_writes=True (room for two chunks)")
         c, N = self.chunk_frames, self.N
-        frames = self.chunk_frame_index(2 * c)  # (B, 2c)
-        fslots = self.frame_slots(frames)
-        self.slot_frame.scatter_(1, fslots, frames)
-        tok = (fslots[:, :, None] * N + torch.arange(N)).reshape(self.batch_size, -1)
+        frames, tok, used = self._claim(2 * c)
         sf, nxt = self.slot_frame, self.next_frame[:, None]
         live = (sf >= 0) & (sf < nxt + 2 * c)
         sink = sf < self.sink_frames
         first = (sf >= nxt) & (sf < nxt + c)  # the finished chunk (or the placeholder)
         valid_a = live & ((sf >= nxt - self.window_frames) | sink) & (sf < nxt + c)
         valid_b = live & ((sf >= nxt + c - self.window_frames) | sink) & ~(first & ~pending.cpu()[:, None])
-        used = int(min(self.cap_frames, int(self.next_frame.max()) + 2 * c)) * N
         valid = torch.stack([valid_a, valid_b], 1).repeat_interleave(N, dim=2)[:, :, :used]  # (B, 2, used)
         return frames, tok, valid
 

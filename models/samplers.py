@@ -46,15 +46,11 @@ def guided_velocity(model: DiT, x, t, cond: Cond, guidance_text: float = 1.0, gu
     """Compositional CFG: v = v(0,0) + g_text (v(p,0) - v(0,0)) + g_action (v(p,a) - v(p,0)).
     Branches whose scale is 1 are skipped; the rest run as one batched forward."""
     B = x.shape[0]
+    n = guidance_branch_count(guidance_text, guidance_action)
+    if n == 3 and cond.null_text is None:
+        raise ValueError("guidance_text != 1 needs cond.null_text (the null prompt)")
     null_a = torch.ones_like(cond.action_null)
-    branches = [(cond.text, cond.action_null)]  # (p, a)
-    if guidance_action != 1.0 or guidance_text != 1.0:
-        branches.append((cond.text, null_a))  # (p, 0)
-    if guidance_text != 1.0:
-        if cond.null_text is None:
-            raise ValueError("guidance_text != 1 needs cond.null_text (the null prompt)")
-        branches.append((cond.null_text, null_a))  # (0, 0)
-    n = len(branches)
+    branches = [(cond.text, cond.action_null), (cond.text, null_a), (cond.null_text, null_a)][:n]  # (p, a), (p, 0), (0, 0)
     xx = x.repeat(n, 1, 1, 1, 1)
     tt = t.repeat(n, 1)
     af = cond.action_feats.repeat(n, 1, 1)
@@ -75,12 +71,12 @@ def guided_velocity(model: DiT, x, t, cond: Cond, guidance_text: float = 1.0, gu
     return out
 
 
-
 def guidance_branch_count(guidance_text: float = 1.0, guidance_action: float = 1.0) -> int:
     """How many conditions `guided_velocity` runs as one batch: (p, a), plus (p, 0) when any scale
     is not 1, plus (0, 0) when the text scale is not 1. A KV cache read through `guided_velocity`
     needs this many rows per sample (one per branch: each branch is its own conditional model)."""
     return 1 + int(guidance_action != 1.0 or guidance_text != 1.0) + int(guidance_text != 1.0)
+
 
 @torch.no_grad()
 def ode_sample(model: DiT, schedule: FlowSchedule, noise: torch.Tensor, cond: Cond, context: torch.Tensor | None = None,
@@ -168,13 +164,7 @@ def write_chunk(model: DiT, cache: KVCache, x0: torch.Tensor, cond: Cond, contex
     """The cache-writing pass of a finished chunk x0 (B, C, c, h, w): at t = 0, or at the context
     noise level c with x = (1 - c) x0 + c eps (what the model was trained to read as context).
     `plan` / `mod`: the chunk's plan and the conditioning at level c, when the sampler made them."""
-    B, c = x0.shape[0], x0.shape[2]
-    x = x0
-    if context_noise > 0:
-        eps = context_eps if context_eps is not None else torch.randn_like(x0)
-        x = (1 - context_noise) * x0 + context_noise * eps
-    t = torch.full((B, c), float(context_noise), device=x0.device)
-    model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=True, plan=plan, mod=mod)
+    write_pending(model, cache, pending_write(x0, cond, context_noise, context_eps), plan, mod)
 
 
 # -- streaming with the cache-writing pass folded into the next chunk's first step ----------------
@@ -190,7 +180,8 @@ class PendingWrite:
 
 
 def pending_write(x0: torch.Tensor, cond: Cond, context_noise: float = 0.0, context_eps: torch.Tensor | None = None) -> PendingWrite:
-    """The deferred writing pass of the finished chunk x0, with the same input `write_chunk` uses."""
+    """The writing pass of the finished chunk x0: its input is x0, or x0 re-noised to the context
+    level with `context_eps` (drawn here when None)."""
     x = x0
     if context_noise > 0:
         eps = context_eps if context_eps is not None else torch.randn_like(x0)
@@ -199,13 +190,16 @@ def pending_write(x0: torch.Tensor, cond: Cond, context_noise: float = 0.0, cont
 
 
 @torch.no_grad()
-def write_pending(model: DiT, cache: KVCache, pending: PendingWrite) -> None:
-    """Run a pending writing pass on its own (every env must have one)."""
+def write_pending(model: DiT, cache: KVCache, pending: PendingWrite, plan: ChunkPlan | None = None,
+                  mod: PassModulation | None = None) -> None:
+    """Run a writing pass on its own (every env must have one): the keys/values of `pending.x` at
+    its level are kept in the cache."""
     if not bool(pending.envs.all()):
         raise ValueError("write_pending: every env must have a pending chunk; reset envs drop theirs")
     B, c = pending.x.shape[0], pending.x.shape[2]
     t = torch.full((B, c), pending.level, device=pending.x.device)
-    model.forward_chunk(pending.x, t, pending.cond.action_feats, pending.cond.action_null, pending.cond.text, cache, write=True)
+    model.forward_chunk(pending.x, t, pending.cond.action_feats, pending.cond.action_null, pending.cond.text, cache, write=True,
+                        plan=plan, mod=mod)
 
 
 @torch.no_grad()
@@ -234,15 +228,13 @@ def sample_chunk_fused(model: DiT, cache: KVCache, noise: torch.Tensor, cond: Co
     else:
         first, x0 = 0, None
     plan = model.plan_chunk(cache, c)
-    mods = model.pass_modulations(levels, cond.action_feats, cond.action_null, cond.text)
+    mods = model.pass_modulations(levels[first:], cond.action_feats, cond.action_null, cond.text)  # the passes still to run
     x = noise
-    for i in range(len(levels)):
+    for i in range(first, len(levels)):
         if i > 0:
-            tn = levels[i]
-            x = (1 - tn) * x0 + tn * renoise[i - 1]
-        if i < first:
-            continue
+            x = (1 - levels[i]) * x0 + levels[i] * renoise[i - 1]
         t = torch.full((B, c), levels[i], device=noise.device)
-        v = model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=False, plan=plan, mod=mods[i])
+        v = model.forward_chunk(x, t, cond.action_feats, cond.action_null, cond.text, cache, write=False, plan=plan,
+                                mod=mods[i - first])
         x0 = x - t[:, None, :, None, None] * v
     return x0
