@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import torch
@@ -29,6 +30,27 @@ from models.text import validate_prompt
 from models.vae import frames_to_tensor, tensor_to_frames
 
 
+def stream_settings(model: WorldModel, world: WorldSpec, window_seconds: float | None,
+                    context_noise: float | None) -> tuple[float, float, int]:
+    """The cache settings of a stream (the engine's and the restyler's): `window_seconds` None is
+    the checkpoint's default window (`window_frames` in its info, chosen by measurement; 10 s for
+    checkpoints that record none), `context_noise` None the level the checkpoint was trained to
+    read its cache at (info `context_noise`, else 0). Returns (window seconds, context noise,
+    window in latent frames, at least one chunk); bad values raise a ValueError naming them."""
+    s = model.student.config
+    if window_seconds is None:
+        trained = model.info.get("window_frames")
+        window_seconds = trained * s.frames_per_latent / world.fps if trained else 10.0
+    if isinstance(window_seconds, bool) or not isinstance(window_seconds, Real) or not window_seconds > 0:
+        raise ValueError(f"window_seconds: must be > 0 seconds (or None for the trained window), got {window_seconds!r}")
+    if context_noise is None:
+        context_noise = float(model.info.get("context_noise", 0.0))
+    if not 0.0 <= context_noise < 1.0:
+        raise ValueError(f"context_noise: must be in [0, 1), got {context_noise}")
+    window_frames = max(s.latent_frames_per_chunk, int(round(window_seconds * world.fps / s.frames_per_latent)))
+    return float(window_seconds), float(context_noise), window_frames
+
+
 @dataclass
 class ChunkResult:
     frames: np.ndarray  # (B, F, H, W, 3) uint8 (fewer frames when the engine decodes only some)
@@ -41,9 +63,7 @@ class DreamEngine:
     def __init__(self, model: WorldModel, world: WorldSpec, num_envs: int, window_seconds: float | None = None,
                  sink_chunks: int = 0, device: str | torch.device = "cpu", text_encoder=None, context_noise: float | None = None,
                  student_dtype: torch.dtype | None = None, fused_writes: bool = True):
-        """`window_seconds` None: the checkpoint's default window (`window_frames` in its info, chosen
-        by measurement; 10 s for checkpoints that do not record one). `context_noise` None: the level the
-        checkpoint was trained to read its cache at (info `context_noise`, else 0). `student_dtype`
+        """`window_seconds`, `context_noise`: see `stream_settings` (None: the checkpoint's). `student_dtype`
         torch.bfloat16 / torch.float16: the student's passes run under autocast at that precision (for
         GPUs; on a CPU without fast bf16 it is slower); the cache, the VAE and the heads stay float32.
         Its fidelity cost is measured by `examples/benchmark.py`. `fused_writes` (default True): a
@@ -53,16 +73,7 @@ class DreamEngine:
         if student_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"student_dtype: expected None, torch.float32, torch.bfloat16 or torch.float16, got {student_dtype!r}")
         self.student_dtype = None if student_dtype == torch.float32 else student_dtype
-        if window_seconds is None:
-            trained = model.info.get("window_frames")
-            window_seconds = trained * model.student.config.frames_per_latent / world.fps if trained else 10.0
-        if not isinstance(window_seconds, (int, float)) or window_seconds <= 0:
-            raise ValueError(f"window_seconds: must be > 0 seconds (or None for the trained window), got {window_seconds!r}")
-        if context_noise is None:
-            context_noise = float(model.info.get("context_noise", 0.0))
-        if not 0.0 <= context_noise < 1.0:
-            raise ValueError(f"context_noise: must be in [0, 1), got {context_noise}")
-        self.context_noise = context_noise
+        self.window_seconds, self.context_noise, self.window_frames = stream_settings(model, world, window_seconds, context_noise)
         if sink_chunks < 0:
             raise ValueError(f"sink_chunks: must be >= 0, got {sink_chunks}")
         self.model, self.world, self.B = model, world, num_envs
@@ -70,8 +81,6 @@ class DreamEngine:
         s = model.student.config
         self.F = s.frames_per_latent  # video frames per latent frame
         self.c = s.latent_frames_per_chunk  # latent frames per chunk (one env step)
-        self.window_frames = max(self.c, int(round(window_seconds * world.fps / self.F)))
-        self.window_seconds = window_seconds
         self.fused_writes = fused_writes
         self.cache = model.student.new_cache(num_envs, self.window_frames, sink_chunks * self.c, self.device, fused_writes=fused_writes)
         self.pending: PendingWrite | None = None  # the last chunk's deferred cache write (fused_writes)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
+from causvid_env.engine import stream_settings
 from causvid_env.inputs import check_prompt, quiet_text_encoder
 from causvid_env.worlds import WorldSpec, get_world
 from models.actions import ActionCodec, as_action_sequence
@@ -106,19 +107,9 @@ class StreamingRestyler:
         self.frame_shape = (v.frame_height, v.frame_width, 3)
         self._latent_shape = (1, s.latent_channels, self.c, s.latent_height, s.latent_width)
 
-        if window_seconds is None:  # same defaults as DreamEngine
-            trained = model.info.get("window_frames")
-            window_seconds = trained * s.frames_per_latent / self.world.fps if trained else 10.0
-        if isinstance(window_seconds, bool) or not isinstance(window_seconds, Real) or not window_seconds > 0:
-            raise ValueError(f"window_seconds: must be > 0 seconds (or None for the trained window), got {window_seconds!r}")
+        self.window_seconds, self.context_noise, self.window_frames = stream_settings(model, self.world, window_seconds, context_noise)
         if not isinstance(sink_chunks, int) or sink_chunks < 0:
             raise ValueError(f"sink_chunks: must be an int >= 0, got {sink_chunks!r}")
-        if context_noise is None:
-            context_noise = float(model.info.get("context_noise", 0.0))
-        if not 0.0 <= context_noise < 1.0:
-            raise ValueError(f"context_noise: must be in [0, 1), got {context_noise}")
-        self.window_seconds, self.context_noise = float(window_seconds), float(context_noise)
-        self.window_frames = max(self.c, int(round(window_seconds * self.world.fps / s.frames_per_latent)))
         # preallocated sliding-window cache: memory is the same after 1 chunk or 10,000
         self.cache = model.student.new_cache(1, self.window_frames, sink_chunks * self.c, self.device)
         self.vae_state = model.vae.init_stream_state(1, self.device)
