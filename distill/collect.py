@@ -308,7 +308,7 @@ def write_card(out: str, manifest: dict[str, Any], spec: WorldSpec, min_seconds:
     try:  # coverage needs the episodes themselves (state, actions), not just the manifest
         from distill.coverage import coverage, coverage_markdown
         from distill.dataset import EpisodeDataset
-        lines += coverage_markdown(coverage(EpisodeDataset(out, verify=False).episodes, spec)) + [""]
+        lines += coverage_markdown(coverage(EpisodeDataset(out, verify=False, frames=False).episodes, spec)) + [""]
     except (ValueError, OSError) as err:  # a card is still written for a partial collection
         lines += ["", f"(coverage not computed: {err})", ""]
     path = os.path.join(out, "CARD.md")

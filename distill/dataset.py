@@ -87,12 +87,14 @@ class EpisodeDataset:
     Args:
         path: directory with ``manifest.json`` and the shards.
         verify: check each shard's sha256 against the manifest.
+        frames: False loads every per-frame array but the frames, which are left empty (N, 0)
+            (statistics such as the data card's coverage need no pixels).
 
     A shard that is missing, truncated, corrupt or fails its checksum is skipped with a
     warning naming it; if no shard loads, ``ValueError`` is raised.
     """
 
-    def __init__(self, path: str | os.PathLike, verify: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, verify: bool = True, frames: bool = True) -> None:
         path = os.fspath(path)
         manifest_path = os.path.join(path, "manifest.json")
         if not os.path.exists(manifest_path):
@@ -109,7 +111,7 @@ class EpisodeDataset:
                     raise FileNotFoundError("file is missing")
                 if verify and sha256_file(shard_path) != s["sha256"]:
                     raise ValueError("sha256 does not match the manifest (truncated or modified)")
-                loaded = self._load_shard(shard_path, s["file"], s["episodes"])
+                loaded = self._load_shard(shard_path, s["file"], s["episodes"], frames)
             except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
                 warnings.warn(f"skipping shard {s['file']} in {path}: {e}; re-run distill.collect to repair it",
                               stacklevel=2)
@@ -121,13 +123,14 @@ class EpisodeDataset:
         self._init(episodes)
 
     @staticmethod
-    def _load_shard(path: str, name: str, count: int) -> list[Episode]:
+    def _load_shard(path: str, name: str, count: int, frames: bool = True) -> list[Episode]:
         out = []
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(path, allow_pickle=False) as z:  # members are read one by one, only when asked for
             for j in range(count):
-                arrays = {k: z[f"{j:03d}/{k}"] for k in ("frames", *PER_FRAME)}
+                arrays = {k: z[f"{j:03d}/{k}"] for k in PER_FRAME}
+                n = len(arrays["states"])
+                arrays["frames"] = z[f"{j:03d}/frames"] if frames else np.zeros((n, 0), np.uint8)
                 strings = {k: str(z[f"{j:03d}/{k}"]) for k in STRINGS}
-                n = len(arrays["frames"])
                 if any(len(a) != n for a in arrays.values()):
                     raise ValueError(f"episode {j} has per-frame arrays of different lengths")
                 out.append(Episode(**arrays, **strings, shard=name, index=j))
