@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.io import ScalarLogger
+from models.io import ScalarLogger, resolve_device
 
 
 def seed_everything(seed: int) -> None:
@@ -117,7 +117,7 @@ class StageRunner:
                  device: str | torch.device = "cpu", persistent_rng: bool = False):
         self.stage_dir, self.name, self.cfg = Path(stage_dir), name, cfg
         self.done = is_done(self.stage_dir)
-        self.step, self.resumed_from, self.modules, self.optimizers = 0, 0, {}, {}
+        self.step, self.modules, self.optimizers = 0, {}, {}
         self.persistent_rng = persistent_rng
         self.acc = None
         if self.done:
@@ -127,7 +127,7 @@ class StageRunner:
             self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.process_index = self.acc.process_index if self.acc is not None else 0
         self.is_main = self.acc.is_main_process if self.acc is not None else True
-        self.device = self.acc.device if self.acc is not None else torch.device(device)
+        self.device = self.acc.device if self.acc is not None else resolve_device(device)
         self.stream_key = [cfg.seed, self.process_index] if self.acc is not None else [cfg.seed]
         seed_everything(cfg.seed + self.process_index)
         self.data_rng = np.random.default_rng(cfg.seed) if persistent_rng else None
@@ -138,7 +138,6 @@ class StageRunner:
         self.step, extra = load_training_state(self.stage_dir, modules, optimizers)
         if self.persistent_rng and "data_rng" in extra:
             self.data_rng.bit_generator.state = extra["data_rng"]
-        self.resumed_from = self.step
         return self.step
 
     def prepare(self, *objs):
