@@ -28,7 +28,6 @@ almost all noise and the student regenerates the chunk from the prompt and its o
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from numbers import Real
@@ -283,8 +282,3 @@ class StreamingRestyler:
         """KV cache + VAE feature caches; constant over the stream."""
         st = self.vae_state
         return self.cache.memory_bytes() + sum(t.numel() * t.element_size() for t in st.enc + st.dec)
-
-    @property
-    def frames_per_second(self) -> float:
-        """Frames restyled per second of wall time, from the last chunk's latency."""
-        return self.F / self.last_latency_s if self.last_latency_s > 0 else math.nan

@@ -162,7 +162,6 @@ def run(a: Args, command: str = "") -> dict:
     res["memory"] = {"peak_rss_MiB": bm.peak_rss_mb(), "rss_MiB_now": bm.current_rss_mb()}
     res["total_s"] = time.time() - t_start
     res["ratios"] = ratio_rows(res)
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     write_json(a.json, res)
     return res
 

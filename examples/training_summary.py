@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from pathlib import Path
+
+from evaluation.report import write_json
 
 STAGES = ("heads", "teacher", "causal_teacher", "ode_pairs", "ode_init", "dmd_self_forcing", "dmd_teacher_forcing",
           "ablations/no_ode_init/dmd_self_forcing", "ablations/causal_teacher/dmd_self_forcing")
@@ -65,10 +68,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     run = Path(a.run)
     res = {"run": str(run), "command": a.command or f"python -m distill.pipeline --out {run}",
-           "hardware": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, one torch thread per job",
+           "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, one torch thread per job",
            "stages": summarize(run)}
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(res, indent=2))
+    write_json(a.json, res)
     print(json.dumps(res, indent=2))
 
 
