@@ -117,9 +117,9 @@ def timing(restylers: dict[str, StreamingRestyler], frames: np.ndarray, actions:
     return out
 
 
-def probe_errors(probe, frames: np.ndarray, reference: np.ndarray) -> dict:
-    """Mean |probe(frames) - reference| per probe target."""
-    err = np.abs(probe.predict(frames) - reference)
+def probe_errors(probe, predicted: np.ndarray, reference: np.ndarray) -> dict:
+    """Mean |predicted - reference| per probe target (`predicted`: `probe.predict` of some frames)."""
+    err = np.abs(predicted - reference)
     return {n: float(err[:, j].mean()) for j, n in enumerate(probe.config.target_names)}
 
 
@@ -176,8 +176,9 @@ def run(a: Args) -> dict:
 
     # -- baselines that do not depend on the strength --------------------------------------------
     def motion_of(frame_lists: list[list[np.ndarray]]) -> dict:  # per variant, per episode
-        return {"vs_truth": mean_dicts([probe_errors(probe, f, truth[i]) for fs in frame_lists for i, f in enumerate(fs)]),
-                "vs_input": mean_dicts([probe_errors(probe, f, probe_in[i]) for fs in frame_lists for i, f in enumerate(fs)])}
+        read = [(probe.predict(f), i) for fs in frame_lists for i, f in enumerate(fs)]  # the probe runs once per video
+        return {"vs_truth": mean_dicts([probe_errors(probe, p, truth[i]) for p, i in read]),
+                "vs_input": mean_dicts([probe_errors(probe, p, probe_in[i]) for p, i in read])}
 
     ideal = {v.name: [ap.render_at_states(world, v.name, ep.states) for ep in eps] for v in variants}
     motion = {"input (probe floor)": motion_of([[ep.frames for ep in eps]]),
