@@ -249,6 +249,18 @@ class StreamingRestyler:
         self.last_latency_s = time.perf_counter() - t0
         return out
 
+    def feed_episode(self, frames: np.ndarray, actions: np.ndarray, latencies: list[float] | None = None) -> np.ndarray:
+        """Stream a recorded episode (T, H, W, 3), T a multiple of F, as a live feed, chunk by chunk:
+        its first chunk (the still start chunk) with no action, each later one with its real
+        per-frame `actions`. `latencies` collects each later chunk's `last_latency_s`."""
+        out = []
+        for k in range(len(frames) // self.F):
+            sl = slice(k * self.F, (k + 1) * self.F)
+            out.append(self.feed(frames[sl], actions=None if k == 0 else actions[sl]))
+            if k > 0 and latencies is not None:
+                latencies.append(self.last_latency_s)
+        return np.concatenate(out)
+
     @torch.no_grad()
     def restyle_clip(self, frames: np.ndarray, actions=None) -> np.ndarray:
         """Restyle a whole recorded clip (T, H, W, 3) uint8, T a multiple of F, in one call: the VAE

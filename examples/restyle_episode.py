@@ -81,13 +81,7 @@ def run(a: Args) -> dict:
     for v in variants:
         r.reset(seed=a.seed)
         r.set_prompt(v.prompt)
-        chunks = []
-        for k in range(len(ep.frames) // F):  # chunk by chunk, as a live stream
-            sl = slice(k * F, (k + 1) * F)
-            chunks.append(r.feed(ep.frames[sl], actions=None if k == 0 else ep.actions[sl]))
-            if k > 0:
-                latency.append(r.last_latency_s)
-        restyled[v.name] = np.concatenate(chunks)
+        restyled[v.name] = r.feed_episode(ep.frames, ep.actions, latency)  # chunk by chunk, as a live stream
         print(f"  {v.name}: {v.prompt!r}")
 
     import imageio.v2 as imageio

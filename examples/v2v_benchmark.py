@@ -82,12 +82,6 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def stream(r: StreamingRestyler, frames: np.ndarray, actions: np.ndarray, F: int) -> np.ndarray:
-    """Feed an episode chunk by chunk (the still start chunk has no action) -> restyled frames."""
-    return np.concatenate([r.feed(frames[k * F:(k + 1) * F], actions=None if k == 0 else actions[k * F:(k + 1) * F])
-                           for k in range(len(frames) // F)])
-
-
 def timing(restylers: dict[str, StreamingRestyler], frames: np.ndarray, actions: np.ndarray, F: int) -> dict:
     """Per setting: wall and CPU time per chunk once its window is full. The settings stream the same
     long episode in lock-step, one chunk each in turn, so a busy machine slows them all alike; the
@@ -200,7 +194,7 @@ def run(a: Args) -> dict:
             for i, ep in enumerate(eps):
                 rs.reset(seed=a.seed + i)
                 rs.set_prompt(v.prompt)
-                outs[v.name].append(stream(rs, ep.frames, ep.actions, F))
+                outs[v.name].append(rs.feed_episode(ep.frames, ep.actions))
             prompt[v.name][label] = appearance_of(v, outs[v.name])
         motion[label] = motion_of(list(outs.values()))
         print(f"{label}: restyled", flush=True)
