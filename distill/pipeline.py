@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from distill.presets import PRESETS, PipelineConfig, apply_overrides, get_preset
 from distill.train_heads import train_heads
 from distill.train_teacher import train_teacher
 from distill.train_vae import train_vae
-from distill.training_utils import is_done
+from distill.training_utils import is_done, mark_done
 from models.actions import ActionCodec, space_to_dict
 from models.dit import DiT, DiTConfig
 from models.heads import HeadsConfig, RewardTerminationHead
@@ -81,10 +82,6 @@ def build_dit_config(cfg: PipelineConfig, spec, vae: CausalVAE) -> DiTConfig:
 def reuse_vae(source: str | Path, stage_dir: Path) -> None:
     """Copy a trained VAE (a `save_pretrained` directory, e.g. a shipped checkpoint's `vae/`)
     in as this run's VAE stage."""
-    import shutil
-
-    from distill.training_utils import mark_done
-
     source = Path(source)
     if not (source / "config.json").exists():
         raise FileNotFoundError(f"vae_from: {source} is not a saved VAE (no config.json); pass e.g. causvid_env/checkpoints/cartpole/vae")
