@@ -1,12 +1,14 @@
 """Score a policy in the real twin (the number that matters) or in the dream.
 
+    python -m agents.evaluate --policy shipped --world cartpole --real --episodes 100   # the policy in the package
     python -m agents.evaluate --policy runs/ppo_dream --world cartpole --episodes 100
     python -m agents.evaluate --policy random --world cartpole --episodes 100 --json random.json
     python -m agents.evaluate --policy balancing --episodes 10          # CartPole oracle, ~500
     python -m agents.evaluate --policy runs/ppo_dream --dream --checkpoint ckpt/ --episodes 20
 
 Real episodes use the same observations and action repeat the agent was trained with (one
-step = one chunk of F frames, the action held for the chunk). For CartPole-v1
+step = one chunk of F frames, the action held for the chunk; the env's ``obs_mode`` and the
+frame stack are read from the policy's config, :mod:`agents.observations`). For CartPole-v1
 comparability a real episode's return is the number of real frames survived, truncated at
 ``max_steps * F`` frames (125 chunks = 500 frames). A dream episode's return is the sum of
 the reward head's rewards until its termination head fires or ``max_steps`` chunks pass.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.baselines import BalancingAgent, RandomAgent
-from agents.policy import Policy, load_policy
+from agents.observations import stack_frames
+from agents.policy import Policy, load_policy, shipped_policy_dir
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
 
@@ -38,17 +42,15 @@ AgentFn = Callable[[np.ndarray, dict], Any]
 def make_agent(policy: str | Policy | Any, action_space, *, deterministic: bool = True,
                seed: int | None = None) -> AgentFn:
     """``agent(obs, info) -> action`` from a policy directory, ``"random"``, ``"balancing"``,
-    a loaded :class:`Policy`, or any object with ``act(obs, info)``."""
+    a loaded :class:`Policy`, or any object with ``act(obs, info)`` (``"shipped"``: see
+    :func:`resolve_policy`)."""
     if isinstance(policy, str):
         if policy == "random":
             policy = RandomAgent(action_space, seed=seed)
         elif policy == "balancing":
             policy = BalancingAgent()
         else:
-            if not Path(policy).is_dir():
-                raise ValueError(f"--policy must be a policy directory, 'random' or 'balancing'; "
-                                 f"{policy!r} is none of these")
-            policy = load_policy(policy)
+            policy = resolve_policy(policy)
     if isinstance(policy, Policy):
         return lambda obs, info: policy.act(obs, deterministic=deterministic)
     if not hasattr(policy, "act"):
@@ -56,16 +58,31 @@ def make_agent(policy: str | Policy | Any, action_space, *, deterministic: bool 
     return policy.act
 
 
+def resolve_policy(policy: str | Policy | Any, world: str = "cartpole") -> Policy | Any:
+    """``"shipped"`` -> the policy shipped for ``world`` (``agents.policy.shipped_policy_dir``);
+    a directory -> its :func:`load_policy`; ``"random"``, ``"balancing"`` and objects unchanged."""
+    if not isinstance(policy, str) or policy in ("random", "balancing"):
+        return policy
+    path = shipped_policy_dir(world) if policy == "shipped" else Path(policy)
+    if not path.is_dir():
+        raise ValueError(f"--policy must be a policy directory, 'shipped', 'random' or 'balancing'; "
+                         f"{policy!r} is none of these" + (f" (no {path})" if policy == "shipped" else ""))
+    return load_policy(path)
+
+
 def _make_env(world: str, env: str, *, variant: str | None, checkpoint: str | None, device: str,
-              max_steps: int):
+              max_steps: int, obs_mode: str = "chunk", frame_stack: int = 1):
+    """The env a policy observing ``obs_mode`` frames stacked ``frame_stack`` deep acts in."""
     spec = get_world(world)
     if env == "real":
-        return RealWorldEnv(world, variant=variant, max_episode_frames=max_steps * spec.frames_per_chunk)
-    if env == "dream":
+        e = RealWorldEnv(world, variant=variant, obs_mode=obs_mode, max_episode_frames=max_steps * spec.frames_per_chunk)
+    elif env == "dream":
         from causvid_env.env import CausVidEnv  # the dream needs the world model stack
 
-        return CausVidEnv(world=world, checkpoint=checkpoint, device=device, max_episode_steps=max_steps)
-    raise ValueError(f"env must be 'real' or 'dream', got {env!r}")
+        e = CausVidEnv(world=world, checkpoint=checkpoint, device=device, obs_mode=obs_mode, max_episode_steps=max_steps)
+    else:
+        raise ValueError(f"env must be 'real' or 'dream', got {env!r}")
+    return stack_frames(e, frame_stack) if frame_stack > 1 else e
 
 
 def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int = 100, *, env: str = "real",
@@ -92,7 +109,11 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
         raise ValueError(f"dream_start must be 'image' or 'prompt', got {dream_start!r}")
     spec = get_world(world)
     F = spec.frames_per_chunk
-    e = _make_env(world, env, variant=variant, checkpoint=checkpoint, device=device, max_steps=max_steps)
+    name = policy if isinstance(policy, str) else type(policy).__name__
+    policy = resolve_policy(policy, world)
+    obs = policy.config if isinstance(policy, Policy) else None  # baselines read the chunk (or the state)
+    e = _make_env(world, env, variant=variant, checkpoint=checkpoint, device=device, max_steps=max_steps,
+                  obs_mode=obs.obs_mode if obs else "chunk", frame_stack=obs.frame_stack if obs else 1)
     real_starts = RealWorldEnv(world, variant=variant) if env == "dream" and dream_start == "image" else None
     agent = make_agent(policy, e.action_space, deterministic=deterministic, seed=seed)
     returns, lengths, frames_survived = [], [], []
@@ -127,7 +148,7 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
         real_starts.close()
     r = np.asarray(returns)
     return {
-        "policy": policy if isinstance(policy, str) else type(policy).__name__,
+        "policy": name,
         "world": world, "env": env, "variant": spec.variant(variant).name, "episodes": episodes,
         "max_steps": max_steps, "max_frames": max_steps * F, "seed": seed, "deterministic": deterministic,
         "mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()), "max": float(r.max()),
@@ -138,7 +159,8 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--policy", required=True, help="policy directory, 'random', or 'balancing' (CartPole oracle)")
+    p.add_argument("--policy", required=True, help="policy directory, 'shipped' (the policy in the package for "
+                   "--world), 'random', or 'balancing' (CartPole oracle)")
     p.add_argument("--world", default="cartpole")
     p.add_argument("--episodes", type=int, default=100)
     g = p.add_mutually_exclusive_group()
@@ -163,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.policy} in the {args.env} {args.world} ({res['variant']}), {args.episodes} episodes: "
           f"{unit} {res['mean']:.1f} ± {res['std']:.1f} (min {res['min']:.0f}, max {res['max']:.0f}, "
           f"cap {res['max_frames'] if args.env == 'real' else args.max_steps})")
+    res["command"] = " ".join(["python -m agents.evaluate", *(argv if argv is not None else sys.argv[1:])])
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -1,9 +1,17 @@
 """The pixel policy PPO trains, and how it is saved and loaded, apart from the training script.
 
-An observation is one chunk of video, ``(F, H, W, 3)`` uint8 (time first). The network turns
-it into ``F`` grayscale (or ``3F`` RGB) channels, average-pools it by ``downsample``, and runs a
-small strided CNN shared by an actor head (a categorical over ``Discrete`` actions or a
-diagonal Gaussian over ``Box`` actions) and a critic head.
+An observation is a short clip, ``(T, H, W, 3)`` uint8 (time first), in one of two layouts
+(``PolicyConfig.obs_mode`` / ``frame_stack``, both of which the dream env can produce):
+
+- ``obs_mode="chunk"``, ``frame_stack=1``: the env's chunk of ``F`` frames (``T = F``);
+- ``obs_mode="last"``, ``frame_stack=k``: the last frame of each of the last ``k`` chunks
+  (``T = k``; :class:`agents.observations.VectorFrameStack` / gymnasium's
+  ``FrameStackObservation`` over an env made with ``obs_mode="last"``).
+
+The network keeps the rows ``crop_rows``, turns the clip into ``T`` grayscale (or ``3T`` RGB)
+channels, average-pools it by ``downsample`` (rows, columns), and runs a small strided CNN
+shared by an actor head (a categorical over ``Discrete`` actions or a diagonal Gaussian over
+``Box`` actions) and a critic head.
 
     >>> policy = load_policy("runs/ppo_dream")          # policy.json + policy.safetensors
     >>> actions = policy.act(obs_batch)                 # (B, F, H, W, 3) uint8 -> (B,) int64
@@ -27,11 +35,12 @@ import torch.nn as nn
 import torch.nn.functional as Fn
 from safetensors.torch import save_file
 
+from causvid_env.checkpoint import default_checkpoint_dir
 from models.actions import space_from_dict
 from models.config_utils import config_from_dict
 from models.io import load_weights_into, read_json
 
-__all__ = ["PolicyConfig", "Policy", "load_policy"]
+__all__ = ["PolicyConfig", "Policy", "load_policy", "shipped_policy_dir"]
 
 FORMAT = "causvid-agents/policy-1"
 CONFIG_NAME = "policy.json"
@@ -46,11 +55,18 @@ class PolicyConfig:
     """Everything needed to rebuild a :class:`Policy`.
 
     Attributes:
-        obs_shape: one observation, ``(F, H, W, 3)`` (a chunk) or ``(H, W, 3)`` (last frame).
+        obs_shape: one observation, ``(T, H, W, 3)`` (a chunk or a frame stack) or ``(H, W, 3)``
+            (one last frame).
         action_space: a Discrete or Box space as ``models.actions.space_to_dict`` writes it.
-        grayscale: average the colour channels (F channels instead of 3F). CartPole's
+        obs_mode: the ``obs_mode`` of the env the policy reads (``"chunk"`` or ``"last"``).
+        frame_stack: how many consecutive observations are stacked along time (1: none);
+            more than 1 needs ``obs_mode="last"`` (a stack of last frames, ``T = frame_stack``).
+        crop_rows: ``(top, bottom)`` rows kept before anything else (``()``: all rows).
+        grayscale: average the colour channels (T channels instead of 3T). CartPole's
             variants differ in colour, so gray also makes the policy indifferent to them.
-        downsample: average-pool factor applied before the CNN (64x96 -> 32x48 at 2).
+        downsample: average-pool factor applied before the CNN, ``(rows, columns)`` or one
+            factor for both (64x96 -> 32x48 at 2; ``(2, 1)`` keeps the full width, where
+            CartPole's 1-pixel pole shows its angle).
         channels: output channels of the strided convolutions (each halves H and W).
         hidden: width of the shared fully connected layer.
         init_log_std: initial log standard deviation of the Gaussian head (Box actions only).
@@ -58,8 +74,11 @@ class PolicyConfig:
 
     obs_shape: tuple[int, ...] = (4, 64, 96, 3)
     action_space: dict = field(default_factory=lambda: {"type": "Discrete", "n": 2, "start": 0})
+    obs_mode: str = "chunk"
+    frame_stack: int = 1
+    crop_rows: tuple[int, ...] = ()
     grayscale: bool = True
-    downsample: int = 2
+    downsample: int | tuple[int, ...] = 2
     channels: tuple[int, ...] = (16, 32, 32)
     hidden: int = 128
     init_log_std: float = -0.5
@@ -69,8 +88,26 @@ class PolicyConfig:
         self.channels = tuple(int(c) for c in self.channels)
         if len(self.obs_shape) not in (3, 4) or self.obs_shape[-1] != 3:
             raise ValueError(f"obs_shape must be (F, H, W, 3) or (H, W, 3), got {self.obs_shape}")
-        if int(self.downsample) < 1:
-            raise ValueError(f"downsample must be a positive integer, got {self.downsample!r}")
+        ds = (self.downsample,) if isinstance(self.downsample, int) else tuple(self.downsample)
+        if len(ds) == 1:
+            ds = ds * 2
+        if len(ds) != 2 or any(int(d) < 1 for d in ds):
+            raise ValueError(f"downsample must be a positive integer or (rows, columns), got {self.downsample!r}")
+        self.downsample = tuple(int(d) for d in ds)
+        self.crop_rows = tuple(int(r) for r in self.crop_rows)
+        H = self.obs_shape[-3]
+        if self.crop_rows and (len(self.crop_rows) != 2 or not 0 <= self.crop_rows[0] < self.crop_rows[1] <= H):
+            raise ValueError(f"crop_rows must be () or (top, bottom) with 0 <= top < bottom <= {H}, got {self.crop_rows}")
+        if self.obs_mode not in ("chunk", "last"):
+            raise ValueError(f"obs_mode must be 'chunk' or 'last', got {self.obs_mode!r}")
+        if int(self.frame_stack) < 1 or (self.frame_stack > 1 and self.obs_mode != "last"):
+            raise ValueError(f"frame_stack must be 1, or more with obs_mode='last'; got {self.frame_stack!r} "
+                             f"with obs_mode={self.obs_mode!r}")
+        expected = len(self.obs_shape) == 4 if (self.obs_mode == "chunk" or self.frame_stack > 1) else len(self.obs_shape) == 3
+        if not expected or (self.frame_stack > 1 and self.obs_shape[0] != self.frame_stack):
+            raise ValueError(f"obs_shape {self.obs_shape} does not match obs_mode={self.obs_mode!r}, "
+                             f"frame_stack={self.frame_stack}: expected (F, H, W, 3) for chunks, "
+                             "(frame_stack, H, W, 3) for stacked last frames, (H, W, 3) for one last frame")
         if not self.channels:
             raise ValueError("channels must name at least one convolution")
         if not isinstance(space_from_dict(self.action_space), (gym.spaces.Discrete, gym.spaces.Box)):  # also validates
@@ -95,6 +132,8 @@ class Policy(nn.Module):
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
         frames = cfg.obs_shape[0] if len(cfg.obs_shape) == 4 else 1
         H, W = cfg.obs_shape[-3], cfg.obs_shape[-2]
+        if cfg.crop_rows:
+            H = cfg.crop_rows[1] - cfg.crop_rows[0]
         c_in = frames * (1 if cfg.grayscale else 3)
         convs, c = [], c_in
         for i, c_out in enumerate(cfg.channels):
@@ -103,7 +142,7 @@ class Policy(nn.Module):
             c = c_out
         self.cnn = nn.Sequential(*convs, nn.Flatten())
         with torch.no_grad():
-            n_flat = self.cnn(torch.zeros(1, c_in, H // cfg.downsample, W // cfg.downsample)).shape[1]
+            n_flat = self.cnn(torch.zeros(1, c_in, H // cfg.downsample[0], W // cfg.downsample[1])).shape[1]
         self.trunk = nn.Sequential(layer_init(nn.Linear(n_flat, cfg.hidden)), nn.ReLU())
         if self.discrete:
             self.actor = layer_init(nn.Linear(cfg.hidden, int(self.action_space.n)), std=0.01)
@@ -120,17 +159,19 @@ class Policy(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def preprocess(self, obs: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, F, H, W, 3)`` (or ``(B, H, W, 3)``) -> float ``(B, C, H/d, W/d)``."""
+        """uint8 ``(B, T, H, W, 3)`` (or ``(B, H, W, 3)``) -> float ``(B, C, H'/dy, W/dx)``."""
         cfg = self.config
         if obs.dim() == 4:
-            obs = obs.unsqueeze(1)  # a single frame is a chunk of one
-        B, F, H, W, _ = obs.shape
+            obs = obs.unsqueeze(1)  # a single frame is a clip of one
+        if cfg.crop_rows:
+            obs = obs[:, :, cfg.crop_rows[0]:cfg.crop_rows[1]]  # (B, T, H', W, 3)
+        B, T, H, W, _ = obs.shape
         # "Ink" = 1 - brightness: the white background becomes 0 so the convs see only objects.
-        x = 1.0 - obs.float() / 255.0  # (B, F, H, W, 3)
+        x = 1.0 - obs.float() / 255.0  # (B, T, H, W, 3)
         if cfg.grayscale:
-            x = x.mean(-1, keepdim=True)  # (B, F, H, W, 1)
-        x = x.permute(0, 1, 4, 2, 3).reshape(B, -1, H, W)  # (B, F*C, H, W): time stacked on channels
-        if cfg.downsample > 1:
+            x = x.mean(-1, keepdim=True)  # (B, T, H, W, 1)
+        x = x.permute(0, 1, 4, 2, 3).reshape(B, -1, H, W)  # (B, T*C, H, W): time stacked on channels
+        if cfg.downsample != (1, 1):
             x = Fn.avg_pool2d(x, cfg.downsample)
         return x
 
@@ -222,3 +263,9 @@ def load_policy(directory: str | os.PathLike, device: str | torch.device = "cpu"
     load_weights_into(policy, weights_path)  # corrupt file, missing/unexpected keys, shapes: ValueError naming the file
     policy.info = meta.get("info", {})
     return policy.to(device).eval()
+
+
+def shipped_policy_dir(world: str = "cartpole") -> Path:
+    """Where the package ships a world's trained policy: ``causvid_env/checkpoints/<world>/policy``
+    (next to the world model; ``python -m agents.evaluate --policy shipped``)."""
+    return default_checkpoint_dir(world) / "policy"

@@ -44,6 +44,8 @@ import torch.optim as optim
 from gymnasium.vector import AutoresetMode
 from tqdm.auto import tqdm
 
+from agents.evaluate import evaluate
+from agents.observations import LastFrameRealEnv, VectorFrameStack
 from agents.policy import Policy, PolicyConfig
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
@@ -72,9 +74,9 @@ class Args:
     """show a tqdm bar"""
 
     # environment
-    total_steps: int = 100_000
+    total_steps: int = 300_000
     """total env steps (chunks) summed over all envs"""
-    num_envs: int = 4
+    num_envs: int = 8
     """parallel envs (one batched forward in the dream)"""
     max_episode_steps: int = 125
     """episode cap in chunks (125 chunks = 500 CartPole frames, CartPole-v1's limit)"""
@@ -86,17 +88,27 @@ class Args:
     with a random seed) plus its variant's prompt; the rest start from the prompt alone"""
     window_seconds: float | None = None
     """dream only: KV-cache window of ``CausVidVectorEnv``"""
+    obs_mode: str = "last"
+    """``last`` (each chunk's last frame; the real twin then draws only that frame) or ``chunk``
+    (all F frames); both are observation modes of the dream env"""
+    frame_stack: int = 4
+    """stack the last this many observations (needs ``obs_mode=last``): 4 last frames show
+    the motion of the last 3 chunks (240 ms), which one frame cannot"""
+    eval_every: int = 0
+    """every this many updates (0: never) score the policy in the real twin (``eval/real_return``)"""
+    eval_episodes: int = 10
+    """real episodes per periodic evaluation (seeds 10_000.., deterministic actions)"""
 
-    # algorithm (cleanrl's ppo_atari defaults, scaled down for a CPU)
-    learning_rate: float = 2.5e-4
+    # algorithm (cleanrl's ppo_atari, with rl-zoo's CartPole discount and lambda)
+    learning_rate: float = 5e-4
     """Adam learning rate"""
     anneal_lr: bool = True
-    """linearly anneal the learning rate to 0"""
+    """linearly anneal the learning rate to 0 (steadies the final policy)"""
     num_steps: int = 64
     """rollout length per env per update"""
-    gamma: float = 0.99
-    """discount per chunk (0.99 per 4 frames: a horizon of ~400 frames)"""
-    gae_lambda: float = 0.95
+    gamma: float = 0.98
+    """discount per chunk (0.98 per 4 frames: a horizon of ~200 frames)"""
+    gae_lambda: float = 0.9
     """GAE lambda"""
     reward_scale: float | None = None
     """multiplier of the env reward for learning (None: 1 / frames_per_chunk, so a CartPole
@@ -107,7 +119,7 @@ class Args:
     """epochs over each rollout"""
     norm_adv: bool = True
     """normalise advantages per minibatch"""
-    clip_coef: float = 0.1
+    clip_coef: float = 0.2
     """surrogate clipping coefficient"""
     clip_vloss: bool = True
     """clip the value loss like the policy"""
@@ -123,10 +135,13 @@ class Args:
     """save the policy every this many updates (and at the end)"""
 
     # policy network (agents.policy.PolicyConfig)
+    crop_rows: tuple[int, ...] = (16, 52)
+    """rows kept (top, bottom; empty: all): CartPole's poles and cart lie in rows 17-50 of 64"""
     grayscale: bool = True
     """average colour channels before the CNN"""
-    downsample: int = 2
-    """average-pool factor before the CNN"""
+    downsample: tuple[int, ...] = (2, 1)
+    """average-pool factor before the CNN, rows,columns (or one for both); full width keeps
+    the 1-pixel pole's lean"""
     channels: tuple[int, ...] = (16, 32, 32)
     """channels of the strided convolutions"""
     hidden: int = 128
@@ -156,13 +171,31 @@ def variant_list(world: str, variants: str) -> list[str]:
     return names
 
 
+def check_observation(args: Args) -> None:
+    if args.obs_mode not in ("chunk", "last"):
+        raise ValueError(f"obs_mode must be 'chunk' or 'last', got {args.obs_mode!r}")
+    if args.frame_stack < 1 or (args.frame_stack > 1 and args.obs_mode != "last"):
+        raise ValueError(f"frame_stack must be 1, or more with obs_mode='last'; got {args.frame_stack} "
+                         f"with obs_mode={args.obs_mode!r}")
+
+
+def stacked(envs: gym.vector.VectorEnv, args: Args) -> gym.vector.VectorEnv:
+    return VectorFrameStack(envs, args.frame_stack) if args.frame_stack > 1 else envs
+
+
 def make_real_envs(args: Args) -> gym.vector.VectorEnv:
+    """The real twin, one ``SyncVectorEnv`` sub-env per env, observed like the dream (``stacked``)."""
     spec = get_world(args.world)
     names = variant_list(args.world, args.variants)
     frames = args.max_episode_steps * spec.frames_per_chunk
-    fns = [lambda v=names[i % len(names)]: RealWorldEnv(args.world, variant=v, max_episode_frames=frames)
-           for i in range(args.num_envs)]
-    return gym.vector.SyncVectorEnv(fns)
+
+    def make(variant: str) -> gym.Env:
+        if args.obs_mode == "last":
+            return LastFrameRealEnv(args.world, variant=variant, max_episode_frames=frames)
+        return RealWorldEnv(args.world, variant=variant, max_episode_frames=frames)
+
+    return stacked(gym.vector.SyncVectorEnv([lambda v=names[i % len(names)]: make(v) for i in range(args.num_envs)]),
+                   args)
 
 
 class DreamStarts:
@@ -192,10 +225,11 @@ def make_dream_envs(args: Args, starts: DreamStarts | None = None):
     """``CausVidVectorEnv`` whose automatic resets draw their options from ``starts``."""
     from causvid_env.vector_env import CausVidVectorEnv  # the dream needs the world-model stack
 
-    return CausVidVectorEnv(args.num_envs, world=args.world, checkpoint=args.checkpoint, device=args.device,
-                            window_seconds=args.window_seconds, obs_mode="chunk",
+    envs = CausVidVectorEnv(args.num_envs, world=args.world, checkpoint=args.checkpoint, device=args.device,
+                            window_seconds=args.window_seconds, obs_mode=args.obs_mode,
                             max_episode_steps=args.max_episode_steps,
                             reset_options_fn=(lambda i, rng: starts.sample()) if starts is not None else None)
+    return stacked(envs, args)
 
 
 def batched_options(per_env: list[dict[str, Any]]) -> dict[str, list]:
@@ -218,6 +252,7 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
         raise ValueError(f"env must be 'dream' or 'real', got {args.env!r}")
     if args.num_envs < 1 or args.num_steps < 1:
         raise ValueError("num_envs and num_steps must be >= 1")
+    check_observation(args)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
         raise ValueError(f"num_minibatches ({args.num_minibatches}) must divide num_envs * num_steps ({args.batch_size})")
@@ -231,7 +266,7 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
     (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     for name in ("log.jsonl",):
         (out / name).unlink(missing_ok=True)
-    logger = ScalarLogger(out / "log.jsonl", step_key="global_step", t0=0.0)  # wall-clock time
+    logger = ScalarLogger(out / "log.jsonl", step_key="global_step")  # time: seconds since the start
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -254,13 +289,13 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
         raise ValueError(f"envs: need a uint8 Box observation space (frames), got {obs_space}")
     mode = AutoresetMode(envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
 
-    cfg = PolicyConfig(obs_shape=obs_space.shape, action_space=space_to_dict(act_space),
-                       grayscale=args.grayscale, downsample=args.downsample, channels=args.channels,
-                       hidden=args.hidden)
+    cfg = PolicyConfig(obs_shape=obs_space.shape, action_space=space_to_dict(act_space), obs_mode=args.obs_mode,
+                       frame_stack=args.frame_stack, crop_rows=args.crop_rows, grayscale=args.grayscale,
+                       downsample=args.downsample, channels=args.channels, hidden=args.hidden)
     agent = Policy(cfg).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
-    # rollout storage (observations stay uint8: 4x64x96x3 = 72 KiB each)
+    # rollout storage (observations stay uint8: 4x64x96x3 = 72 KiB each, chunk or stack)
     T, N = args.num_steps, args.num_envs
     obs = torch.zeros((T, N, *obs_space.shape), dtype=torch.uint8, device=device)
     act_shape = () if agent.discrete else tuple(act_space.shape)
@@ -282,6 +317,7 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
     pending_reset = np.zeros(N, dtype=bool)  # NEXT_STEP: the env resets on its next step
     ep_ret, ep_len = np.zeros(N), np.zeros(N, dtype=np.int64)
     all_returns, all_lengths, all_steps = [], [], []
+    evals: list[dict] = []  # periodic real-twin scores (eval_every)
 
     bar = tqdm(total=args.num_iterations * args.batch_size, disable=not args.progress, desc=f"ppo ({args.env})",
                unit="step")
@@ -422,24 +458,34 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
                    losses__entropy=entropy_loss.item(), losses__old_approx_kl=old_approx_kl.item(),
                    losses__approx_kl=approx_kl.item(), losses__clipfrac=float(np.mean(clipfracs)),
                    losses__explained_variance=explained_var)
+        if args.eval_every and (iteration % args.eval_every == 0 or iteration == args.num_iterations):
+            t_eval = time.time()
+            score = evaluate(agent, args.world, args.eval_episodes, max_steps=args.max_episode_steps, seed=10_000,
+                             progress=False)
+            agent.eval()
+            evals.append({"global_step": global_step, "frames": global_step * F, "real_returns": score["returns"],
+                          "real_mean": score["mean"], "real_std": score["std"],
+                          "train_recent_mean": float(np.mean(all_returns[-20:])) if all_returns else None})
+            logger.log(global_step, eval__real_return=score["mean"], eval__real_return_std=score["std"])
+            start_time += time.time() - t_eval  # SPS counts training time only
         recent = all_returns[-20:]
         bar.set_postfix(ret=f"{np.mean(recent):.1f}" if recent else "-", sps=f"{sps:.0f}")
         if iteration % args.save_every == 0 or iteration == args.num_iterations:
-            _save(agent, out, args, global_step, all_returns, all_lengths, all_steps, F)
+            _save(agent, out, args, global_step, all_returns, all_lengths, all_steps, evals, F)
 
     bar.close()
     envs.close()
     return {"returns": all_returns, "lengths": all_lengths, "global_step": global_step, "out": str(out),
-            "steps_per_s": global_step / (time.time() - start_time)}
+            "steps_per_s": global_step / (time.time() - start_time), "evals": evals}
 
 
-def _save(agent: Policy, out: Path, args: Args, global_step: int, returns, lengths, steps, F: int) -> None:
+def _save(agent: Policy, out: Path, args: Args, global_step: int, returns, lengths, steps, evals, F: int) -> None:
     info = {"trained_in": args.env, "world": args.world, "checkpoint": args.checkpoint, "global_step": global_step,
             "frames": global_step * F, "seed": args.seed}
     agent.save(out, info=info)
     (out / "returns.json").write_text(json.dumps(
-        {"env": args.env, "world": args.world, "global_step": steps, "episodic_return": returns,
-         "episodic_length": lengths}, indent=None))
+        {"env": args.env, "world": args.world, "frames_per_chunk": F, "global_step": steps, "episodic_return": returns,
+         "episodic_length": lengths, "evals": evals}, indent=None))
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -16,9 +16,11 @@ from gymnasium.vector import AutoresetMode
 
 from agents.baselines import BalancingAgent, KeyboardAgent, RandomAgent
 from agents.evaluate import evaluate
-from agents.policy import Policy, PolicyConfig, load_policy
+from agents.observations import LastFrameRealEnv, VectorFrameStack, stack_frames
+from agents.policy import Policy, PolicyConfig, load_policy, shipped_policy_dir
 from agents.ppo import Args, batched_options, parse_args, train
 from causvid_env.real_env import RealWorldEnv
+from causvid_env.worlds import get_world
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_NET = dict(channels=(4, 8), hidden=16, downsample=4)
@@ -54,10 +56,18 @@ def test_ppo_cli_trains_on_real_twin(tmp_path):
 
 
 @pytest.mark.parametrize("mode", [AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
-def test_ppo_other_autoreset_modes(tmp_path, mode):
-    """Any gymnasium VectorEnv works: SAME_STEP (final_obs in infos) and DISABLED (we reset)."""
-    envs = gym.vector.SyncVectorEnv([lambda: RealWorldEnv("cartpole", max_episode_frames=24)] * 2, autoreset_mode=mode)
-    res = train(_tiny_args(tmp_path, max_episode_steps=6), envs=envs)
+@pytest.mark.parametrize("stack", [False, True])
+def test_ppo_other_autoreset_modes(tmp_path, mode, stack):
+    """Any gymnasium VectorEnv works: SAME_STEP (final_obs in infos) and DISABLED (we reset),
+    with chunks or with stacked last frames."""
+    if stack:
+        envs = VectorFrameStack(gym.vector.SyncVectorEnv([lambda: LastFrameRealEnv("cartpole", max_episode_frames=24)] * 2,
+                                                         autoreset_mode=mode), 3)
+        obs = dict(obs_mode="last", frame_stack=3)
+    else:
+        envs = gym.vector.SyncVectorEnv([lambda: RealWorldEnv("cartpole", max_episode_frames=24)] * 2, autoreset_mode=mode)
+        obs = dict(obs_mode="chunk", frame_stack=1)
+    res = train(_tiny_args(tmp_path, max_episode_steps=6, **obs), envs=envs)
     assert res["global_step"] == 64
     # with a 24-frame cap every episode ends by termination or truncation within 6 chunks
     assert len(res["returns"]) >= 64 // 6 and max(res["lengths"]) <= 6
@@ -192,3 +202,138 @@ def test_policy_json_uses_the_one_action_schema_and_reads_the_legacy_one(tmp_pat
     assert load_policy(tmp_path / "p").action_space == gym.spaces.Discrete(2)
     with pytest.raises(ValueError, match="Discrete or Box"):
         PolicyConfig(obs_shape=(4, 64, 96, 3), action_space={"type": "MultiBinary", "n": 3})
+
+
+# ----------------------------------------------------------------------------- observations
+
+
+def _rollout(env, actions, seed):
+    """Observations, rewards, ends and infos of one seeded episode under fixed actions."""
+    obs, info = env.reset(seed=seed)
+    out = [(obs, info)]
+    for a in actions:
+        obs, r, term, trunc, info = env.step(a)
+        out.append((obs, r, term, trunc, info))
+        if term or trunc:
+            break
+    return out
+
+
+@pytest.mark.parametrize("policy,frames", [("random", 500), ("balancing", 18)])
+def test_last_frame_real_env_matches_the_real_twin(policy, frames):
+    """Rendering only the last frame changes nothing an agent sees: same frames, rewards, ends
+    (termination under random actions; truncation inside a chunk at 18 frames) and infos."""
+    rng = np.random.default_rng(0)
+    fast = LastFrameRealEnv("cartpole", max_episode_frames=frames)
+    twin = RealWorldEnv("cartpole", obs_mode="last", max_episode_frames=frames)
+    assert fast.observation_space == twin.observation_space
+    for seed in range(3):
+        _, info = twin.reset(seed=seed)
+        if policy == "random":
+            actions = rng.integers(0, 2, 200).tolist()
+        else:  # the oracle's actions on the twin's states (deterministic in the seed)
+            actions, agent, done, inf = [], BalancingAgent(), False, info
+            while not done:
+                actions.append(agent.act(None, inf))
+                _, _, term, trunc, inf = twin.step(actions[-1])
+                done = term or trunc
+        a, b = _rollout(twin, actions, seed), _rollout(fast, actions, seed)
+        assert len(a) == len(b) and len(a) > 1
+        assert a[-1][2 if policy == "random" else 3], "the episode should end by termination / truncation"
+        for x, y in zip(a, b):
+            assert np.array_equal(x[0], y[0]) and x[1:-1] == y[1:-1]
+            assert x[-1].keys() == y[-1].keys()
+            for k in x[-1]:
+                assert np.array_equal(np.asarray(x[-1][k]), np.asarray(y[-1][k])), k
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_vector_frame_stack_matches_gymnasium_frame_stack(mode):
+    """VectorFrameStack over N envs = gymnasium's FrameStackObservation on each, across episode ends."""
+    k, n, cap = 3, 2, 20
+    envs = VectorFrameStack(gym.vector.SyncVectorEnv([lambda: LastFrameRealEnv("cartpole", max_episode_frames=cap)] * n,
+                                                     autoreset_mode=mode), k)
+    singles = [stack_frames(RealWorldEnv("cartpole", obs_mode="last", max_episode_frames=cap), k) for _ in range(n)]
+    assert envs.single_observation_space.shape == singles[0].observation_space.shape == (k, 64, 96, 3)
+    obs, _ = envs.reset(seed=5)
+    expect = [e.reset(seed=5 + i)[0] for i, e in enumerate(singles)]
+    assert all(np.array_equal(obs[i], expect[i]) for i in range(n))
+    assert all((obs[:, j] == obs[:, 0]).all() for j in range(k))  # a reset fills the stack with its frame
+    rng, ends, pending = np.random.default_rng(1), 0, [False] * n
+    for _ in range(40):
+        acts = rng.integers(0, 2, n)
+        obs, _, term, trunc, info = envs.step(acts)
+        for i, e in enumerate(singles):
+            if pending[i]:  # NEXT_STEP: this step only resets
+                want, pending[i] = e.reset()[0], False
+            else:
+                want, _, t, tr, _ = e.step(int(acts[i]))
+                if t or tr:
+                    ends += 1
+                    if mode == AutoresetMode.SAME_STEP:
+                        assert np.array_equal(info["final_obs"][i], want)
+                        want = e.reset()[0]
+                    else:
+                        pending[i] = True
+            assert np.array_equal(obs[i], want)
+    assert ends >= 2
+
+
+def test_policy_config_checks_the_observation(tmp_path):
+    cfg = PolicyConfig(obs_shape=(4, 64, 96, 3), obs_mode="last", frame_stack=4, crop_rows=(16, 52), downsample=(2, 1))
+    assert cfg.downsample == (2, 1) and PolicyConfig(downsample=2).downsample == (2, 2)
+    x = Policy(cfg).preprocess(torch.zeros(3, 4, 64, 96, 3, dtype=torch.uint8))
+    assert x.shape == (3, 4, 18, 96)  # (B, T, rows 16..52 pooled by 2, full width)
+    with pytest.raises(ValueError, match="frame_stack"):
+        PolicyConfig(obs_shape=(4, 64, 96, 3), obs_mode="chunk", frame_stack=4)
+    with pytest.raises(ValueError, match="obs_shape"):
+        PolicyConfig(obs_shape=(3, 64, 96, 3), obs_mode="last", frame_stack=4)
+    with pytest.raises(ValueError, match="crop_rows"):
+        PolicyConfig(crop_rows=(40, 70))
+    with pytest.raises(ValueError, match="obs_mode"):
+        train(_tiny_args(tmp_path, obs_mode="pixels"))
+    with pytest.raises(ValueError, match="frame_stack"):
+        train(_tiny_args(tmp_path, obs_mode="chunk", frame_stack=2))
+
+
+def test_agent_observation_is_one_the_dream_produces(tmp_path):
+    """The PPO defaults stack obs_mode='last' frames: a mode of the dream env, with the same
+    spaces in the dream (CausVidVectorEnv + VectorFrameStack) and in the real twin."""
+    pytest.importorskip("causvid_env.vector_env")
+    from agents.ppo import make_dream_envs, make_real_envs
+
+    args = _tiny_args(tmp_path, checkpoint=str(_tiny_checkpoint(tmp_path)))
+    assert args.obs_mode == "last" and args.frame_stack == 4
+    dream, real = make_dream_envs(args), make_real_envs(args)
+    assert dream.single_observation_space == real.single_observation_space
+    assert dream.single_observation_space.shape == (4, 64, 96, 3)
+    d_obs, _ = dream.reset(seed=0)
+    r_obs, _ = real.reset(seed=0)
+    assert d_obs.shape == r_obs.shape == (2, 4, 64, 96, 3) and d_obs.dtype == r_obs.dtype == np.uint8
+    dream.close()
+    real.close()
+
+
+# ----------------------------------------------------------------------------- the shipped policy
+
+
+def test_shipped_policy_is_small_reads_the_dreams_observation_and_balances(tmp_path):
+    """`--policy shipped` loads the package's policy; it is small, observes like the dream, and
+    balances the real CartPole-v1 for the full 500 frames of two seeded episodes."""
+    from agents.evaluate import main
+    d = shipped_policy_dir("cartpole")
+    assert sum(f.stat().st_size for f in d.iterdir()) < 1_000_000
+    policy = load_policy(d)
+    cfg = policy.config
+    spec = get_world("cartpole")
+    frame = (spec.frame_height, spec.frame_width, 3)
+    assert cfg.obs_mode in ("chunk", "last") and cfg.frame_stack > 1  # one frame shows no velocity
+    assert cfg.obs_shape == (cfg.frame_stack, *frame)
+    assert policy.info["trained_in"] == "real"
+    out = tmp_path / "shipped.json"
+    res = main(["--policy", "shipped", "--world", "cartpole", "--real", "--episodes", "2", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert {"policy", "world", "env", "episodes", "mean", "std", "min", "max", "returns", "frames",
+            "max_frames"} <= set(saved)
+    assert saved["policy"] == "shipped" and saved["env"] == "real" and saved["episodes"] == 2
+    assert saved["returns"] == res["returns"] and min(saved["returns"]) >= 475, saved["returns"]
