@@ -63,12 +63,14 @@ def student_cond(model: DiT, bank: PromptBank, pairs: dict) -> Cond:
     return Cond(pairs["action_feats"].to(dev), pairs["action_null"].to(dev), model.encode_text(tok.to(dev), m.to(dev), null.to(dev)))
 
 
-def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule: FlowSchedule, cfg: ODEInitConfig, stage_dir, accelerator=None) -> dict:
-    """Regress a copy of the teacher onto the ODE pairs (CausVid's student initialisation). Resumable."""
+def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule: FlowSchedule, cfg: ODEInitConfig, stage_dir, accelerator=None,
+                   init_from: DiT | None = None) -> dict:
+    """Regress a copy of the teacher (or of `init_from`, a warm start such as the shipped student) onto
+    the ODE pairs (CausVid's student initialisation). Resumable."""
     runner = StageRunner(stage_dir, "ode init", cfg, accelerator)
     if runner.done:
         return {}
-    student = copy.deepcopy(teacher).train()
+    student = copy.deepcopy(teacher if init_from is None else init_from).train()
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     runner.resume({"model": student}, {"opt": opt})
     model, opt = runner.prepare(student, opt)

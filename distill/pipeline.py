@@ -28,6 +28,7 @@ import torch
 from causvid_env.checkpoint import save_world_model
 from causvid_env.worlds import get_world
 from distill.batches import ClipSampler, PromptBank
+from distill.branches import BranchCache, BranchSampler, action_state_correlation, encode_branches, generate_branches
 from distill.collect import CollectConfig, collect
 from distill.dataset import EpisodeDataset, LatentCache, build_latent_cache
 from distill.dmd import ROLLOUTS, train_dmd
@@ -35,7 +36,7 @@ from distill.ode_init import train_ode_init
 from distill.ode_pairs import generate_ode_pairs, load_ode_pairs
 from distill.presets import PRESETS, PipelineConfig, apply_overrides, get_preset, to_dict
 from distill.train_heads import train_heads
-from distill.train_teacher import train_teacher
+from distill.train_teacher import sample_training_clips, train_teacher
 from distill.train_vae import train_vae
 from distill.training_utils import is_done, mark_done
 from models.actions import ActionCodec, space_to_dict
@@ -90,7 +91,35 @@ def reuse_vae(source: str | Path, stage_dir: Path) -> None:
     mark_done(stage_dir, {"reused_from": str(source)})
 
 
-STAGES = ("collect", "vae", "latents", "heads", "teacher", "ode_pairs", "ode_init", "dmd")
+def warm_start(init_from: str, part: str) -> DiT | None:
+    """The `part` ("teacher" or "student") of the checkpoint `init_from` to warm-start a stage from, or None."""
+    if not init_from:
+        return None
+    path = Path(init_from) / part
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"--init-from {init_from}: no {part}/config.json there; pass a checkpoint directory such as "
+                                f"causvid_env/checkpoints/cartpole (it holds teacher/ and student/)")
+    return DiT.from_pretrained(path)
+
+
+def action_correlation_card(clips: ClipSampler, branches: BranchSampler | None, cfg: PipelineConfig, batches: int = 200) -> dict:
+    """How much each chunk's action says about the pole's lean and angular velocity (Pearson r), in the
+    ordinary trunk clips, in the branch clips and pairs, and in the teacher's batch mix as trained."""
+    rng = np.random.default_rng(cfg.seed + 99)
+    T, n = cfg.teacher.clip_latent_frames, batches * cfg.teacher.batch_size
+    F = clips.F
+    card = {"clip_latent_frames": T, "trunk_clips": action_state_correlation(clips.sample(n, T, rng), F)}
+    if branches is not None:
+        card["branch_clips"] = action_state_correlation(branches.sample(n, T, rng)[0], F)
+        left, right, _ = branches.pairs(n // 2, T, rng)
+        card["branch_pairs"] = action_state_correlation(left + right, F)
+        card["branch_groups"] = branches.b.num_groups
+    mix = [c for _ in range(batches) for c in sample_training_clips(clips, branches, cfg.teacher, rng)[0]]
+    card["teacher_batches"] = action_state_correlation(mix, F)
+    return card
+
+
+STAGES = ("collect", "vae", "latents", "branches", "heads", "teacher", "ode_pairs", "ode_init", "dmd")
 
 
 def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str = "none", rollout: str | None = None,
@@ -165,6 +194,20 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     if until == "latents":
         return None
 
+    # 3b. branching episodes: the training trunks continued left / right / random from saved states ------
+    branch_path = out / "branches.safetensors"
+    if main and cfg.branches.points_per_episode > 0 and not branch_path.exists():
+        log("stage branches")
+        groups = generate_branches(spec, episodes, train_ids, cfg.branches, seed=cfg.seed, progress=True)
+        encode_branches(groups, episodes, vae, progress=True).save(branch_path)
+    acc.wait_for_everyone()
+    branches = (BranchSampler(BranchCache.load(branch_path), cache, cfg.teacher.max_context_frames)
+                if cfg.branches.points_per_episode > 0 else None)
+    if main and not (out / "action_correlation.json").exists():
+        (out / "action_correlation.json").write_text(json.dumps(action_correlation_card(train_clips, branches, cfg), indent=2))
+    if until == "branches":
+        return None
+
     # 4. prompts (MiniLM runs once) ---------------------------------------------------------------
     bank_path = out / "prompts.pt"
     if main and not bank_path.exists():
@@ -191,7 +234,8 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     cfg.teacher.dit, cfg.teacher.schedule, cfg.teacher.seed = dit_cfg, cfg.schedule, cfg.seed
     if not is_done(out / "teacher"):
         log("stage teacher (bidirectional)")
-        train_teacher(train_clips, codec, bank, cfg.teacher, out / "teacher", accelerator=acc)
+        train_teacher(train_clips, codec, bank, cfg.teacher, out / "teacher", init_from=warm_start(cfg.init_from, "teacher"),
+                      accelerator=acc, branches=branches)
     teacher = DiT.from_pretrained(out / "teacher" / "model").eval()
     if until == "teacher":
         return None
@@ -208,7 +252,8 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
         return None
     if ablation != "no_ode_init" and not is_done(out / "ode_init"):
         log("stage ode_init")
-        train_ode_init(teacher, load_ode_pairs(out / "ode_pairs"), bank, schedule, cfg.ode_init, out / "ode_init", accelerator=acc)
+        train_ode_init(teacher, load_ode_pairs(out / "ode_pairs"), bank, schedule, cfg.ode_init, out / "ode_init", accelerator=acc,
+                       init_from=warm_start(cfg.init_from, "student"))
     if until == "ode_init":
         return None
 
@@ -265,6 +310,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--seed", type=int, default=0, help="seed of collection, splits and every training stage")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any preset value, e.g. --set teacher.steps=8000 --set dmd.rollout=teacher_forcing (repeatable)")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="warm start: the teacher stage from CHECKPOINT/teacher and ODE init from CHECKPOINT/student "
+                        "(e.g. causvid_env/checkpoints/cartpole, the shipped world model); same as --set init_from=...")
     p.add_argument("--until", default=None, choices=STAGES, help="stop after this stage (the rest resumes later)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None = all cores")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N; None = CUDA when available, else CPU")
@@ -276,6 +324,8 @@ def main(argv: list[str] | None = None) -> Path:
     cfg = get_preset(a.preset)
     cfg.seed = a.seed
     apply_overrides(cfg, a.overrides)
+    if a.init_from:
+        cfg.init_from = a.init_from
     command = "python -m distill.pipeline " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     return run_pipeline(a.world, a.out, cfg, a.ablation, a.rollout, command, a.until, a.device, a.mixed_precision)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from distill.branches import BranchConfig
 from distill.dmd import DMDConfig
 from distill.ode_init import ODEInitConfig
 from distill.ode_pairs import ODEPairsConfig
@@ -32,7 +33,9 @@ class PipelineConfig:
     env_window_seconds: float = 0.0  # the env's default KV-cache window recorded in the checkpoint; 0 = the self-forcing
     # training window (dmd.window_frames). 10 s measured higher PSNR but tipped the pole the wrong way under a 2 s push.
     vae_from: str = ""  # a trained VAE directory to reuse instead of training the VAE stage
+    init_from: str = ""  # a checkpoint directory (teacher/, student/) whose weights the teacher and ODE-init stages start from
     collect: CollectSettings = field(default_factory=CollectSettings)
+    branches: BranchConfig = field(default_factory=BranchConfig)  # points_per_episode 0: no branching data
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
     heads: HeadsTrainConfig = field(default_factory=HeadsTrainConfig)
     teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
@@ -48,10 +51,12 @@ def tiny() -> PipelineConfig:
     return PipelineConfig(
         preset="tiny", dit_size="tiny", heldout_fraction=0.25,
         collect=CollectSettings(episodes=8, workers=1, max_frames=96, episodes_per_shard=4),
+        branches=BranchConfig(points_per_episode=2, chunks=3, max_hold=3),
         vae=VAETrainConfig(steps=40, batch_size=4, clip_frames=8, save_every=20, stats_clips=16, heldout_clips=4,
                            eval_batch_size=4, vae=VAEConfig(base_channels=8, mid_channels=16, channel_mult=(1, 1, 1), num_res_blocks=(0, 0, 1), num_temporal_blocks=1)),
         heads=HeadsTrainConfig(steps=30, batch_size=16, save_every=15),
-        teacher=TeacherTrainConfig(steps=60, batch_size=4, clip_latent_frames=4, lr=1e-3, warmup_steps=5, save_every=30, log_every=5),
+        teacher=TeacherTrainConfig(steps=60, batch_size=4, clip_latent_frames=4, lr=1e-3, warmup_steps=5, save_every=30, log_every=5,
+                                   pair_fraction=0.5, branch_fraction=0.25),
         causal_teacher_steps=30,
         ode_pairs=ODEPairsConfig(num_pairs=8, batch_size=4, clip_latent_frames=4, num_steps=6),
         ode_init=ODEInitConfig(steps=30, batch_size=4, lr=1e-3, save_every=15, log_every=5),
@@ -75,7 +80,7 @@ def default() -> PipelineConfig:
         vae=VAETrainConfig(steps=900, batch_size=16, clip_frames=8, save_every=100),
         heads=HeadsTrainConfig(steps=1200),
         teacher=TeacherTrainConfig(steps=2000, batch_size=16, clip_latent_frames=8, lr=4e-4, warmup_steps=200,
-                                   context_noise_max=0.2, save_every=100),
+                                   context_noise_max=0.2, save_every=100, snapshot_every=500, pair_fraction=0.5, branch_fraction=0.125),
         causal_teacher_steps=1000,  # ~ the bidirectional teacher's wall-clock (2.9 s vs 1.3 s per step)
         ode_pairs=ODEPairsConfig(num_pairs=192, batch_size=16, clip_latent_frames=8, num_steps=20),
         ode_init=ODEInitConfig(steps=400, batch_size=8, lr=1e-4, context_noise_max=0.2, save_every=50),

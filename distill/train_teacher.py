@@ -10,6 +10,15 @@ forcing, models.masks.teacher_forcing_mask) and an independent noise level per c
 (diffusion forcing); sampled chunk by chunk with many steps and a KV cache.
 
 Prompt and action dropout train the unconditional branches for classifier-free guidance.
+
+Action following (bidirectional mode, when a `distill.branches.BranchSampler` is given): part of
+every batch is *pairs* of clips that share a real context and differ only in a held push (left vs
+right from the same simulator state, then the same actions), noised with the same levels and the
+same noise. Besides their ordinary flow-matching loss, the difference of the two predictions is
+regressed onto the difference of the targets (`pair_difference_loss`): with shared noise the
+target difference is exactly minus the difference of the two real futures, the effect of the
+action, free of the noise that dominates the ordinary loss. Another part of the batch is single
+branch clips (left, right or random continuations), whose actions are independent of the state.
 """
 from __future__ import annotations
 
@@ -45,16 +54,21 @@ class TeacherTrainConfig:
     p_shared_t: float = 0.5  # bidirectional: one noise level for all generated frames
     context_noise_max: float = 0.0  # context-noise augmentation: context frames noised to a level in [0, max] ...
     p_context_noise: float = 0.5  # ... in this fraction of clips, the level given to the model as their timestep
+    pair_fraction: float = 0.0  # fraction of the batch that is branch pairs (left/right from one state); needs branches
+    branch_fraction: float = 0.0  # fraction of the batch that is single branch clips (any kind)
+    pair_weight: float = 2.0  # weight of the paired difference loss (on top of each member's own loss)
     seed: int = 0
     save_every: int = 200
+    snapshot_every: int = 0  # also keep the EMA every N steps (model_stepN/): the push-response learning curve reads them
     log_every: int = 20
     dit: DiTConfig = field(default_factory=DiTConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 def sample_noise_levels(schedule: FlowSchedule, B: int, T: int, cfg: TeacherTrainConfig, rng: np.random.Generator,
-                        chunk: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> t (B, T) and loss mask (B, T) (False on clean context frames)."""
+                        chunk: int, mode: str, context: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> t (B, T) and loss mask (B, T) (False on clean context frames). `context` (B,): a fixed
+    number of context frames per clip where >= 0 (branch clips: the trunk part), drawn where < 0."""
     if mode == "causal":
         n_chunks = -(-T // chunk)
         t = schedule.shift(torch.from_numpy(rng.random((B, n_chunks))).float()).repeat_interleave(chunk, 1)[:, :T]
@@ -65,6 +79,8 @@ def sample_noise_levels(schedule: FlowSchedule, B: int, T: int, cfg: TeacherTrai
     t = torch.where(use_shared, shared, indep).clone()
     k = rng.integers(1, cfg.max_context_frames + 1, size=B)
     k[rng.random(B) < cfg.p_no_context] = 0
+    if context is not None:
+        k = np.where(np.asarray(context) >= 0, np.asarray(context), k)
     ctx = torch.arange(T)[None] < torch.from_numpy(k)[:, None]
     level = torch.from_numpy(rng.uniform(0, cfg.context_noise_max, size=(B, 1)) * (rng.random((B, 1)) < cfg.p_context_noise)).float()
     t = torch.where(ctx, level.expand(B, T), t)  # context frames: clean, or lightly noised (GameNGen / DIAMOND)
@@ -72,32 +88,87 @@ def sample_noise_levels(schedule: FlowSchedule, B: int, T: int, cfg: TeacherTrai
 
 
 def diffusion_loss(model, raw: DiT, schedule: FlowSchedule, batch, bank: PromptBank, cfg: TeacherTrainConfig,
-                   rng: np.random.Generator, mode: str) -> torch.Tensor:
+                   rng: np.random.Generator, mode: str, context: np.ndarray | None = None, num_pairs: int = 0,
+                   parts: dict | None = None) -> torch.Tensor:
     """Flow-matching loss on a LatentBatch; `mode` bidirectional or causal (teacher forcing).
-    `model` may be a DDP wrapper of `raw` (which supplies the config and the text conditioning)."""
+    `model` may be a DDP wrapper of `raw` (which supplies the config and the text conditioning).
+    `context` (B,): fixed context lengths (-1 = drawn). The last 2 * `num_pairs` clips are pairs
+    (first all left members, then all right members): each pair gets one noise draw and level, and
+    `cfg.pair_weight` x `pair_difference_loss` is added. `parts`, if given, receives the loss terms."""
     x0 = batch.latents
     B, _, T = x0.shape[:3]
     chunk = raw.config.latent_frames_per_chunk
-    t, loss_mask = sample_noise_levels(schedule, B, T, cfg, rng, chunk, mode)
+    t, loss_mask = sample_noise_levels(schedule, B, T, cfg, rng, chunk, mode, context)
     t, loss_mask = t.to(x0.device), loss_mask.to(x0.device)
     eps = torch.randn_like(x0)
+    P = num_pairs
+    if P:  # right members take their left twin's noise and levels (their contexts are equal by construction)
+        t, loss_mask, eps = (torch.cat([a[:B - P], a[B - 2 * P:B - P]]) for a in (t, loss_mask, eps))
     xt = schedule.add_noise(x0, eps, t)
     cond = batch.cond(raw, bank)
     if mode == "causal":
         v = model(xt, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk, device=x0.device), x_clean=x0)
     else:
         v = model(xt, t, cond.action_feats, cond.action_null, cond.text)
-    err = (v - schedule.v_target(x0, eps)).pow(2).mean(dim=(1, 3, 4))  # (B, T) per frame
-    return (err * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+    target = schedule.v_target(x0, eps)
+    err = (v - target).pow(2).mean(dim=(1, 3, 4))  # (B, T) per frame
+    loss = (err * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+    if parts is not None:
+        parts["fm"] = loss.detach()
+    if P:
+        sl, sr = slice(B - 2 * P, B - P), slice(B - P, B)
+        diff = pair_difference_loss(v[sl], v[sr], target[sl], target[sr], loss_mask[sl])
+        loss = loss + cfg.pair_weight * diff
+        if parts is not None:
+            parts["pair"] = diff.detach()
+    return loss
+
+
+def pair_difference_loss(v_a: torch.Tensor, v_b: torch.Tensor, target_a: torch.Tensor, target_b: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the predicted difference (v_a - v_b) against the target difference, over
+    the generated frames (`mask` (P, T)). Latents (P, C, T, h, w). With shared noise the target
+    difference is x0_b - x0_a: the effect of the actions that tell the two clips apart."""
+    err = ((v_a - v_b) - (target_a - target_b)).pow(2).mean(dim=(1, 3, 4))  # (P, T)
+    return (err * mask).sum() / mask.sum().clamp(min=1)
 
 
 def lr_at(step: int, cfg) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
 
+def batch_sizes(cfg: TeacherTrainConfig, has_branches: bool) -> tuple[int, int, int]:
+    """-> (ordinary clips, single branch clips, pairs) in a batch of cfg.batch_size."""
+    if not has_branches or cfg.mode != "bidirectional":
+        return cfg.batch_size, 0, 0
+    P = int(round(cfg.batch_size * cfg.pair_fraction / 2))
+    S = int(round(cfg.batch_size * cfg.branch_fraction))
+    if 2 * P + S > cfg.batch_size:
+        raise ValueError(f"teacher.pair_fraction + teacher.branch_fraction: {cfg.pair_fraction} + {cfg.branch_fraction} "
+                         f"leave no room in a batch of {cfg.batch_size}; keep their sum <= 1")
+    return cfg.batch_size - 2 * P - S, S, P
+
+
+def sample_training_clips(dataset, branches, cfg: TeacherTrainConfig, rng: np.random.Generator) -> tuple[list, np.ndarray, int]:
+    """One batch's clips: ordinary clips, single branch clips, then left and right pair members.
+    -> (clips, context lengths (-1 = drawn), number of pairs)."""
+    n_plain, n_single, P = batch_sizes(cfg, branches is not None)
+    T = cfg.clip_latent_frames
+    clips = dataset.sample(n_plain, T, rng)
+    ctx = [-1] * n_plain
+    if n_single:
+        single, k = branches.sample(n_single, T, rng)
+        clips, ctx = clips + single, ctx + k
+    if P:
+        left, right, k = branches.pairs(P, T, rng)
+        clips, ctx = clips + left + right, ctx + k + k
+    return clips, np.asarray(ctx), P
+
+
 def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTrainConfig, stage_dir, init_from: DiT | None = None,
-                  accelerator=None) -> dict:
-    """Train a teacher on `dataset` (LatentClipDataset). Resumable; writes `stage_dir/model` (the EMA)."""
+                  accelerator=None, branches=None) -> dict:
+    """Train a teacher on `dataset` (a `ClipSampler`), and on `branches` (a `distill.branches.BranchSampler`)
+    when given. `init_from`: warm start from these weights. Resumable; writes `stage_dir/model` (the EMA)."""
     tag = "teacher" if cfg.mode == "bidirectional" else "causal_teacher"
     runner = StageRunner(stage_dir, tag, cfg, accelerator)
     if runner.done:
@@ -111,11 +182,16 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
     schedule = FlowSchedule(cfg.schedule)
 
     def train_step(step: int, rng: np.random.Generator):
-        clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng)
+        clips, ctx, P = sample_training_clips(dataset, branches, cfg, rng)
         batch = make_batch(clips, codec, rng, cfg.p_drop_text, cfg.p_drop_action).to(runner.device)
+        if P:  # a pair keeps its prompt and its actions: the difference must come from the actions
+            keep = slice(len(clips) - 2 * P, len(clips))
+            batch.prompts[keep] = [c["prompt"] for c in clips[keep]]
+            batch.action_null[keep] = ~torch.from_numpy(np.stack([c["action_mask"] for c in clips[keep]])).to(batch.action_null.device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        loss = diffusion_loss(model, raw, schedule, batch, bank, cfg, rng, cfg.mode)
+        parts = {}
+        loss = diffusion_loss(model, raw, schedule, batch, bank, cfg, rng, cfg.mode, ctx, P, parts)
         opt.zero_grad(set_to_none=True)
         runner.backward(loss)
         gnorm = runner.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -125,7 +201,12 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
             d = min(cfg.ema_decay, (1 + n) / (10 + n))
             for pe, pm in zip(ema.parameters(), raw.parameters()):
                 pe.lerp_(pm.detach(), 1 - d)
-        return ({f"losses/{tag}": loss.item(), "charts/grad_norm": float(gnorm), "charts/lr": lr_at(n, cfg)},
+        if cfg.snapshot_every and n % cfg.snapshot_every == 0 and runner.is_main:
+            ema.save_pretrained(runner.stage_dir / f"model_step{n}")
+        logged = {f"losses/{tag}": loss.item(), "charts/grad_norm": float(gnorm), "charts/lr": lr_at(n, cfg)}
+        if "pair" in parts:
+            logged |= {f"losses/{tag}_fm": parts["fm"].item(), f"losses/{tag}_pair": parts["pair"].item()}
+        return (logged,
                 {"loss": f"{loss.item():.4f}"})
 
     steps = runner.run(train_step)

@@ -1,0 +1,291 @@
+"""The push-response gate: does a model move the pole and the cart the way the real simulator does
+when a push is held?
+
+From each of N real starts, the push right and the push left are held for 12 frames (3 chunks);
+the state probe reads the pole angle and the cart position off the last frame, and the response
+is the right-minus-left gap, next to the real simulator's gap from the same state. Two start
+protocols:
+
+- ``image``: one still real frame (the env's image reset; velocities unknown to the model);
+- ``clip``: a 16-frame real clip (the still chunk, then 3 chunks of the noisy balancing controller),
+  so the model can see velocities.
+
+Any model can be gated, each sampled the way it is used:
+
+- a bidirectional **teacher** (`DiT` in bidirectional mode): the guided ODE sampler with the real
+  prefix as clean context, generating the rest of its trained clip length (default 20 steps, text
+  guidance 1.5 and action guidance 2.0: the ODE-pair and DMD settings);
+- a **student** (ODE-init or DMD): through `CausVidEnv` with the checkpoint's VAE and heads
+  (`reset(options={"image"|"frames"})`, then `step(action)` three times).
+
+    python -m evaluation.push_response --teacher runs/v3/teacher/model --json out.json
+    python -m evaluation.push_response --checkpoint causvid_env/checkpoints/cartpole --json out.json
+    python -m evaluation.push_response --curve runs/v3/teacher --json curve.json --png curve.png
+
+The gate passes when both gaps (pole and cart) are within +-30% of the real ones in both protocols.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
+from causvid_env.env import CausVidEnv
+from causvid_env.policies import make_cartpole_noisy_balance, play_episode
+from causvid_env.rendering import Simulator
+from causvid_env.worlds import get_world
+from evaluation.probe import load_probe
+from evaluation.rollouts import PromptTexts, _encode_episode_latents, decode_with_heads
+from models.actions import ActionCodec
+from models.dit import DiT
+from models.samplers import Cond, ode_sample
+
+__all__ = ["Start", "real_starts", "real_finals", "teacher_finals", "student_finals", "gate", "teacher_gate",
+           "student_gate", "PROTOCOLS", "TOLERANCE"]
+
+PROTOCOLS = {"image": 0, "clip": 3}  # protocol -> chunks of noisy balancing after the still chunk
+TOLERANCE = 0.3  # the gate: response within +-30% of the real one
+SIDES = (("right", 1), ("left", 0))
+
+
+@dataclass
+class Start:
+    """A real start: the prefix the model is given and the simulator state at its end."""
+    seed: int
+    prompt: str
+    variant: str
+    frames: np.ndarray  # (F * (1 + k), H, W, 3) uint8: the still chunk, then k chunks
+    actions: np.ndarray  # (F * (1 + k),): the still chunk's are unused
+    state: np.ndarray  # simulator state after the last prefix frame
+
+
+def real_starts(world: str, seeds, protocol: str) -> list[Start]:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol: expected one of {sorted(PROTOCOLS)}, got {protocol!r}")
+    spec = get_world(world)
+    out = []
+    for s in seeds:
+        sim = Simulator(spec)
+        first = sim.reset(seed=int(s))
+        policy = make_cartpole_noisy_balance(spec, sim.action_space, np.random.default_rng([int(s), 23]))
+        ep = play_episode(spec, sim, policy, first, PROTOCOLS[protocol] * spec.frames_per_chunk)
+        sim.close()
+        out.append(Start(int(s), sim.variant.prompt, sim.variant.name, np.stack(ep["frames"]), np.stack(ep["actions"]),
+                         np.asarray(ep["states"][-1])))
+    return out
+
+
+def real_finals(world: str, starts: list[Start], action: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real simulator from each start's state with `action` held: (last frames (N, H, W, 3), true states (N, 4))."""
+    spec = get_world(world)
+    frames, states = [], []
+    for st in starts:
+        sim = Simulator(spec, st.variant)
+        sim.reset(seed=st.seed)
+        sim.env.state = np.asarray(st.state, np.float64).copy()
+        for _ in range(chunks * spec.frames_per_chunk):
+            frame, _, _, state = sim.step(action, run_on=True)
+        sim.close()
+        frames.append(frame)
+        states.append(state)
+    return np.stack(frames), np.stack(states)
+
+
+@torch.no_grad()
+def teacher_finals(teacher: DiT, model: WorldModel, starts: list[Start], action: int, chunks: int, *, num_steps: int = 20,
+                   guidance_text: float = 1.5, guidance_action: float = 2.0, clip_latent_frames: int = 8,
+                   texts: PromptTexts | None = None, seed: int = 0) -> np.ndarray:
+    """The teacher's frame `chunks` chunks after each prefix with `action` held, sampled over a clip of
+    its trained length (the prefix as clean context, the rest generated). -> (N, H, W, 3) uint8."""
+    texts = texts or PromptTexts()
+    F = teacher.config.frames_per_latent
+    codec = ActionCodec(teacher.config.action_space)
+    k = len(starts[0].frames) // F
+    if any(len(st.frames) != k * F for st in starts):
+        raise ValueError("starts: every prefix must have the same length")
+    T = max(clip_latent_frames, k + chunks)
+    z_ctx = torch.cat([_encode_episode_latents(model.vae, st.frames) for st in starts])  # (B, C, k, h, w)
+    B, C, _, h, w = z_ctx.shape
+    feats = np.zeros((B, T * F, codec.feature_dim), np.float32)
+    null = np.ones((B, T * F), bool)
+    for j, st in enumerate(starts):
+        if k > 1:
+            feats[j, F:k * F] = codec.to_features(st.actions[F:k * F])
+            null[j, F:k * F] = False
+        feats[j, k * F:] = codec.to_features(np.full(((T - k) * F,), action, np.int64))
+        null[j, k * F:] = False
+    tok, mask, is_null = texts.encode([st.prompt for st in starts])
+    tok0, mask0, null0 = texts.encode([None] * B)
+    cond = Cond(torch.from_numpy(feats), torch.from_numpy(null), teacher.encode_text(tok, mask, is_null),
+                teacher.encode_text(tok0, mask0, null0))
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(B, C, T - k, h, w, generator=gen)
+    x0, _ = ode_sample(teacher, model.schedule, noise, cond, context=z_ctx, num_steps=num_steps,
+                       guidance_text=guidance_text, guidance_action=guidance_action)
+    frames, _, _ = decode_with_heads(model.vae, model.heads, torch.cat([z_ctx, x0], 2))
+    return frames[:, (k + chunks) * F - 1]
+
+
+def student_finals(model: WorldModel, world: str, starts: list[Start], action: int, chunks: int, seed: int = 0) -> np.ndarray:
+    """The student through the env, from each prefix (image reset for a still chunk, clip reset otherwise)."""
+    env = CausVidEnv(world, checkpoint=model, max_episode_steps=10**6, run_on=True)
+    F = env.F
+    out = []
+    for st in starts:
+        if len(st.frames) == F:
+            env.reset(seed=seed + st.seed, options={"image": st.frames[-1], "prompt": st.prompt})
+        else:
+            env.reset(seed=seed + st.seed, options={"frames": st.frames, "actions": st.actions, "prompt": st.prompt})
+        for _ in range(chunks):
+            obs, *_ = env.step(action)
+        out.append(obs[-1])
+    env.close()
+    return np.stack(out)
+
+
+def _summary(probe, model_finals: dict, real_frames: dict, real_states: dict) -> dict:
+    """Probe readings -> per-side means, right-minus-left gaps, their ratio to the real gaps, sign agreement."""
+    res = {}
+    for who, finals in (("model", model_finals), ("real", real_frames)):
+        r = {side: probe.predict(finals[side]) for side, _ in SIDES}
+        gap = r["right"] - r["left"]  # (N, 2): pole angle deg, cart x m
+        res[who] = {"gap_pole_angle_deg": float(gap[:, 0].mean()), "gap_cart_x_m": float(gap[:, 1].mean()),
+                    "per_start_gap_pole_angle_deg": gap[:, 0].round(3).tolist(), "per_start_gap_cart_x_m": gap[:, 1].round(4).tolist()}
+    true_gap = probe.targets(real_states["right"]) - probe.targets(real_states["left"])
+    res["real_true_state"] = {"gap_pole_angle_deg": float(true_gap[:, 0].mean()), "gap_cart_x_m": float(true_gap[:, 1].mean())}
+    for key in ("gap_pole_angle_deg", "gap_cart_x_m"):
+        m, r = np.asarray(res["model"]["per_start_" + key]), np.asarray(res["real"]["per_start_" + key])
+        res.setdefault("ratio", {})[key.replace("gap_", "")] = res["model"][key] / res["real"][key] if res["real"][key] else None
+        res.setdefault("right_sign_fraction", {})[key.replace("gap_", "")] = float((np.sign(m) == np.sign(r)).mean())
+    res["passes"] = all(v is not None and abs(v - 1.0) <= TOLERANCE for v in res["ratio"].values())
+    return res
+
+
+def gate(finals_fn, world: str = "cartpole", starts: int = 12, chunks: int = 3, probe_dir=None, seed0: int = 0) -> dict:
+    """`finals_fn(starts, action, chunks) -> (N, H, W, 3)` for each protocol; the gate figures."""
+    probe, _ = load_probe(probe_dir or default_checkpoint_dir(world) / "probe")
+    out = {"starts": starts, "frames": chunks * get_world(world).frames_per_chunk, "tolerance": TOLERANCE, "protocols": {}}
+    for protocol in PROTOCOLS:
+        st = real_starts(world, range(seed0, seed0 + starts), protocol)
+        real = {side: real_finals(world, st, a, chunks) for side, a in SIDES}
+        model = {side: finals_fn(st, a, chunks) for side, a in SIDES}
+        out["protocols"][protocol] = _summary(probe, model, {s: v[0] for s, v in real.items()}, {s: v[1] for s, v in real.items()})
+    out["passes"] = all(p["passes"] for p in out["protocols"].values())
+    return out
+
+
+def teacher_gate(teacher: DiT, model: WorldModel, world: str = "cartpole", **kw) -> dict:
+    sampling = {k: kw.pop(k) for k in ("num_steps", "guidance_text", "guidance_action", "clip_latent_frames") if k in kw}
+    texts = PromptTexts()
+    res = gate(lambda st, a, c: teacher_finals(teacher, model, st, a, c, texts=texts, **sampling), world, **kw)
+    return res | {"sampling": sampling}
+
+
+def student_gate(model: WorldModel, world: str = "cartpole", **kw) -> dict:
+    return gate(lambda st, a, c: student_finals(model, world, st, a, c), world, **kw)
+
+
+def _teacher_dirs(stage_dir: Path) -> list[tuple[int, Path]]:
+    """(step, directory) of a teacher stage's snapshots model_stepN/ and its final model/."""
+    snaps = sorted((int(p.name.removeprefix("model_step")), p) for p in stage_dir.glob("model_step*") if (p / "config.json").is_file())
+    return snaps
+
+
+def one_line(name: str, res: dict) -> str:
+    parts = []
+    for protocol, r in res["protocols"].items():
+        parts.append(f"{protocol}: pole {r['model']['gap_pole_angle_deg']:+.2f} vs real {r['real']['gap_pole_angle_deg']:+.2f} deg "
+                     f"({r['ratio']['pole_angle_deg']:+.2f}x), cart {r['model']['gap_cart_x_m']:+.3f} vs {r['real']['gap_cart_x_m']:+.3f} m "
+                     f"({r['ratio']['cart_x_m']:+.2f}x)")
+    return f"{name}: " + "; ".join(parts) + ("  PASS" if res["passes"] else "  fail")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description="Held-push response (12 frames, right minus left) of teachers and students "
+                                            "next to the real simulator, from image resets and from 16-frame real clips.")
+    p.add_argument("--checkpoint", default=None, help="a world-model checkpoint: gates its student (and supplies VAE, heads)")
+    p.add_argument("--student", action="append", default=[], help="extra student weights (a DiT directory, e.g. runs/x/ode_init/model)")
+    p.add_argument("--teacher", action="append", default=[], help="teacher weights (a DiT directory); repeatable")
+    p.add_argument("--curve", default=None, help="a teacher stage directory: gate each model_stepN/ snapshot (learning curve)")
+    p.add_argument("--curve-offset", type=int, default=0, help="steps the curve's run started from (a warm start's earlier steps)")
+    p.add_argument("--starts", type=int, default=12)
+    p.add_argument("--num-steps", type=int, default=20, help="teacher ODE steps")
+    p.add_argument("--guidance-action", type=float, nargs="+", default=[2.0], help="teacher action guidance scale(s)")
+    p.add_argument("--guidance-text", type=float, default=1.5)
+    p.add_argument("--json", default=None)
+    p.add_argument("--png", default=None, help="with --curve: the learning-curve plot")
+    a = p.parse_args(argv)
+    if a.starts < 1:
+        raise ValueError(f"--starts: must be >= 1, got {a.starts}")
+    torch.manual_seed(0)
+    ckpt = Path(a.checkpoint) if a.checkpoint else default_checkpoint_dir("cartpole")
+    model = load_world_model(ckpt)
+    world = model.world
+    res = {"command": "python -m evaluation.push_response " + " ".join(argv if argv is not None else sys.argv[1:]), "models": {}}
+
+    def run_teacher(name: str, path: Path):
+        t = DiT.from_pretrained(path).eval()
+        for g in a.guidance_action:
+            key = name if len(a.guidance_action) == 1 else f"{name} (action guidance {g:g})"
+            r = teacher_gate(t, model, world, starts=a.starts, num_steps=a.num_steps, guidance_text=a.guidance_text, guidance_action=g)
+            res["models"][key] = r
+            print(one_line(key, r), flush=True)
+
+    if a.checkpoint or not (a.teacher or a.curve or a.student):
+        r = student_gate(model, world, starts=a.starts)
+        res["models"][f"student {ckpt}"] = r
+        print(one_line(f"student {ckpt}", r), flush=True)
+    for s in a.student:
+        m = WorldModel(DiT.from_pretrained(s).eval(), model.vae, model.heads, model.schedule, world, model.info)
+        r = student_gate(m, world, starts=a.starts)
+        res["models"][f"student {s}"] = r
+        print(one_line(f"student {s}", r), flush=True)
+    for t in a.teacher:
+        run_teacher(f"teacher {t}", Path(t))
+    if a.curve:
+        curve = []
+        for step, path in _teacher_dirs(Path(a.curve)):
+            before = set(res["models"])
+            run_teacher(f"teacher step {a.curve_offset + step}", path)
+            for key in set(res["models"]) - before:
+                curve.append({"step": a.curve_offset + step, "model": key, **{
+                    f"{proto}_{q}": res["models"][key]["protocols"][proto]["ratio"][q]
+                    for proto in PROTOCOLS for q in ("pole_angle_deg", "cart_x_m")}})
+        res["curve"] = sorted(curve, key=lambda c: c["step"])
+        if a.png:
+            plot_curve(res["curve"], a.png)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=2))
+    return res
+
+
+def plot_curve(curve: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [c["step"] for c in curve]
+    for proto in PROTOCOLS:
+        for q, style in (("pole_angle_deg", "-o"), ("cart_x_m", "--s")):
+            ax.plot(steps, [c[f"{proto}_{q}"] for c in curve], style, label=f"{q.split('_')[0]} ({proto} starts)")
+    ax.axhspan(1 - TOLERANCE, 1 + TOLERANCE, color="g", alpha=0.15, label="gate: real +-30%")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("teacher training steps (cumulative)")
+    ax.set_ylabel("12-frame push response / real")
+    ax.legend(fontsize=7)
+    ax.set_title("Teacher push response against training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The push-response gate: the real simulator passes its own gate, a mirrored response fails it, and
+teachers and students run through it."""
+import numpy as np
+import pytest
+
+from causvid_env.checkpoint import load_world_model
+from evaluation.push_response import (PROTOCOLS, SIDES, gate, real_finals, real_starts, student_gate, teacher_gate)
+
+
+def test_starts_follow_the_protocols():
+    image, clip = real_starts("cartpole", [0, 1], "image"), real_starts("cartpole", [0, 1], "clip")
+    assert image[0].frames.shape == (4, 64, 96, 3) and clip[0].frames.shape == (16, 64, 96, 3)
+    np.testing.assert_array_equal(image[0].frames[0], clip[0].frames[0])  # the same reset frame
+    assert (image[0].frames == image[0].frames[0]).all()  # the still chunk
+    with pytest.raises(ValueError, match="protocol"):
+        real_starts("cartpole", [0], "video")
+
+
+def test_the_real_simulator_passes_and_its_mirror_fails():
+    def real(st, a, c):
+        return real_finals("cartpole", st, a, c)[0]
+
+    res = gate(real, starts=2)
+    for protocol in PROTOCOLS:
+        r = res["protocols"][protocol]
+        assert r["ratio"]["pole_angle_deg"] == pytest.approx(1.0) and r["ratio"]["cart_x_m"] == pytest.approx(1.0)
+        assert r["real"]["gap_pole_angle_deg"] < -10 and r["real"]["gap_cart_x_m"] > 0.1  # a right push tips the pole left
+    assert res["passes"]
+    mirrored = gate(lambda st, a, c: real(st, 1 - a, c), starts=2)
+    assert not mirrored["passes"]
+    assert mirrored["protocols"]["image"]["ratio"]["pole_angle_deg"] == pytest.approx(-1.0)
+    assert mirrored["protocols"]["clip"]["right_sign_fraction"]["cart_x_m"] == 0.0
+
+
+def test_teacher_and_student_run_through_the_gate(tiny_ckpt):
+    model = load_world_model(tiny_ckpt)
+    s = student_gate(model, starts=1)
+    t = teacher_gate(model.student, model, starts=1, num_steps=2, guidance_text=1.0, guidance_action=2.0)
+    for res in (s, t):
+        assert set(res["protocols"]) == set(PROTOCOLS)
+        for r in res["protocols"].values():
+            assert len(r["model"]["per_start_gap_pole_angle_deg"]) == 1 and np.isfinite(r["model"]["gap_cart_x_m"])
+    assert t["sampling"]["num_steps"] == 2
+    assert [side for side, _ in SIDES] == ["right", "left"]
