@@ -60,6 +60,8 @@ class RealRollout:
     rewards: np.ndarray  # (F + n,)
     terminated: np.ndarray  # (F + n,) standard termination flag of each frame
     F: int
+    prefix_frames: np.ndarray | None = None  # a real clip the dream is seeded with, ending with the start chunk (F * (1 + k) frames)
+    prefix_actions: np.ndarray | None = None  # its per-frame actions (the first F unused)
 
     @property
     def n(self) -> int:
@@ -111,15 +113,43 @@ def rollout_twin(world: str | WorldSpec, seed: int, policy: str, max_seconds: fl
                        np.stack(ep["actions"]), np.asarray(ep["rewards"], np.float32), np.asarray(ep["terminated"], bool), F)
 
 
+def with_real_clip(ep: RealRollout, chunks: int) -> RealRollout:
+    """The same episode seen from after its first `chunks` scripted chunks: those frames (with the
+    still chunk before them) become the real clip the dream is seeded with, and the last of them
+    is the new start chunk, so every generated frame is compared with the real frame after the clip."""
+    if chunks < 1 or ep.n_chunks <= chunks:
+        raise ValueError(f"chunks: need 1 <= chunks < the episode's {ep.n_chunks} chunks, got {chunks}")
+    s, F = chunks * ep.F, ep.F
+    return RealRollout(ep.seed, ep.variant, ep.prompt, ep.policy, ep.frames[s:], ep.states[s:], ep.actions[s:], ep.rewards[s:],
+                       ep.terminated[s:], F, prefix_frames=ep.frames[:s + F], prefix_actions=ep.actions[:s + F])
+
+
 def real_rollouts(world: str, episodes: int, max_seconds: float, seed: int = 10_000, policies: Sequence[str] = POLICY_MIX,
-                  variants: Sequence[str | None] | None = None) -> list[RealRollout]:
-    """`episodes` twin rollouts, seeds seed, seed+1, ...; policies (and variants) cycle."""
+                  variants: Sequence[str | None] | None = None, context_frames: int = 0) -> list[RealRollout]:
+    """`episodes` twin rollouts, seeds seed, seed+1, ...; policies (and variants) cycle. `context_frames`
+    > 0 (a multiple of F, counting the still chunk): each episode begins with that real clip
+    (`with_real_clip`), and `max_seconds` of frames follow it; episodes that end inside the clip are
+    skipped (and further seeds drawn)."""
     spec = get_world(world)
+    F = spec.frames_per_chunk
+    if context_frames < 0 or context_frames % F:
+        raise ValueError(f"context_frames: expected 0 or a positive multiple of {F}, got {context_frames}")
     if spec.name != "cartpole":
         policies = [p for p in policies if p not in ("balance", "noisy_balance")] or ["held_random"]
     variants = list(variants) if variants else [None]
-    return [rollout_twin(spec, seed + i, policies[i % len(policies)], max_seconds, variants[i % len(variants)])
-            for i in range(episodes)]
+    k = max(0, context_frames // F - 1)  # scripted chunks inside the clip
+    out, i = [], 0
+    while len(out) < episodes:
+        if i >= 10 * episodes + 10:
+            raise ValueError(f"context_frames={context_frames}: too few real episodes outlast the clip")
+        ep = rollout_twin(spec, seed + i, policies[i % len(policies)], max_seconds + k * F / spec.fps, variants[i % len(variants)])
+        i += 1
+        if k:
+            if ep.n_chunks <= k:
+                continue
+            ep = with_real_clip(ep, k)
+        out.append(ep)
+    return out
 
 
 # ============================================================================ generated rollouts
@@ -200,8 +230,14 @@ def student_generate(model: WorldModel, world: str | WorldSpec, episodes: list[R
         for j, ep in enumerate(eps):
             engine.set_prompt(j, ep.prompt)
             engine.seed(j, ep.seed)
-            override[j] = engine.encode_frames(ep.frames[:ep.F])
-        engine.chunk([None] * B, reset=np.ones(B, bool), override=override)  # the start chunk (context)
+            override[j] = engine.encode_frames(ep.frames[:ep.F] if ep.prefix_frames is None else ep.prefix_frames)
+        n_ctx = {v.shape[2] for v in override.values()}
+        if len(n_ctx) != 1:
+            raise ValueError("episodes: every episode of a batch needs a real clip of the same length (or none)")
+        c = engine.c  # latent frames per chunk
+        for k in range(n_ctx.pop() // c):  # the real clip (or the start chunk) written as context, with its actions
+            acts = [None if k == 0 else ep.prefix_actions[k * ep.F:(k + 1) * ep.F] for ep in eps]
+            engine.chunk(acts, reset=np.ones(B, bool) if k == 0 else None, override={j: z[:, :, k * c:(k + 1) * c] for j, z in override.items()})
         frames, rewards, terms = [], [], []
         for k in range(max(ep.n_chunks for ep in eps)):
             res = engine.chunk([_chunk_actions(ep, k) for ep in eps])
@@ -242,9 +278,11 @@ def vae_reconstruction(model: WorldModel, episodes: list[RealRollout]) -> list[G
     the heads on the real latents (the best the heads can do on perfect latents)."""
     out = []
     for ep in episodes:
-        z = _encode_episode_latents(model.vae, ep.frames)
+        full = ep.frames if ep.prefix_frames is None else np.concatenate([ep.prefix_frames[:-ep.F], ep.frames])
+        z = _encode_episode_latents(model.vae, full)
         frames, r, t = decode_with_heads(model.vae, model.heads, z)
-        out.append(Generated(frames[0, ep.F:], r[0, ep.F:], t[0, ep.F:]))
+        s = len(full) - len(ep.frames) + ep.F  # the first frame after the start chunk
+        out.append(Generated(frames[0, s:], r[0, s:], t[0, s:]))
     return out
 
 
@@ -266,7 +304,7 @@ def simulator_from_still_frame(episodes: list[RealRollout], world: str | WorldSp
         sim = Simulator(spec, ep.variant)
         sim.reset(seed=int(np.random.default_rng([seed, ep.seed, 29]).integers(2**31 - 1)))  # fresh reset velocities
         drawn = np.asarray(sim.env.state, dtype=np.float64).copy()
-        start = ep.states[0].astype(np.float64)
+        start = ep.states[ep.F - 1].astype(np.float64)  # the start chunk's last frame (after a real clip it moves)
         if len(start) == 4:  # cartpole (x, x_dot, theta, theta_dot): keep the pose, new velocities
             drawn[0], drawn[2] = start[0], start[2]
         else:  # other worlds: keep the whole observable start state except its last (velocity) entry

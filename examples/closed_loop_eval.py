@@ -58,6 +58,9 @@ class Args:
     """train the probe from a collected dataset directory instead of fresh simulation"""
     seed: int = 10_000
     """seed of the first real episode (collection uses other seeds)"""
+    context_frames: int = 0
+    """real frames the dream is seeded with before it generates: 0 = an image reset from the first frame; 16 = the
+    still chunk and 3 scripted chunks (a real clip, where velocities are visible); metrics count frames after it"""
     policies: str = "balance,held_random,noisy_balance"
     """comma list of action sources, cycled over episodes: balance (scripted controller on the twin's true
     state), noisy_balance (the collection's noisy balancer), held_random (random push held 2-8 chunks), random"""
@@ -113,7 +116,7 @@ def run(args: Args, command: str = "") -> dict:
 
     episodes, t_real = timed(real_rollouts, spec.name, args.episodes, horizons[-1], args.seed,
                                 policies=[x.strip() for x in args.policies.split(",") if x.strip()],
-                                variants=parse_variants(args.variants, spec.name))
+                                variants=parse_variants(args.variants, spec.name), context_frames=args.context_frames)
     dream, t_dream = timed(student_generate, model, spec, episodes, args.batch_size, args.window_seconds, texts,
                               context_noise=args.context_noise)
     methods = {"dream (student)": dream, "repeat_last_frame": repeat_last_frame(episodes),

@@ -207,3 +207,26 @@ def test_compose_results(closed_loop, tmp_path):
     assert "## Closed loop: the shipped checkpoint (default window" in text and "dream (student)" in text
     assert "## Issue 13 targets" in text and "repeat-last-frame" in text
     assert "_Not run:" in text and "benchmark.json missing" in text  # missing inputs say how to make them
+
+
+def test_real_clip_protocol_shifts_episodes_and_seeds_the_dream(tiny_ckpt):
+    """context_frames=16: the dream is seeded with the still chunk and 3 real chunks, and every
+    method is scored on the frames after that clip (the VAE bound exactly the unshifted one's tail)."""
+    from evaluation.rollouts import real_rollouts, repeat_last_frame, student_generate, vae_reconstruction, with_real_clip
+
+    model = load_world_model(tiny_ckpt)
+    whole = real_rollouts("cartpole", 2, 0.64, seed=5, policies=["noisy_balance"])  # 12 frames longer: the clip's 3 chunks
+    clip = real_rollouts("cartpole", 2, 0.4, seed=5, policies=["noisy_balance"], context_frames=16)
+    for w, c in zip(whole, clip):
+        assert c.prefix_frames.shape[0] == 16 and np.array_equal(c.prefix_frames[-4:], c.frames[:4])
+        np.testing.assert_array_equal(c.frames, w.frames[12:12 + len(c.frames)])  # same seed: the same real episode
+        assert c.n == 20  # 0.4 s after the clip
+    rec_whole, rec_clip = vae_reconstruction(model, whole), vae_reconstruction(model, clip)
+    np.testing.assert_array_equal(rec_clip[0].frames[:8], rec_whole[0].frames[12:20])
+    assert np.array_equal(repeat_last_frame(clip)[0].frames[0], clip[0].prefix_frames[-1])
+    gen = student_generate(model, "cartpole", clip, batch_size=2)
+    assert gen[0].frames.shape == (20, 64, 96, 3)
+    with pytest.raises(ValueError, match="context_frames"):
+        real_rollouts("cartpole", 1, 0.4, context_frames=6)
+    with pytest.raises(ValueError, match="chunks"):
+        with_real_clip(whole[0], 0)
