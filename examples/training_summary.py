@@ -1,6 +1,13 @@
-"""Steps and wall time of every stage of a pipeline run, as JSON for the results page.
+"""Steps and wall time of every stage of a pipeline run, as JSON for the results page, and the
+cumulative record of a world model trained across sessions that warm-start from each other.
 
     python examples/training_summary.py --run runs/cartpole --json docs/results/training.json [--command "..."]
+    python examples/training_summary.py --run runs/v3 --record docs/results/training_record.json --session 2026-12-02 \
+        [--gate docs/results/push_response/teacher_curve.json] [--processes 1]
+
+With --record, this session's entry (steps, samples = steps x the stage's batch from the run's
+pipeline_config.json, CPU-hours = wall x processes, the push-response figures) replaces any entry of
+the same --session, and the totals over all sessions are recomputed.
 
 Wall time per stage comes from its `log.jsonl` (each record holds seconds since the stage process
 started; a resumed stage starts a new segment, and segments are summed), or from file times for
@@ -60,18 +67,84 @@ def summarize(run: Path) -> list[dict]:
     return out
 
 
+BATCH_KEYS = {"teacher": "teacher", "ode_init": "ode_init", "dmd_self_forcing": "dmd", "heads": "heads"}
+KIND = {"teacher": "teacher", "ode_init": "student", "dmd_self_forcing": "student", "heads": "heads", "ode_pairs": "student"}
+
+
+def session_entry(run: Path, session: str, processes: int, gate: dict | None, note: str) -> dict:
+    """One session's stages with batch sizes, samples and CPU-hours."""
+    cfg = json.loads((run / "pipeline_config.json").read_text())
+    stages = []
+    for s in summarize(run):
+        section = BATCH_KEYS.get(s["stage"])
+        batch = cfg[section]["batch_size"] if section else None
+        stages.append(s | {"batch_size": batch, "samples": (s["steps"] or 0) * batch if batch else None,
+                           "cpu_hours": round(s["wall_s"] * processes / 3600, 3) if s["wall_s"] else None})
+    # a teacher stage still running has no DONE: count its last logged step
+    tdir = run / "teacher"
+    if not any(s["stage"] == "teacher" for s in stages) and (tdir / "log.jsonl").is_file():
+        last = [json.loads(x) for x in (tdir / "log.jsonl").read_text().splitlines()][-1]
+        wall = wall_seconds(tdir / "log.jsonl")
+        b = cfg["teacher"]["batch_size"]
+        stages.append({"stage": "teacher", "steps": last["step"], "wall_s": wall, "batch_size": b, "samples": last["step"] * b,
+                       "cpu_hours": round(wall * processes / 3600, 3), "note": "not finished: resumes from teacher/state.pt"})
+    return {"session": session, "run": str(run), "init_from": cfg.get("init_from") or None, "processes": processes,
+            "stages": stages, "push_response": gate, "note": note}
+
+
+def totals(sessions: list[dict]) -> dict:
+    """Per stage, summed over sessions: steps, samples, CPU-hours."""
+    out: dict = {}
+    for e in sessions:
+        for s in e["stages"]:
+            kind = s["stage"]
+            t = out.setdefault(kind, {"steps": 0, "samples": 0, "cpu_hours": 0.0, "sessions": 0})
+            t["steps"] += s["steps"] or 0
+            t["samples"] += s["samples"] or 0
+            t["cpu_hours"] = round(t["cpu_hours"] + (s["cpu_hours"] or 0.0), 3)
+            t["sessions"] += 1
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True)
-    p.add_argument("--json", required=True)
+    p.add_argument("--json", default=None, help="write this run's stage table here")
     p.add_argument("--command", default=None, help="the pipeline command that made the run (default: from its pipeline_config.json)")
+    p.add_argument("--record", default=None, help="the cumulative JSON across sessions (created if missing)")
+    p.add_argument("--session", default=None, help="with --record: a name for this session, e.g. its date")
+    p.add_argument("--processes", type=int, default=1, help="with --record: training processes (one torch thread each)")
+    p.add_argument("--gate", default=None, help="with --record: this session's push-response JSON (evaluation.push_response)")
+    p.add_argument("--note", default="")
     a = p.parse_args(argv)
     run = Path(a.run)
+    if a.record:
+        if not a.session:
+            raise ValueError("--session: required with --record (a name for this session, e.g. its date)")
+        return update_record(Path(a.record), run, a.session, a.processes, a.gate, a.note)
+    if not a.json:
+        raise ValueError("--json: required (or --record with --session)")
     res = {"run": str(run), "command": a.command or f"python -m distill.pipeline --out {run}",
            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, one torch thread per job",
            "stages": summarize(run)}
     write_json(a.json, res)
     print(json.dumps(res, indent=2))
+    return res
+
+
+def update_record(path: Path, run: Path, session: str, processes: int, gate_json: str | None, note: str) -> dict:
+    record = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+    gate = None
+    if gate_json:
+        g = json.loads(Path(gate_json).read_text())
+        gate = {"file": gate_json, "curve": g.get("curve"),
+                "models": {k: {p: v["protocols"][p]["ratio"] for p in v["protocols"]} for k, v in g.get("models", {}).items()}}
+    entry = session_entry(run, session, processes, gate, note)
+    record["sessions"] = [e for e in record["sessions"] if e["session"] != session] + [entry]
+    record["cumulative"] = totals(record["sessions"])
+    write_json(path, record)
+    print(json.dumps(record["cumulative"], indent=2))
+    return record
 
 
 if __name__ == "__main__":
