@@ -149,7 +149,7 @@ def student_finals(model: WorldModel, world: str, starts: list[Start], action: i
     return np.stack(out)
 
 
-def _summary(probe, model_finals: dict, real_frames: dict, real_states: dict) -> dict:
+def _summary(probe, model_finals: dict, real_frames: dict, real_states: dict, last_context: np.ndarray) -> dict:
     """Probe readings -> per-side means, right-minus-left gaps, their ratio to the real gaps, sign agreement."""
     res = {}
     for who, finals in (("model", model_finals), ("real", real_frames)):
@@ -157,6 +157,11 @@ def _summary(probe, model_finals: dict, real_frames: dict, real_states: dict) ->
         gap = r["right"] - r["left"]  # (N, 2): pole angle deg, cart x m
         res[who] = {"gap_pole_angle_deg": float(gap[:, 0].mean()), "gap_cart_x_m": float(gap[:, 1].mean()),
                     "per_start_gap_pole_angle_deg": gap[:, 0].round(3).tolist(), "per_start_gap_cart_x_m": gap[:, 1].round(4).tolist()}
+    # the error of where the model shows the pole and the cart after the push, against the real frame (both sides)
+    err = np.concatenate([np.abs(probe.predict(model_finals[side]) - probe.predict(real_frames[side])) for side, _ in SIDES])
+    res["error_after_push"] = {"pole_angle_deg": float(err[:, 0].mean()), "cart_x_m": float(err[:, 1].mean())}
+    still = np.concatenate([np.abs(probe.predict(last_context) - probe.predict(real_frames[side])) for side, _ in SIDES])
+    res["repeat_last_frame_error"] = {"pole_angle_deg": float(still[:, 0].mean()), "cart_x_m": float(still[:, 1].mean())}
     true_gap = probe.targets(real_states["right"]) - probe.targets(real_states["left"])
     res["real_true_state"] = {"gap_pole_angle_deg": float(true_gap[:, 0].mean()), "gap_cart_x_m": float(true_gap[:, 1].mean())}
     for key in ("gap_pole_angle_deg", "gap_cart_x_m"):
@@ -175,7 +180,8 @@ def gate(finals_fn, world: str = "cartpole", starts: int = 12, chunks: int = 3, 
         st = real_starts(world, range(seed0, seed0 + starts), protocol)
         real = {side: real_finals(world, st, a, chunks) for side, a in SIDES}
         model = {side: finals_fn(st, a, chunks) for side, a in SIDES}
-        out["protocols"][protocol] = _summary(probe, model, {s: v[0] for s, v in real.items()}, {s: v[1] for s, v in real.items()})
+        out["protocols"][protocol] = _summary(probe, model, {s: v[0] for s, v in real.items()}, {s: v[1] for s, v in real.items()},
+                                              np.stack([x.frames[-1] for x in st]))
     out["passes"] = all(p["passes"] for p in out["protocols"].values())
     return out
 
