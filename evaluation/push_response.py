@@ -20,7 +20,7 @@ Any model can be gated, each sampled the way it is used:
 
     python -m evaluation.push_response --teacher runs/v3/teacher/model --json out.json
     python -m evaluation.push_response --checkpoint causvid_env/checkpoints/cartpole --json out.json
-    python -m evaluation.push_response --curve runs/v3/teacher --json curve.json --png curve.png
+    python -m evaluation.push_response --curve runs/v3/teacher --curve-offset 2000 --curve-dir DIR --json curve.json --png curve.png
 
 The gate passes when both gaps (pole and cart) are within +-30% of the real ones in both protocols.
 """
@@ -220,6 +220,7 @@ def main(argv=None) -> dict:
     p.add_argument("--teacher", action="append", default=[], help="teacher weights (a DiT directory); repeatable")
     p.add_argument("--curve", default=None, help="a teacher stage directory: gate each model_stepN/ snapshot (learning curve)")
     p.add_argument("--curve-offset", type=int, default=0, help="steps the curve's run started from (a warm start's earlier steps)")
+    p.add_argument("--curve-dir", default=None, help="with --curve: keep each snapshot's figures here (stepN.json) and reuse them")
     p.add_argument("--starts", type=int, default=12)
     p.add_argument("--num-steps", type=int, default=20, help="teacher ODE steps")
     p.add_argument("--guidance-action", type=float, nargs="+", default=[2.0], help="teacher action guidance scale(s)")
@@ -256,13 +257,23 @@ def main(argv=None) -> dict:
         run_teacher(f"teacher {t}", Path(t))
     if a.curve:
         curve = []
+        cache = Path(a.curve_dir) if a.curve_dir else None
         for step, path in _teacher_dirs(Path(a.curve)):
-            before = set(res["models"])
-            run_teacher(f"teacher step {a.curve_offset + step}", path)
-            for key in set(res["models"]) - before:
-                curve.append({"step": a.curve_offset + step, "model": key, **{
-                    f"{proto}_{q}": res["models"][key]["protocols"][proto]["ratio"][q]
-                    for proto in PROTOCOLS for q in ("pole_angle_deg", "cart_x_m")}})
+            total = a.curve_offset + step
+            saved = cache / f"step{total}.json" if cache else None
+            if saved is not None and saved.is_file():  # gated before (the curve grows while training runs)
+                res["models"].update(json.loads(saved.read_text()))
+                got = json.loads(saved.read_text())
+            else:
+                before = set(res["models"])
+                run_teacher(f"teacher step {total}", path)
+                got = {k: res["models"][k] for k in set(res["models"]) - before}
+                if saved is not None:
+                    saved.parent.mkdir(parents=True, exist_ok=True)
+                    saved.write_text(json.dumps(got, indent=2))
+            for key, r in got.items():
+                curve.append({"step": total, "model": key, **{f"{proto}_{q}": r["protocols"][proto]["ratio"][q]
+                                                             for proto in PROTOCOLS for q in ("pole_angle_deg", "cart_x_m")}})
         res["curve"] = sorted(curve, key=lambda c: c["step"])
         if a.png:
             plot_curve(res["curve"], a.png)
