@@ -119,6 +119,28 @@ def action_correlation_card(clips: ClipSampler, branches: BranchSampler | None, 
     return card
 
 
+def correlation_markdown(card: dict, cfg: PipelineConfig) -> list[str]:
+    """The data card's section on how much the actions say about the state."""
+    b = cfg.branches
+    lines = ["", "## Actions and state", "",
+             "Pearson correlation between each chunk's action (0 = left, 1 = right) and the pole's lean and angular "
+             "velocity just before it (0 = the action says nothing about the state, so a model has to learn its effect):", ""]
+    names = {"trunk_clips": "collected episodes (the scripted mix)", "branch_clips": "branch clips (left / right / random from a saved state)",
+             "branch_pairs": "left/right pairs (held pushes, shared tail)", "teacher_batches": "the teacher's training batches (as mixed)"}
+    for key, name in names.items():
+        if key in card:
+            c = card[key]
+            lines.append(f"- {name}: lean r = {c['pole_angle']:+.2f}, angular velocity r = {c['pole_velocity']:+.2f} ({c['decisions']} decisions)")
+    if "branch_groups" in card:
+        lines += ["", f"Branching: {card['branch_groups']} branch points in the training episodes ({b.points_per_episode} drawn per episode, "
+                  f"{100 * b.p_start:.0f}% at the still start chunk), each continued for {b.chunks} chunks three ways: the left key held "
+                  f"for h ~ U{{{b.min_hold}..{b.max_hold}}} chunks, the right key held as long, both then sharing one random tail; "
+                  f"and a random action every chunk. Teacher batches: {100 * cfg.teacher.pair_fraction:.0f}% left/right pairs, "
+                  f"{100 * cfg.teacher.branch_fraction:.0f}% single branch clips, the rest ordinary clips. Held pushes make the pairs' "
+                  f"later decisions follow the lean they caused (negative r)."]
+    return lines
+
+
 STAGES = ("collect", "vae", "latents", "branches", "heads", "teacher", "ode_pairs", "ode_init", "dmd")
 
 
@@ -205,6 +227,10 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
                 if cfg.branches.points_per_episode > 0 else None)
     if main and not (out / "action_correlation.json").exists():
         (out / "action_correlation.json").write_text(json.dumps(action_correlation_card(train_clips, branches, cfg), indent=2))
+    if main and (out / "action_correlation.json").exists() and (data_dir / "CARD.md").exists():  # collect rewrote the card
+        card = (data_dir / "CARD.md").read_text().split("\n## Actions and state")[0].rstrip("\n")
+        lines = correlation_markdown(json.loads((out / "action_correlation.json").read_text()), cfg)
+        (data_dir / "CARD.md").write_text(card + "\n" + "\n".join(lines) + "\n")
     if until == "branches":
         return None
 
