@@ -151,6 +151,10 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     `mixed_precision` ("no", "bf16", "fp16") is passed to accelerate for the training stages."""
     from accelerate import Accelerator
 
+    if cfg.student_init not in ("teacher", "checkpoint"):
+        raise ValueError(f"--set student_init: expected 'teacher' or 'checkpoint', got {cfg.student_init!r}")
+    if cfg.student_init == "checkpoint" and not cfg.init_from:
+        raise ValueError("--set student_init=checkpoint needs --init-from CHECKPOINT (whose student/ ODE init starts from)")
     if ablation not in ABLATIONS:
         raise ValueError(f"--ablation: expected one of {ABLATIONS}, got {ablation!r}")
     dev = resolve_device(device, "--device")
@@ -279,7 +283,7 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     if ablation != "no_ode_init" and not is_done(out / "ode_init"):
         log("stage ode_init")
         train_ode_init(teacher, load_ode_pairs(out / "ode_pairs"), bank, schedule, cfg.ode_init, out / "ode_init", accelerator=acc,
-                       init_from=warm_start(cfg.init_from, "student"))
+                       init_from=warm_start(cfg.init_from, "student") if cfg.student_init == "checkpoint" else None)
     if until == "ode_init":
         return None
 
@@ -337,8 +341,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any preset value, e.g. --set teacher.steps=8000 --set dmd.rollout=teacher_forcing (repeatable)")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                   help="warm start: the teacher stage from CHECKPOINT/teacher and ODE init from CHECKPOINT/student "
-                        "(e.g. causvid_env/checkpoints/cartpole, the shipped world model); same as --set init_from=...")
+                   help="warm start: the teacher stage from CHECKPOINT/teacher (e.g. causvid_env/checkpoints/cartpole, the shipped "
+                        "world model); with --set student_init=checkpoint ODE init also starts from CHECKPOINT/student")
     p.add_argument("--until", default=None, choices=STAGES, help="stop after this stage (the rest resumes later)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None = all cores")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N; None = CUDA when available, else CPU")

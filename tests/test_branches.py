@@ -124,3 +124,32 @@ def test_teacher_batches_mix_plain_single_and_paired_clips(trunks, vae, groups):
     with pytest.raises(ValueError, match="pair_fraction"):
         sample_training_clips(ClipSampler(cache), BranchSampler(bank, cache),
                               TeacherTrainConfig(batch_size=4, pair_fraction=1.0, branch_fraction=0.5), np.random.default_rng(0))
+
+
+def test_teacher_trains_on_pairs_and_warm_starts(trunks, vae, groups, tmp_path):
+    """A warm start begins at the given weights (lr 0 keeps them), and pair training logs both loss terms."""
+    from distill.batches import PromptBank
+    from distill.train_teacher import train_teacher
+    from models.actions import ActionCodec, space_to_dict
+    from models.dit import DiT, DiTConfig
+    from models.io import read_log
+
+    bank = PromptBank(trunks.prompts, [torch.randn(3, 384) for _ in trunks.prompts], [torch.ones(3, dtype=torch.bool) for _ in trunks.prompts])
+    cache = build_latent_cache(trunks, vae_encode_fn(vae))
+    v = vae.config
+    dit_cfg = DiTConfig.from_size("tiny", latent_channels=v.latent_channels, latent_height=v.latent_height, latent_width=v.latent_width,
+                                  action_space=space_to_dict(SPEC.make_action_space()))
+    init = DiT(dit_cfg)
+    with torch.no_grad():
+        for p in init.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    codec = ActionCodec(space_to_dict(SPEC.make_action_space()))
+    cfg = TeacherTrainConfig(steps=3, batch_size=4, clip_latent_frames=4, lr=0.0, warmup_steps=1, save_every=3, log_every=1,
+                             pair_fraction=0.5, dit=dit_cfg)
+    train_teacher(ClipSampler(cache), codec, bank, cfg, tmp_path / "teacher", init_from=init,
+                  branches=BranchSampler(encode_branches(groups, trunks, vae), cache))
+    out = DiT.from_pretrained(tmp_path / "teacher" / "model")
+    for a, b in zip(out.state_dict().values(), init.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    rows = list(read_log(tmp_path / "teacher" / "log.jsonl"))
+    assert all("losses/teacher_pair" in r and r["losses/teacher_pair"] > 0 for r in rows)
