@@ -111,9 +111,9 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
     F = spec.frames_per_chunk
     name = policy if isinstance(policy, str) else type(policy).__name__
     policy = resolve_policy(policy, world)
-    obs = policy.config if isinstance(policy, Policy) else None  # baselines read the chunk (or the state)
+    seen = policy.config if isinstance(policy, Policy) else None  # baselines read the chunk (or the state)
     e = _make_env(world, env, variant=variant, checkpoint=checkpoint, device=device, max_steps=max_steps,
-                  obs_mode=obs.obs_mode if obs else "chunk", frame_stack=obs.frame_stack if obs else 1)
+                  obs_mode=seen.obs_mode if seen else "chunk", frame_stack=seen.frame_stack if seen else 1)
     real_starts = RealWorldEnv(world, variant=variant) if env == "dream" and dream_start == "image" else None
     agent = make_agent(policy, e.action_space, deterministic=deterministic, seed=seed)
     returns, lengths, frames_survived = [], [], []

@@ -9,9 +9,15 @@ An observation is a short clip, ``(T, H, W, 3)`` uint8 (time first), in one of t
   ``FrameStackObservation`` over an env made with ``obs_mode="last"``).
 
 The network keeps the rows ``crop_rows``, turns the clip into ``T`` grayscale (or ``3T`` RGB)
-channels, average-pools it by ``downsample`` (rows, columns), and runs a small strided CNN
-shared by an actor head (a categorical over ``Discrete`` actions or a diagonal Gaussian over
-``Box`` actions) and a critic head.
+channels of "ink" (1 - brightness), average-pools it by ``downsample`` (rows, columns), and
+encodes it (``encoder``) for an MLP trunk shared by an actor head (a categorical over
+``Discrete`` actions or a diagonal Gaussian over ``Box`` actions) and a critic head:
+
+- ``"cnn"``: a small strided CNN (cleanrl's Atari agent, smaller);
+- ``"rows"``: :class:`RowProfile`, parameter-free: each row's ink centre (a soft-argmax over
+  the columns) and ink mass, per frame. A thin object's position and lean become numbers the
+  trunk reads directly (CartPole's pole: the centres of its rows; its angular velocity: their
+  change across the stacked frames), which a CNN must otherwise learn from the reward alone.
 
     >>> policy = load_policy("runs/ppo_dream")          # policy.json + policy.safetensors
     >>> actions = policy.act(obs_batch)                 # (B, F, H, W, 3) uint8 -> (B,) int64
@@ -67,8 +73,10 @@ class PolicyConfig:
         downsample: average-pool factor applied before the CNN, ``(rows, columns)`` or one
             factor for both (64x96 -> 32x48 at 2; ``(2, 1)`` keeps the full width, where
             CartPole's 1-pixel pole shows its angle).
-        channels: output channels of the strided convolutions (each halves H and W).
-        hidden: width of the shared fully connected layer.
+        encoder: ``"cnn"`` (strided convolutions) or ``"rows"`` (:class:`RowProfile`).
+        channels: output channels of the strided convolutions (each halves H and W; ``cnn`` only).
+        hidden: width of the shared fully connected layer(s): one ReLU layer after the CNN,
+            two tanh layers after the row profile (cleanrl's MLP agent).
         init_log_std: initial log standard deviation of the Gaussian head (Box actions only).
     """
 
@@ -79,6 +87,7 @@ class PolicyConfig:
     crop_rows: tuple[int, ...] = ()
     grayscale: bool = True
     downsample: int | tuple[int, ...] = 2
+    encoder: str = "cnn"
     channels: tuple[int, ...] = (16, 32, 32)
     hidden: int = 128
     init_log_std: float = -0.5
@@ -108,7 +117,11 @@ class PolicyConfig:
             raise ValueError(f"obs_shape {self.obs_shape} does not match obs_mode={self.obs_mode!r}, "
                              f"frame_stack={self.frame_stack}: expected (F, H, W, 3) for chunks, "
                              "(frame_stack, H, W, 3) for stacked last frames, (H, W, 3) for one last frame")
-        if not self.channels:
+        if self.encoder not in ("cnn", "rows"):
+            raise ValueError(f"encoder must be 'cnn' or 'rows', got {self.encoder!r}")
+        if self.encoder == "rows" and not self.grayscale:
+            raise ValueError("encoder='rows' reads one ink channel per frame: it needs grayscale=True")
+        if self.encoder == "cnn" and not self.channels:
             raise ValueError("channels must name at least one convolution")
         if not isinstance(space_from_dict(self.action_space), (gym.spaces.Discrete, gym.spaces.Box)):  # also validates
             raise ValueError(f"action_space must be Discrete or Box, got {self.action_space}")
@@ -120,6 +133,44 @@ def layer_init(layer: nn.Module, std: float = float(np.sqrt(2)), bias: float = 0
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
     return layer
+
+
+class RowProfile(nn.Module):
+    """``(B, C, H, W)`` ink, C frames oldest first -> ``(B, (C + 1) * H)`` features, no weights:
+    the latest frame's row centres (the mean column weighted by ink, in pixels from the middle;
+    0 for an empty row), each older frame's row centres minus the latest's (the motion), and the
+    latest frame's ``log(1 + row ink mass)``. A running mean and variance (``update`` during
+    training, saved with the weights) standardise them: the pole's motion is a fraction of a
+    pixel a chunk, the cart's position tens of pixels."""
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("var", torch.ones(n_features))
+        self.register_buffer("count", torch.zeros(()))
+
+    @staticmethod
+    def raw(x: torch.Tensor) -> torch.Tensor:
+        cols = torch.arange(x.shape[-1], device=x.device, dtype=x.dtype) - (x.shape[-1] - 1) / 2
+        mass = x.sum(-1)  # (B, C, H)
+        centre = (x * cols).sum(-1) / (mass + 1e-2)  # (B, C, H); the 1e-2 keeps empty rows at 0
+        latest = centre[:, -1:]  # (B, 1, H)
+        motion = centre[:, :-1] - latest  # (B, C-1, H)
+        return torch.cat([latest, motion, torch.log1p(mass[:, -1:])], dim=1).flatten(1)  # (B, (C+1)*H)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch of preprocessed observations into the running statistics (Chan et al.)."""
+        f = self.raw(x)
+        n, m, v = f.shape[0], f.mean(0), f.var(0, unbiased=False)
+        total = self.count + n
+        delta = m - self.mean
+        self.var.copy_((self.var * self.count + v * n + delta ** 2 * self.count * n / total) / total)
+        self.mean.add_(delta * n / total)
+        self.count.fill_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((self.raw(x) - self.mean) / (self.var + 1e-4).sqrt()).clamp(-10.0, 10.0)
 
 
 class Policy(nn.Module):
@@ -135,15 +186,22 @@ class Policy(nn.Module):
         if cfg.crop_rows:
             H = cfg.crop_rows[1] - cfg.crop_rows[0]
         c_in = frames * (1 if cfg.grayscale else 3)
-        convs, c = [], c_in
-        for i, c_out in enumerate(cfg.channels):
-            k = 5 if i == 0 else 3  # a wider first kernel sees the thin pole across two pixels
-            convs += [layer_init(nn.Conv2d(c, c_out, k, stride=2, padding=k // 2)), nn.ReLU()]
-            c = c_out
-        self.cnn = nn.Sequential(*convs, nn.Flatten())
+        if cfg.encoder == "rows":
+            self.cnn = RowProfile((c_in + 1) * (H // cfg.downsample[0]))
+        else:
+            convs, c = [], c_in
+            for i, c_out in enumerate(cfg.channels):
+                k = 5 if i == 0 else 3  # a wider first kernel sees the thin pole across two pixels
+                convs += [layer_init(nn.Conv2d(c, c_out, k, stride=2, padding=k // 2)), nn.ReLU()]
+                c = c_out
+            self.cnn = nn.Sequential(*convs, nn.Flatten())
         with torch.no_grad():
             n_flat = self.cnn(torch.zeros(1, c_in, H // cfg.downsample[0], W // cfg.downsample[1])).shape[1]
-        self.trunk = nn.Sequential(layer_init(nn.Linear(n_flat, cfg.hidden)), nn.ReLU())
+        if cfg.encoder == "rows":
+            self.trunk = nn.Sequential(layer_init(nn.Linear(n_flat, cfg.hidden)), nn.Tanh(),
+                                       layer_init(nn.Linear(cfg.hidden, cfg.hidden)), nn.Tanh())
+        else:
+            self.trunk = nn.Sequential(layer_init(nn.Linear(n_flat, cfg.hidden)), nn.ReLU())
         if self.discrete:
             self.actor = layer_init(nn.Linear(cfg.hidden, int(self.action_space.n)), std=0.01)
         else:
@@ -174,6 +232,12 @@ class Policy(nn.Module):
         if cfg.downsample != (1, 1):
             x = Fn.avg_pool2d(x, cfg.downsample)
         return x
+
+    def update_normalizer(self, obs: torch.Tensor) -> None:
+        """Training: fold a batch of observations into the ``rows`` encoder's feature statistics
+        (a no-op for the CNN)."""
+        if isinstance(self.cnn, RowProfile):
+            self.cnn.update(self.preprocess(obs))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         return self.trunk(self.cnn(self.preprocess(obs)))

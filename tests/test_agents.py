@@ -337,3 +337,37 @@ def test_shipped_policy_is_small_reads_the_dreams_observation_and_balances(tmp_p
             "max_frames"} <= set(saved)
     assert saved["policy"] == "shipped" and saved["env"] == "real" and saved["episodes"] == 2
     assert saved["returns"] == res["returns"] and min(saved["returns"]) >= 475, saved["returns"]
+
+
+def test_rows_encoder_reads_the_pole_and_saves_its_statistics(tmp_path):
+    """RowProfile: a row's centre is the ink's mean column; the motion features see a one-pixel
+    shift; the running statistics are updated by training and saved with the weights."""
+    from agents.policy import RowProfile
+    x = torch.zeros(1, 2, 3, 8)  # (B, frames, rows, columns), oldest frame first
+    x[0, 0, 1, 2] = 1.0  # older frame: row 1 inked at column 2
+    x[0, 1, 1, 3] = 1.0  # latest frame: one column to the right
+    f = RowProfile.raw(x).view(3, 3)  # (latest centre, motion, log mass) x rows
+    assert f[0, 1] == pytest.approx((3 - 3.5) / 1.01) and f[1, 1] == pytest.approx(-1 / 1.01)
+    assert f[0, 0] == f[1, 0] == 0 and f[2, 1] == pytest.approx(np.log(2.0))
+
+    cfg = PolicyConfig(obs_shape=(4, 64, 96, 3), obs_mode="last", frame_stack=4, crop_rows=(16, 52), encoder="rows",
+                       downsample=1, hidden=16)
+    policy = Policy(cfg)
+    env = stack_frames(LastFrameRealEnv("cartpole"), 4)
+    o, info = env.reset(seed=0)
+    obs = [o]
+    for _ in range(5):
+        o, _, term, trunc, info = env.step(BalancingAgent().act(None, info))
+        obs.append(o)
+        assert not (term or trunc)
+    batch = torch.as_tensor(np.stack(obs))
+    policy.update_normalizer(batch)
+    assert policy.cnn.count == len(obs) and policy.cnn.mean.abs().sum() > 0
+    with torch.no_grad():
+        policy.actor.weight.normal_()
+    policy.save(tmp_path / "rows")
+    loaded = load_policy(tmp_path / "rows")
+    assert torch.equal(loaded.cnn.mean, policy.cnn.mean) and torch.equal(loaded.cnn.var, policy.cnn.var)
+    assert np.array_equal(loaded.act(batch.numpy()), policy.act(batch.numpy()))
+    with pytest.raises(ValueError, match="grayscale"):
+        PolicyConfig(encoder="rows", grayscale=False)
