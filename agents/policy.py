@@ -198,10 +198,15 @@ class Policy(nn.Module):
         with torch.no_grad():
             n_flat = self.cnn(torch.zeros(1, c_in, H // cfg.downsample[0], W // cfg.downsample[1])).shape[1]
         if cfg.encoder == "rows":
-            self.trunk = nn.Sequential(layer_init(nn.Linear(n_flat, cfg.hidden)), nn.Tanh(),
-                                       layer_init(nn.Linear(cfg.hidden, cfg.hidden)), nn.Tanh())
-        else:
+            # cleanrl's ppo.py MLP agent: separate actor and critic trunks, so that the critic's
+            # large early value errors do not reshape the features the actor reads
+            def mlp():
+                return nn.Sequential(layer_init(nn.Linear(n_flat, cfg.hidden)), nn.Tanh(),
+                                     layer_init(nn.Linear(cfg.hidden, cfg.hidden)), nn.Tanh())
+            self.trunk, self.critic_trunk = mlp(), mlp()
+        else:  # the Atari agent: one trunk for both heads
             self.trunk = nn.Sequential(layer_init(nn.Linear(n_flat, cfg.hidden)), nn.ReLU())
+            self.critic_trunk = nn.Identity()
         if self.discrete:
             self.actor = layer_init(nn.Linear(cfg.hidden, int(self.action_space.n)), std=0.01)
         else:
@@ -239,11 +244,23 @@ class Policy(nn.Module):
         if isinstance(self.cnn, RowProfile):
             self.cnn.update(self.preprocess(obs))
 
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.cnn(self.preprocess(obs))
+
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.trunk(self.cnn(self.preprocess(obs)))
+        """The actor's hidden features."""
+        return self.trunk(self.encode(obs))
+
+    def _value(self, encoded: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """The critic reads the actor's hidden features (CNN) or has its own trunk (rows)."""
+        if isinstance(self.critic_trunk, nn.Identity):
+            h = self.trunk(encoded) if hidden is None else hidden
+        else:
+            h = self.critic_trunk(encoded)
+        return self.critic(h).squeeze(-1)
 
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.features(obs)).squeeze(-1)
+        return self._value(self.encode(obs))
 
     def distribution(self, hidden: torch.Tensor) -> torch.distributions.Distribution:
         if self.discrete:
@@ -255,14 +272,15 @@ class Policy(nn.Module):
         """PPO's call: ``(action, log_prob, entropy, value)``. Discrete actions are indices
         ``0..n-1`` (add ``action_space.start`` for the env, see :meth:`to_env_action`); Box
         actions are raw Gaussian samples in normalised units (see :meth:`to_env_action`)."""
-        hidden = self.features(obs)
+        enc = self.encode(obs)
+        hidden = self.trunk(enc)
         dist = self.distribution(hidden)
         if action is None:
             action = dist.sample()
         logp, ent = dist.log_prob(action), dist.entropy()
         if not self.discrete:  # independent dims: sum over the action vector
             logp, ent = logp.sum(-1), ent.sum(-1)
-        return action, logp, ent, self.critic(hidden).squeeze(-1)
+        return action, logp, ent, self._value(enc, hidden)
 
     def to_env_action(self, action: torch.Tensor) -> np.ndarray:
         """Network action -> actions of ``action_space`` (batch first)."""

@@ -109,16 +109,16 @@ class Args:
     eval_episodes: int = 10
     """real episodes per periodic evaluation (seeds 10_000.., deterministic actions)"""
 
-    # algorithm (cleanrl's ppo_atari, with rl-zoo's CartPole discount and lambda)
-    learning_rate: float = 5e-4
+    # algorithm (cleanrl's ppo.py settings for CartPole, more minibatch epochs, no value clipping)
+    learning_rate: float = 3e-4
     """Adam learning rate"""
     anneal_lr: bool = True
     """linearly anneal the learning rate to 0 (steadies the final policy)"""
     num_steps: int = 64
     """rollout length per env per update"""
-    gamma: float = 0.98
-    """discount per chunk (0.98 per 4 frames: a horizon of ~200 frames)"""
-    gae_lambda: float = 0.9
+    gamma: float = 0.99
+    """discount per chunk (0.99 per 4 frames: a horizon of ~400 frames)"""
+    gae_lambda: float = 0.95
     """GAE lambda"""
     reward_scale: float | None = None
     """multiplier of the env reward for learning (None: 1 / frames_per_chunk, so a CartPole
@@ -131,8 +131,9 @@ class Args:
     """normalise advantages per minibatch"""
     clip_coef: float = 0.2
     """surrogate clipping coefficient"""
-    clip_vloss: bool = True
-    """clip the value loss like the policy"""
+    clip_vloss: bool = False
+    """clip the value loss like the policy (off, as in Stable-Baselines3: values here reach ~100
+    and would move 0.2 an update)"""
     ent_coef: float = 0.01
     """entropy bonus coefficient"""
     vf_coef: float = 0.5
