@@ -203,6 +203,11 @@ def _teacher_dirs(stage_dir: Path) -> list[tuple[int, Path]]:
     return snaps
 
 
+def _curve_row(step: int, name: str, res: dict) -> dict:
+    return {"step": step, "model": name, **{f"{proto}_{q}": res["protocols"][proto]["ratio"][q]
+                                            for proto in PROTOCOLS for q in ("pole_angle_deg", "cart_x_m")}}
+
+
 def one_line(name: str, res: dict) -> str:
     parts = []
     for protocol, r in res["protocols"].items():
@@ -271,9 +276,14 @@ def main(argv=None) -> dict:
                 if saved is not None:
                     saved.parent.mkdir(parents=True, exist_ok=True)
                     saved.write_text(json.dumps(got, indent=2))
-            for key, r in got.items():
-                curve.append({"step": total, "model": key, **{f"{proto}_{q}": r["protocols"][proto]["ratio"][q]
-                                                             for proto in PROTOCOLS for q in ("pole_angle_deg", "cart_x_m")}})
+            curve += [_curve_row(total, key, r) for key, r in got.items()]
+        seen = {c["step"] for c in curve}
+        for saved in (sorted(cache.glob("step*.json")) if cache else []):  # e.g. the warm start's own figures
+            step = int(saved.stem.removeprefix("step"))
+            if step not in seen:
+                for key, r in json.loads(saved.read_text()).items():
+                    res["models"][key] = r
+                    curve.append(_curve_row(step, key, r))
         res["curve"] = sorted(curve, key=lambda c: c["step"])
         if a.png:
             plot_curve(res["curve"], a.png)

@@ -8,6 +8,9 @@ Layout it reads (each optional; a missing one becomes a line naming the command 
     closed_loop_window10s/metrics.json  the same with a 10 s window
     closed_loop_context_noise*/metrics.json  the same with the cache written at another noise level
     closed_loop_v1/metrics.json         the previous shipped checkpoint under the same protocol
+    closed_loop_clip*/metrics.json      closed loop from 16-frame real clips (the main protocol of issue 23)
+    push_response/*.json                the push-response gate (teachers and students) and the teacher's learning curve
+    training_record.json                cumulative steps, samples and CPU-hours across warm-started sessions
     action_following.json, action_following_v1.json   12-frame held pushes vs the real twin
     ablation/ablation.json              the paper's Table 4 rows plus teacher- vs self-forcing
     training.json                       stage steps and wall times of the shipped run
@@ -119,6 +122,61 @@ def action_section(af: dict | None, label: str) -> list[str]:
     return out
 
 
+def push_response_section(r: Path) -> list[str]:
+    """The gate of every model in push_response/*.json: 12-frame held-push gap (right - left) against the real one."""
+    files = sorted((r / "push_response").glob("*.json"))
+    if not files:
+        return []
+    out = ["## Push-response gate (12-frame held push, right minus left)", "",
+           "From N real starts, the push right and the push left are held for 12 frames; the state probe reads the last frame. "
+           "Ratio = model gap / real gap (target 0.7-1.3, right sign). `image`: one still real frame; `clip`: a 16-frame real "
+           "clip (the still chunk and 3 chunks of a noisy balancing controller). Error after push: probe reading against the "
+           "real frame, next to repeat-last-frame (the last context frame). `python -m evaluation.push_response --help`.", "",
+           "| model | starts | sampling | image pole / cart | clip pole / cart | error after push deg / m (repeat-last) | gate |",
+           "|---|---|---|---|---|---|---|"]
+    curve = None
+    for f in files:
+        res = _load(f)
+        if "curve" in res and res["curve"]:
+            curve = (f, res)
+        for name, m in res.get("models", {}).items():
+            if name.startswith("teacher step"):
+                continue  # the curve below
+            pr = m["protocols"]
+            samp = m.get("sampling", {})
+            how = (f"ODE {samp.get('num_steps')} steps, CFG text {samp.get('guidance_text')} / action {samp.get('guidance_action')}"
+                   if samp else "4-step student, env")
+            cells = [f"{pr[p]['ratio']['pole_angle_deg']:+.2f}x / {pr[p]['ratio']['cart_x_m']:+.2f}x" for p in ("image", "clip")]
+            err = pr["clip"].get("error_after_push", {})
+            rep = pr["clip"].get("repeat_last_frame_error", {})
+            e = (f"{err['pole_angle_deg']:.1f} / {err['cart_x_m']:.3f} ({rep['pole_angle_deg']:.1f} / {rep['cart_x_m']:.3f})"
+                 if err and rep else "-")
+            out.append(f"| {name} (`{f.name}`) | {m['starts']} | {how} | {cells[0]} | {cells[1]} | {e} | "
+                       f"{'pass' if m['passes'] else 'fail'} |")
+    if curve is not None:
+        f, res = curve
+        out += ["", f"Teacher learning curve (`{f.name}`, cumulative steps including the warm start; "
+                "[plot](results/push_response/teacher_curve.png)):", "", "| steps | image pole | image cart | clip pole | clip cart |",
+                "|---|---|---|---|---|"]
+        for c in res["curve"]:
+            out.append(f"| {c['step']} | {c['image_pole_angle_deg']:+.2f}x | {c['image_cart_x_m']:+.2f}x | "
+                       f"{c['clip_pole_angle_deg']:+.2f}x | {c['clip_cart_x_m']:+.2f}x |")
+    return out + [""]
+
+
+def record_section(rec: dict | None) -> list[str]:
+    if rec is None:
+        return []
+    out = ["## Training across sessions (cumulative)", "", "| stage | steps | samples | CPU-hours | sessions |", "|---|---|---|---|---|"]
+    for stage, t in rec["cumulative"].items():
+        out.append(f"| {stage} | {t['steps']} | {t['samples']} | {t['cpu_hours']:.2f} | {t['sessions']} |")
+    out += ["", "| session | run | warm start | stages (steps) |", "|---|---|---|---|"]
+    for e in rec["sessions"]:
+        out.append(f"| {e['session']} | `{e['run']}` | {e.get('init_from') or '-'} | "
+                   + ", ".join(f"{s['stage']} {s['steps']}" for s in e["stages"]) + " |")
+    return out + [""]
+
+
 def ablation_section(res: dict | None) -> list[str]:
     out = ["## Ablation (the paper's Table 4, plus teacher- vs self-forcing)", ""]
     if res is None:
@@ -208,6 +266,10 @@ def compose(results: str | Path = "docs/results", out: str | Path = "docs/RESULT
                                      "(compare with the main section: same 1.28 s window, noise 0)", _load(p), "")
     lines += closed_loop_section("Closed loop: the previous (v1) checkpoint, same protocol", _load(r / "closed_loop_v1" / "metrics.json"),
                                  "closed_loop_eval.py on the v1 checkpoint")
+    for p in sorted(r.glob("closed_loop_clip*/metrics.json")):
+        lines += closed_loop_section(f"Closed loop from 16-frame real clips (`{p.parent.name}`)", _load(p), "")
+    lines += push_response_section(r)
+    lines += record_section(_load(r / "training_record.json"))
     lines += action_section(af, "shipped checkpoint")
     lines += action_section(_load(r / "action_following_v1.json"), "previous (v1) checkpoint")
     lines += ablation_section(_load(r / "ablation" / "ablation.json"))
