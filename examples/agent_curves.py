@@ -62,7 +62,7 @@ def plot(c: dict, path: Path) -> None:
                     label=f"real CartPole-v1, {len(ev[0]['real_returns'])} episodes (deterministic)")
     ax.set_xlabel("environment frames (4 per decision)")
     ax.set_ylabel("episodic return (frames survived, cap 500)" if c["env"] == "real" else "episodic return")
-    ax.set_title(f"PPO on {c['world']}, trained in the {c['env']}")
+    ax.set_title(f"PPO on {c['world']}, trained in the {'real twin' if c['env'] == 'real' else 'dream'}")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

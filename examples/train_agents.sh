@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-train and re-score both PPO agents of the shipped CartPole world model, on one CPU core:
-#   1. PPO in the real twin (the reference; ~35 min): curve, then 100 real CartPole-v1 episodes;
+#   1. PPO in the real twin (the reference; ~32 min): curve, then 100 real CartPole-v1 episodes;
 #   2. PPO in the dream only (CausVidVectorEnv over the shipped checkpoint, image resets from
 #      real starts; DREAM_STEPS chunks), scored in the real twin every few updates and at the end;
 #   3. the random baseline.
@@ -15,7 +15,7 @@ PIN=${PIN:-}
 export SDL_VIDEODRIVER=dummy HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$A"
 
-REAL="python -m agents.ppo --world cartpole --env real --total-steps ${REAL_STEPS:-400000} --eval-every 50 --eval-episodes 10 --out $OUT/ppo_real --no-progress"
+REAL="python -m agents.ppo --world cartpole --env real --total-steps ${REAL_STEPS:-250000} --eval-every 50 --eval-episodes 10 --out $OUT/ppo_real --no-progress"
 $PIN $REAL
 $PIN python examples/agent_curves.py --run $OUT/ppo_real --out $A/ppo_real_curve --command "$REAL"
 $PIN python -m agents.evaluate --policy $OUT/ppo_real --world cartpole --real --episodes 100 --json $R/ppo_real_in_real.json
@@ -25,7 +25,7 @@ if [ "${SHIP:-0}" = 1 ]; then
   $PIN python -m agents.evaluate --policy shipped --world cartpole --real --episodes 100 --json $R/ppo_shipped_in_real.json
 fi
 
-DREAM="python -m agents.ppo --world cartpole --env dream --total-steps ${DREAM_STEPS:-16384} --num-envs 16 --num-steps 32 --variants default --image-reset-fraction 1.0 --eval-every ${DREAM_EVAL_EVERY:-4} --eval-episodes 10 --out $OUT/ppo_dream --no-progress"
+DREAM="python -m agents.ppo --world cartpole --env dream --total-steps ${DREAM_STEPS:-8192} --num-envs 16 --num-steps 32 --variants default --image-reset-fraction 1.0 --eval-every ${DREAM_EVAL_EVERY:-4} --eval-episodes 10 --out $OUT/ppo_dream --no-progress"
 $PIN $DREAM
 $PIN python examples/agent_curves.py --run $OUT/ppo_dream --out $A/ppo_dream_curve --command "$DREAM"
 $PIN python -m agents.evaluate --policy $OUT/ppo_dream --world cartpole --real --episodes 100 --json $R/ppo_dream_in_real.json
