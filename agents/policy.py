@@ -17,7 +17,9 @@ encodes it (``encoder``) for an MLP trunk shared by an actor head (a categorical
 - ``"rows"``: :class:`RowProfile`, parameter-free: each row's ink centre (a soft-argmax over
   the columns) and ink mass, per frame. A thin object's position and lean become numbers the
   trunk reads directly (CartPole's pole: the centres of its rows; its angular velocity: their
-  change across the stacked frames), which a CNN must otherwise learn from the reward alone.
+  change across the stacked frames), which a CNN must otherwise learn from the reward alone;
+- ``"rows_rel"``: the same, each frame's centres taken relative to its median centre (the
+  pole's lean apart from the cart's position), plus that median (the cart).
 
     >>> policy = load_policy("runs/ppo_dream")          # policy.json + policy.safetensors
     >>> actions = policy.act(obs_batch)                 # (B, F, H, W, 3) uint8 -> (B,) int64
@@ -51,6 +53,7 @@ __all__ = ["PolicyConfig", "Policy", "load_policy", "shipped_policy_dir"]
 FORMAT = "causvid-agents/policy-1"
 CONFIG_NAME = "policy.json"
 WEIGHTS_NAME = "policy.safetensors"
+ROW_ENCODERS = ("rows", "rows_rel")
 
 
 # ----------------------------------------------------------------------------- network
@@ -73,7 +76,8 @@ class PolicyConfig:
         downsample: average-pool factor applied before the CNN, ``(rows, columns)`` or one
             factor for both (64x96 -> 32x48 at 2; ``(2, 1)`` keeps the full width, where
             CartPole's 1-pixel pole shows its angle).
-        encoder: ``"cnn"`` (strided convolutions) or ``"rows"`` (:class:`RowProfile`).
+        encoder: ``"cnn"`` (strided convolutions), ``"rows"`` (:class:`RowProfile`) or
+            ``"rows_rel"`` (the row centres relative to each frame's median centre).
         channels: output channels of the strided convolutions (each halves H and W; ``cnn`` only).
         hidden: width of the shared fully connected layer(s): one ReLU layer after the CNN,
             two tanh layers after the row profile (cleanrl's MLP agent).
@@ -117,10 +121,10 @@ class PolicyConfig:
             raise ValueError(f"obs_shape {self.obs_shape} does not match obs_mode={self.obs_mode!r}, "
                              f"frame_stack={self.frame_stack}: expected (F, H, W, 3) for chunks, "
                              "(frame_stack, H, W, 3) for stacked last frames, (H, W, 3) for one last frame")
-        if self.encoder not in ("cnn", "rows"):
-            raise ValueError(f"encoder must be 'cnn' or 'rows', got {self.encoder!r}")
-        if self.encoder == "rows" and not self.grayscale:
-            raise ValueError("encoder='rows' reads one ink channel per frame: it needs grayscale=True")
+        if self.encoder not in ("cnn", *ROW_ENCODERS):
+            raise ValueError(f"encoder must be 'cnn', 'rows' or 'rows_rel', got {self.encoder!r}")
+        if self.encoder in ROW_ENCODERS and not self.grayscale:
+            raise ValueError(f"encoder={self.encoder!r} reads one ink channel per frame: it needs grayscale=True")
         if self.encoder == "cnn" and not self.channels:
             raise ValueError("channels must name at least one convolution")
         if not isinstance(space_from_dict(self.action_space), (gym.spaces.Discrete, gym.spaces.Box)):  # also validates
@@ -143,25 +147,42 @@ class RowProfile(nn.Module):
     training, saved with the weights) standardise them: the pole's motion is a fraction of a
     pixel a chunk, the cart's position tens of pixels."""
 
-    def __init__(self, n_features: int) -> None:
+    def __init__(self, n_features: int, relative: bool = False) -> None:
         super().__init__()
+        self.relative = relative
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("var", torch.ones(n_features))
         self.register_buffer("count", torch.zeros(()))
 
     @staticmethod
-    def raw(x: torch.Tensor) -> torch.Tensor:
+    def n_features(frames: int, rows: int, relative: bool = False) -> int:
+        return (frames + 1) * rows + (frames if relative else 0)
+
+    @staticmethod
+    def raw(x: torch.Tensor, relative: bool = False) -> torch.Tensor:
+        """``relative`` (``encoder="rows_rel"``): each frame's row centres are taken relative to
+        that frame's median centre over its inked rows, which joins the features (latest, and
+        older minus latest). CartPole: every row's centre then no longer moves with the cart
+        (~9 px std), so the pole's lean (a few px) is no longer a small difference of large,
+        correlated inputs; the cart's position and velocity are the median's two features."""
         cols = torch.arange(x.shape[-1], device=x.device, dtype=x.dtype) - (x.shape[-1] - 1) / 2
         mass = x.sum(-1)  # (B, C, H)
         centre = (x * cols).sum(-1) / (mass + 1e-2)  # (B, C, H); the 1e-2 keeps empty rows at 0
+        if relative:
+            inked = mass > 0.05
+            ref = torch.nan_to_num(torch.where(inked, centre, torch.nan).nanmedian(-1).values)  # (B, C); 0 if blank
+            centre = torch.where(inked, centre - ref[..., None], torch.zeros_like(centre))
         latest = centre[:, -1:]  # (B, 1, H)
         motion = centre[:, :-1] - latest  # (B, C-1, H)
-        return torch.cat([latest, motion, torch.log1p(mass[:, -1:])], dim=1).flatten(1)  # (B, (C+1)*H)
+        out = [latest.flatten(1), motion.flatten(1), torch.log1p(mass[:, -1])]
+        if relative:
+            out += [ref[:, -1:], ref[:, :-1] - ref[:, -1:]]
+        return torch.cat(out, dim=1)  # (B, n_features)
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         """Fold a batch of preprocessed observations into the running statistics (Chan et al.)."""
-        f = self.raw(x)
+        f = self.raw(x, self.relative)
         n, m, v = f.shape[0], f.mean(0), f.var(0, unbiased=False)
         total = self.count + n
         delta = m - self.mean
@@ -170,7 +191,7 @@ class RowProfile(nn.Module):
         self.count.fill_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ((self.raw(x) - self.mean) / (self.var + 1e-4).sqrt()).clamp(-10.0, 10.0)
+        return ((self.raw(x, self.relative) - self.mean) / (self.var + 1e-4).sqrt()).clamp(-10.0, 10.0)
 
 
 class Policy(nn.Module):
@@ -186,8 +207,9 @@ class Policy(nn.Module):
         if cfg.crop_rows:
             H = cfg.crop_rows[1] - cfg.crop_rows[0]
         c_in = frames * (1 if cfg.grayscale else 3)
-        if cfg.encoder == "rows":
-            self.cnn = RowProfile((c_in + 1) * (H // cfg.downsample[0]))
+        if cfg.encoder in ROW_ENCODERS:
+            rel = cfg.encoder == "rows_rel"
+            self.cnn = RowProfile(RowProfile.n_features(c_in, H // cfg.downsample[0], rel), relative=rel)
         else:
             convs, c = [], c_in
             for i, c_out in enumerate(cfg.channels):
@@ -197,7 +219,7 @@ class Policy(nn.Module):
             self.cnn = nn.Sequential(*convs, nn.Flatten())
         with torch.no_grad():
             n_flat = self.cnn(torch.zeros(1, c_in, H // cfg.downsample[0], W // cfg.downsample[1])).shape[1]
-        if cfg.encoder == "rows":
+        if cfg.encoder in ROW_ENCODERS:
             # cleanrl's ppo.py MLP agent: separate actor and critic trunks, so that the critic's
             # large early value errors do not reshape the features the actor reads
             def mlp():

@@ -4,6 +4,8 @@ In the style of cleanrl's ``ppo_atari.py``: one file read top to bottom, an ``Ar
 GAE, the clipped surrogate, a (clipped) value loss, an entropy bonus, minibatch epochs.
 
     python -m agents.ppo --world cartpole --env real --out runs/agents/ppo_real     # the reference, ~30 min on one core
+    python -m agents.ppo --world cartpole --env real --encoder rows_rel --reward-scale 0.025 \
+        --update-epochs 4 --num-minibatches 4 --total-steps 204800 --out runs/agents/ppo_real  # the shipped policy, ~16 min
     python -m agents.ppo --world cartpole --env dream --out runs/agents/ppo_dream   # the shipped world model
     python -m agents.evaluate --policy runs/agents/ppo_dream --real --episodes 100  # scored in the real world
 
@@ -18,8 +20,12 @@ centre in the cropped rows, standardised by running statistics that the rollouts
 Why these defaults (CartPole, one CPU core): the earlier recipe (4-frame chunks, 2x2 pooling,
 a CNN, cleanrl's Atari settings, 16 updates of 16x64 steps) scored like random (16.5 frames);
 a CNN at full width with stacked frames learned, but slowly (~70 frames after 100k steps);
-the row features make the pole's lean and motion numbers and learn within this budget. Works with any gymnasium
-``VectorEnv`` with a uint8 Box observation space and a Discrete (categorical head) or Box
+the row features make the pole's lean and motion numbers and learn within this budget. Their
+real episodes all ended with the pole past 12 degrees (docs/results/agents/failure_modes_*.json):
+every row's centre moves with the cart, so the lean was a small difference of large correlated
+inputs; ``encoder="rows_rel"`` takes the centres relative to each frame's median.
+
+Works with any gymnasium ``VectorEnv`` with a uint8 Box observation space and a Discrete (categorical head) or Box
 (Gaussian head) action space, in any of Gymnasium 1.x's autoreset modes:
 
 - NEXT_STEP (the default of SyncVectorEnv and CausVidVectorEnv): the step after an episode end
@@ -56,7 +62,7 @@ from tqdm.auto import tqdm
 
 from agents.evaluate import evaluate
 from agents.observations import LastFrameRealEnv, VectorFrameStack
-from agents.policy import Policy, PolicyConfig
+from agents.policy import Policy, PolicyConfig, load_policy
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
 from models.actions import space_to_dict
@@ -82,6 +88,9 @@ class Args:
     """torch CPU threads (``torch.set_num_threads``)"""
     progress: bool = True
     """show a tqdm bar"""
+    init_from: str | None = None
+    """start from this policy directory's weights and feature statistics (``policy.json`` +
+    ``policy.safetensors``; its config must match this run's observation and network)"""
 
     # environment
     total_steps: int = 250_000
@@ -154,7 +163,8 @@ class Args:
     """average-pool factor before the CNN, rows,columns (or one for both); full width keeps
     the 1-pixel pole's lean"""
     encoder: str = "rows"
-    """``rows`` (each row's ink centre and mass: the pole's lean as numbers, agents.policy.RowProfile)
+    """``rows`` (each row's ink centre and mass: the pole's lean as numbers, agents.policy.RowProfile),
+    ``rows_rel`` (the centres relative to each frame's median centre, which is added)
     or ``cnn`` (strided convolutions)"""
     channels: tuple[int, ...] = (16, 32, 32)
     """channels of the strided convolutions (``cnn``)"""
@@ -307,6 +317,8 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
                        frame_stack=args.frame_stack, crop_rows=args.crop_rows, grayscale=args.grayscale,
                        downsample=args.downsample, encoder=args.encoder, channels=args.channels, hidden=args.hidden)
     agent = Policy(cfg).to(device)
+    if args.init_from:
+        warm_start(agent, args.init_from)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
     # rollout storage (observations stay uint8: 4x64x96x3 = 72 KiB each, chunk or stack)
@@ -492,6 +504,14 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
     envs.close()
     return {"returns": all_returns, "lengths": all_lengths, "global_step": global_step, "out": str(out),
             "steps_per_s": global_step / (time.time() - start_time), "evals": evals}
+
+
+def warm_start(agent: Policy, directory: str) -> None:
+    """Copy a saved policy's weights and row statistics into ``agent`` (same config, or ValueError)."""
+    src = load_policy(directory)
+    if src.config != agent.config:
+        raise ValueError(f"--init-from {directory}: its PolicyConfig {src.config} differs from this run's {agent.config}")
+    agent.load_state_dict(src.state_dict())
 
 
 def _save(agent: Policy, out: Path, args: Args, global_step: int, returns, lengths, steps, evals, F: int) -> None:

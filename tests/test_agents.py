@@ -373,3 +373,32 @@ def test_rows_encoder_reads_the_pole_and_saves_its_statistics(tmp_path):
     assert np.array_equal(loaded.act(batch.numpy()), policy.act(batch.numpy()))
     with pytest.raises(ValueError, match="grayscale"):
         PolicyConfig(encoder="rows", grayscale=False)
+
+
+def test_ppo_init_from_warm_starts_the_weights(tmp_path):
+    first = _tiny_args(tmp_path, out=str(tmp_path / "a"))
+    train(first)
+    src = load_policy(first.out)
+    # learning rate 0: the warm-started weights come out as they went in
+    train(_tiny_args(tmp_path, out=str(tmp_path / "b"), init_from=first.out, learning_rate=0.0))
+    warm = load_policy(tmp_path / "b")
+    assert torch.equal(warm.actor.weight, src.actor.weight) and torch.equal(warm.critic.weight, src.critic.weight)
+    with pytest.raises(ValueError, match="init-from"):
+        train(_tiny_args(tmp_path, out=str(tmp_path / "c"), init_from=first.out, hidden=TINY_NET["hidden"] * 2))
+
+
+def test_rows_rel_encoder_takes_the_centres_relative_to_the_median():
+    """rows_rel: shifting the whole frame moves only the median features, not the row centres."""
+    from agents.policy import RowProfile
+    x = torch.zeros(1, 2, 4, 16)  # (B, frames, rows, columns); row 3 stays blank
+    for t, shift in enumerate((0, 2)):  # the latest frame is the older one moved 2 columns right
+        x[0, t, 0, 5 + shift] = x[0, t, 1, 6 + shift] = x[0, t, 2, 9 + shift] = 1.0
+    f = RowProfile.raw(x, relative=True)
+    assert f.shape == (1, RowProfile.n_features(2, 4, relative=True)) == (1, 14)
+    latest, motion, ref = f[0, :4], f[0, 4:8], f[0, 12:]
+    assert torch.allclose(latest, torch.tensor([-1.0, 0.0, 3.0, 0.0]) / 1.01, atol=1e-5)  # median: row 1
+    assert torch.allclose(motion, torch.zeros(4), atol=1e-5)  # the shift is all in the median
+    assert ref[1] == pytest.approx(-2 / 1.01, abs=1e-5) and torch.isfinite(RowProfile.raw(torch.zeros(1, 2, 4, 16), True)).all()
+    cfg = PolicyConfig(obs_shape=(4, 64, 96, 3), obs_mode="last", frame_stack=4, crop_rows=(16, 52),
+                       encoder="rows_rel", downsample=1, hidden=16)
+    assert Policy(cfg).act(np.zeros((2, 4, 64, 96, 3), np.uint8)).shape == (2,)
