@@ -70,7 +70,7 @@ class CausVidEnv(gym.Env):
     Termination: the termination head fires on any frame of the chunk (`cartpole`: it was trained
     on frames where the pole leans past 12 degrees or the cart leaves the track). A prompt-only
     reset starts from a generated frame, which can already look terminal, so such episodes may end
-    at their first step (5 of 21 in a check over seeds 0-20, against 0 of 21 image resets from real
+    at their first step (3 of 21 in a check over seeds 0-20, against 0 of 21 image resets from real
     frames): reset from a real frame when episode lengths matter. Truncation:
     after `max_episode_steps` chunks (default: the world's `max_episode_frames` / F; `cartpole`:
     500 frames = 125 steps). Stepping after the end warns like any Gymnasium env, unless the env

@@ -1,6 +1,5 @@
 """The shipped CartPole checkpoint follows actions: measured with the state probe against the
 real twin under the same pushes (not by eye)."""
-import numpy as np
 import pytest
 
 from causvid_env.checkpoint import default_checkpoint_dir
