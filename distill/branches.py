@@ -47,6 +47,7 @@ class BranchConfig:
     max_hold: int = 7
     p_start: float = 0.25  # fraction of branch points at the still chunk (b = 1): pushes from an image reset
     min_context: int = 4  # other branch points leave at least this many latent frames of trunk before b
+    p_max_context: float = 0.0  # training: fraction of branch clips given the longest context they allow (a moving 16-frame clip)
 
 
 def _branch_points(n_latent: int, cfg: BranchConfig, rng: np.random.Generator) -> list[int]:
@@ -187,8 +188,8 @@ class BranchSampler:
     same context of k latent frames, `sample` single clips of any kind (the random branches add
     state-independent actions to the ordinary stream). Clips are the dicts of `distill.batches.ClipSampler`."""
 
-    def __init__(self, branches: BranchCache, trunks: LatentCache, max_context: int = 4):
-        self.b, self.trunks, self.max_context = branches, trunks, max_context
+    def __init__(self, branches: BranchCache, trunks: LatentCache, max_context: int = 4, p_max_context: float = 0.0):
+        self.b, self.trunks, self.max_context, self.p_max_context = branches, trunks, max_context, p_max_context
         self.F = trunks.frames_per_latent
         self.groups = np.arange(branches.num_groups)
 
@@ -207,7 +208,10 @@ class BranchSampler:
     def _context(self, g: int, rng: np.random.Generator, num_latent: int) -> int:
         """k in [1, min(max_context, b, num_latent - 1)]: at least one trunk frame and one branch frame."""
         b = int(self.b.meta[3 * g, 1])
-        return int(rng.integers(1, max(1, min(self.max_context, b, num_latent - 1)) + 1))
+        hi = max(1, min(self.max_context, b, num_latent - 1))
+        if self.p_max_context > 0 and rng.random() < self.p_max_context:
+            return hi
+        return int(rng.integers(1, hi + 1))
 
     def pairs(self, num_pairs: int, num_latent: int, rng: np.random.Generator) -> tuple[list[dict], list[dict], list[int]]:
         """-> (left clips, right clips, context lengths k): clip i of both lists shares its first k_i latent frames."""

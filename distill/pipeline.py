@@ -227,7 +227,7 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
         groups = generate_branches(spec, episodes, train_ids, cfg.branches, seed=cfg.seed, progress=True)
         encode_branches(groups, episodes, vae, progress=True).save(branch_path)
     acc.wait_for_everyone()
-    branches = (BranchSampler(BranchCache.load(branch_path), cache, cfg.teacher.max_context_frames)
+    branches = (BranchSampler(BranchCache.load(branch_path), cache, cfg.teacher.max_context_frames, cfg.branches.p_max_context)
                 if cfg.branches.points_per_episode > 0 else None)
     if main and not (out / "action_correlation.json").exists():
         (out / "action_correlation.json").write_text(json.dumps(action_correlation_card(train_clips, branches, cfg), indent=2))

@@ -153,3 +153,13 @@ def test_teacher_trains_on_pairs_and_warm_starts(trunks, vae, groups, tmp_path):
         torch.testing.assert_close(a, b)
     rows = list(read_log(tmp_path / "teacher" / "log.jsonl"))
     assert all("losses/teacher_pair" in r and r["losses/teacher_pair"] > 0 for r in rows)
+
+
+def test_pairs_can_favour_the_longest_context(trunks, vae, groups):
+    bank = encode_branches(groups, trunks, vae)
+    cache = build_latent_cache(trunks, vae_encode_fn(vae))
+    _, _, ks = BranchSampler(bank, cache, max_context=4, p_max_context=1.0).pairs(12, 4, np.random.default_rng(0))
+    bs = {g["point"] for g in groups}
+    assert set(ks) <= {min(4, b, 3) for b in bs} and max(ks) == 3  # the longest the 4-frame clip and the point allow
+    _, _, ks0 = BranchSampler(bank, cache, max_context=4).pairs(40, 4, np.random.default_rng(0))
+    assert len(set(ks0)) > 1
