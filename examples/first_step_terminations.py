@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
 import numpy as np
 
 from causvid_env.env import CausVidEnv
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
+from evaluation.report import write_json
 
 
 def main(argv=None) -> dict:
@@ -44,7 +43,7 @@ def main(argv=None) -> dict:
            "checkpoint": a.checkpoint or "shipped", "episodes_per_mode": a.seeds, "ended_at_first_step": counts}
     print(json.dumps(res, indent=2))
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2))
+        write_json(a.json, res)
     return res
 
 
