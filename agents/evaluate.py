@@ -18,7 +18,6 @@ Python API: :func:`evaluate` (returns the summary dict) and :func:`make_agent`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from agents.observations import stack_frames
 from agents.policy import Policy, load_policy, shipped_policy_dir
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
+from models.io import write_json
 
 __all__ = ["evaluate", "make_agent", "main"]
 
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"cap {res['max_frames'] if args.env == 'real' else args.max_steps})")
     res["command"] = " ".join(["python -m agents.evaluate", *(argv if argv is not None else sys.argv[1:])])
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        write_json(args.json, res)
     return res
 
 

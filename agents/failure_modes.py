@@ -6,15 +6,14 @@ or the time limit (the simulator state at the terminal frame, from ``info["state
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from agents.evaluate import _make_env, make_agent, resolve_policy
 from causvid_env.worlds import get_world
+from models.io import write_json
 
 THETA_LIMIT, X_LIMIT = math.radians(12.0), 2.4
 
@@ -68,8 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.policy}: {res['mean']:.1f} +- {res['std']:.1f} frames; ends {res['counts']}; "
           f"frames by end {res['frames_by_end']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        write_json(args.json, res)
     return res
 
 

@@ -137,7 +137,7 @@ def render_at_states(world: str | WorldSpec, variant: str | None, states: np.nda
         sim.reset(seed=0)
         frames = []
         for s in np.asarray(states, np.float64):
-            sim.env.state = s.copy()
+            sim.set_state(s)
             frames.append(sim.render_frame())
         return np.stack(frames)
     finally:

@@ -138,6 +138,14 @@ class Simulator:
     def state(self) -> np.ndarray:
         return np.asarray(self.env.state, dtype=np.float32).copy()
 
+    def set_state(self, state: np.ndarray) -> None:
+        """Put the simulator in `state` (its full physical state, e.g. CartPole's x, x_dot, theta,
+        theta_dot): branching from a saved state, drawing frames at given states. Call `reset` once
+        before, since the env refuses to step before a reset."""
+        self.env.state = np.asarray(state, dtype=np.float64).copy()
+        if hasattr(self.env, "steps_beyond_terminated"):
+            self.env.steps_beyond_terminated = None
+
     def render_frame(self) -> np.ndarray:
         """The current frame: native render, recoloured, downsampled; (H, W, 3) uint8."""
         frame = _offscreen_render(self.env)

@@ -80,23 +80,26 @@ class LatentBatch:
 
 
 def make_batch(clips: list[dict], codec: ActionCodec, rng: np.random.Generator, p_drop_text: float = 0.0,
-               p_drop_action: float = 0.0) -> LatentBatch:
+               p_drop_action: float = 0.0, keep_from: int | None = None) -> LatentBatch:
     """Stack clips from `distill.dataset.LatentClipDataset`; drop prompts / whole action sequences
-    with the given probabilities (classifier-free guidance training)."""
+    with the given probabilities (classifier-free guidance training). Clips from index `keep_from`
+    on keep both (the teacher's left/right pairs); their drops are still drawn, so the RNG stream
+    does not depend on `keep_from`."""
     lat = torch.from_numpy(np.stack([c["latents"] for c in clips])).float().permute(0, 2, 1, 3, 4)  # (B, T, C, h, w) -> (B, C, T, h, w)
     feats, nulls, prompts = [], [], []
-    for c in clips:
+    for i, c in enumerate(clips):
+        keep = keep_from is not None and i >= keep_from
         a = np.asarray(c["actions"])
         m = np.asarray(c["action_mask"], bool)
         f = np.zeros((len(m), codec.feature_dim), np.float32)
         if m.any():
             f[m] = codec.to_features(a[m])
         null = ~m
-        if rng.random() < p_drop_action:
+        if rng.random() < p_drop_action and not keep:
             null = np.ones_like(null)
         feats.append(f)
         nulls.append(null)
-        prompts.append(None if rng.random() < p_drop_text else c["prompt"])
+        prompts.append(None if rng.random() < p_drop_text and not keep else c["prompt"])
     return LatentBatch(
         latents=lat,
         action_feats=torch.from_numpy(np.stack(feats)),

@@ -26,11 +26,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from causvid_env.policies import action_dtype, random_action
 from causvid_env.rendering import Simulator
 from causvid_env.worlds import WorldSpec
 from distill.dataset import PER_FRAME, EpisodeDataset, LatentCache
+from models.vae import frames_to_tensor
 
 __all__ = ["BranchConfig", "KINDS", "generate_branches", "encode_branches", "BranchCache", "BranchSampler",
            "action_state_correlation"]
@@ -81,13 +83,6 @@ def _play(sim: Simulator, spec: WorldSpec, actions: list) -> dict[str, np.ndarra
             "truncated": np.zeros(n, bool)}
 
 
-def _restore(sim: Simulator, state: np.ndarray) -> None:
-    """Put the simulator in `state` (the full physical state: CartPole's (x, x_dot, theta, theta_dot))."""
-    sim.env.state = np.asarray(state, dtype=np.float64).copy()
-    if hasattr(sim.env, "steps_beyond_terminated"):
-        sim.env.steps_beyond_terminated = None
-
-
 def generate_branches(spec: WorldSpec, episodes: EpisodeDataset, trunk_ids: list[int], cfg: BranchConfig,
                       seed: int = 0, progress: bool = False) -> list[dict[str, Any]]:
     """For each trunk in `trunk_ids`, branch points and their three continuations from the real simulator.
@@ -100,7 +95,6 @@ def generate_branches(spec: WorldSpec, episodes: EpisodeDataset, trunk_ids: list
     F = spec.frames_per_chunk
     groups = []
     sims: dict[str, Simulator] = {}
-    from tqdm import tqdm
     for e in tqdm(trunk_ids, desc="branches", unit="ep", disable=not progress):
         ep = episodes[e]
         rng = np.random.default_rng([seed, 7919, int(e)])
@@ -116,7 +110,7 @@ def generate_branches(spec: WorldSpec, episodes: EpisodeDataset, trunk_ids: list
                      "random": [random_action(sim.action_space, rng) for _ in range(cfg.chunks)]}
             branches = {}
             for kind in KINDS:
-                _restore(sim, state)
+                sim.set_state(state)
                 branches[kind] = _play(sim, spec, plans[kind])
             groups.append({"trunk": int(e), "point": int(b), "hold": h, "branches": branches})
     for s in sims.values():
@@ -127,9 +121,6 @@ def generate_branches(spec: WorldSpec, episodes: EpisodeDataset, trunk_ids: list
 @torch.no_grad()
 def encode_branches(groups: list[dict[str, Any]], episodes: EpisodeDataset, vae, progress: bool = False) -> "BranchCache":
     """Latents of every branch, continuing each trunk's causal VAE stream at the branch point."""
-    from tqdm import tqdm
-
-    from models.vae import frames_to_tensor
 
     F = episodes.frames_per_chunk
     latents, arrays, meta = [], [], []

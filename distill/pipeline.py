@@ -229,12 +229,16 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     acc.wait_for_everyone()
     branches = (BranchSampler(BranchCache.load(branch_path), cache, cfg.teacher.max_context_frames, cfg.branches.p_max_context)
                 if cfg.branches.points_per_episode > 0 else None)
-    if main and not (out / "action_correlation.json").exists():
-        (out / "action_correlation.json").write_text(json.dumps(action_correlation_card(train_clips, branches, cfg), indent=2))
-    if main and (out / "action_correlation.json").exists() and (data_dir / "CARD.md").exists():  # collect rewrote the card
-        card = (data_dir / "CARD.md").read_text().split("\n## Actions and state")[0].rstrip("\n")
-        lines = correlation_markdown(json.loads((out / "action_correlation.json").read_text()), cfg)
-        (data_dir / "CARD.md").write_text(card + "\n" + "\n".join(lines) + "\n")
+    corr_path = out / "action_correlation.json"
+    if main:
+        if corr_path.exists():
+            corr = json.loads(corr_path.read_text())
+        else:
+            corr = action_correlation_card(train_clips, branches, cfg)
+            corr_path.write_text(json.dumps(corr, indent=2))
+        if (data_dir / "CARD.md").exists():  # collect rewrote the card: add the section again
+            card = (data_dir / "CARD.md").read_text().split("\n## Actions and state")[0].rstrip("\n")
+            (data_dir / "CARD.md").write_text(card + "\n" + "\n".join(correlation_markdown(corr, cfg)) + "\n")
     if until == "branches":
         return None
 

@@ -183,11 +183,9 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
 
     def train_step(step: int, rng: np.random.Generator):
         clips, ctx, P = sample_training_clips(dataset, branches, cfg, rng)
-        batch = make_batch(clips, codec, rng, cfg.p_drop_text, cfg.p_drop_action).to(runner.device)
-        if P:  # a pair keeps its prompt and its actions: the difference must come from the actions
-            keep = slice(len(clips) - 2 * P, len(clips))
-            batch.prompts[keep] = [c["prompt"] for c in clips[keep]]
-            batch.action_null[keep] = ~torch.from_numpy(np.stack([c["action_mask"] for c in clips[keep]])).to(batch.action_null.device)
+        # a pair keeps its prompt and its actions: the difference must come from the actions
+        batch = make_batch(clips, codec, rng, cfg.p_drop_text, cfg.p_drop_action,
+                           keep_from=len(clips) - 2 * P if P else None).to(runner.device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         parts = {}

@@ -44,6 +44,7 @@ from evaluation.probe import load_probe
 from evaluation.rollouts import PromptTexts, _encode_episode_latents, decode_with_heads
 from models.actions import ActionCodec
 from models.dit import DiT
+from models.io import write_json
 from models.samplers import Cond, ode_sample
 
 __all__ = ["Start", "real_starts", "real_finals", "teacher_finals", "student_finals", "gate", "teacher_gate",
@@ -88,7 +89,7 @@ def real_finals(world: str, starts: list[Start], action: int, chunks: int) -> tu
     for st in starts:
         sim = Simulator(spec, st.variant)
         sim.reset(seed=st.seed)
-        sim.env.state = np.asarray(st.state, np.float64).copy()
+        sim.set_state(st.state)
         for _ in range(chunks * spec.frames_per_chunk):
             frame, _, _, state = sim.step(action, run_on=True)
         sim.close()
@@ -198,9 +199,8 @@ def student_gate(model: WorldModel, world: str = "cartpole", **kw) -> dict:
 
 
 def _teacher_dirs(stage_dir: Path) -> list[tuple[int, Path]]:
-    """(step, directory) of a teacher stage's snapshots model_stepN/ and its final model/."""
-    snaps = sorted((int(p.name.removeprefix("model_step")), p) for p in stage_dir.glob("model_step*") if (p / "config.json").is_file())
-    return snaps
+    """(step, directory) of a teacher stage's EMA snapshots model_stepN/, by step (the final model/ is the last one)."""
+    return sorted((int(p.name.removeprefix("model_step")), p) for p in stage_dir.glob("model_step*") if (p / "config.json").is_file())
 
 
 def _curve_row(step: int, name: str, res: dict) -> dict:
@@ -267,15 +267,14 @@ def main(argv=None) -> dict:
             total = a.curve_offset + step
             saved = cache / f"step{total}.json" if cache else None
             if saved is not None and saved.is_file():  # gated before (the curve grows while training runs)
-                res["models"].update(json.loads(saved.read_text()))
                 got = json.loads(saved.read_text())
+                res["models"].update(got)
             else:
                 before = set(res["models"])
                 run_teacher(f"teacher step {total}", path)
                 got = {k: res["models"][k] for k in set(res["models"]) - before}
                 if saved is not None:
-                    saved.parent.mkdir(parents=True, exist_ok=True)
-                    saved.write_text(json.dumps(got, indent=2))
+                    write_json(saved, got)
             curve += [_curve_row(total, key, r) for key, r in got.items()]
         seen = {c["step"] for c in curve}
         for saved in (sorted(cache.glob("step*.json")) if cache else []):  # e.g. the warm start's own figures
@@ -288,8 +287,7 @@ def main(argv=None) -> dict:
         if a.png:
             plot_curve(res["curve"], a.png)
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
+        write_json(a.json, res)
     return res
 
 

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -47,29 +46,6 @@ def markdown_table(table: dict, horizons: Sequence[float], title_col: str = "met
                          + " | ".join(_fmt(r.get(c[0]), c[2]) for c in cols) + " |")
     skipped = [f"- {m}: skipped ({rows['skipped']})" for m, rows in table.items() if "skipped" in rows]
     return "\n".join(lines + ([""] + skipped if skipped else [])) + "\n"
-
-
-def json_safe(obj):
-    """inf/nan -> strings so the JSON stays standard."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf" if v < 0 else "nan")
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def write_json(path: str | Path, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(obj), indent=2))
-    return path
 
 
 def plot_error_vs_time(per_frame: dict[str, list[FrameScores]], fps: int, path: str | Path, bin_frames: int = 25,

@@ -309,7 +309,7 @@ def simulator_from_still_frame(episodes: list[RealRollout], world: str | WorldSp
             drawn[0], drawn[2] = start[0], start[2]
         else:  # other worlds: keep the whole observable start state except its last (velocity) entry
             drawn[:-1] = start[:-1]
-        sim.env.state = drawn
+        sim.set_state(drawn)
         frames = []
         for a in ep.actions[ep.F:]:
             frame, _, _, _ = sim.step(a, run_on=True)

@@ -32,7 +32,8 @@ from causvid_env.checkpoint import WorldModel, load_world_model
 from causvid_env.worlds import get_world
 from evaluation.metrics import episode_summaries, evaluate_methods
 from evaluation.probe import resolve_probe
-from evaluation.report import markdown_table, timed, write_json
+from evaluation.report import markdown_table, timed
+from models.io import write_json
 from evaluation.rollouts import (PromptTexts, real_rollouts, repeat_last_frame, simulator_from_still_frame, student_generate,
                                  teacher_generate, vae_reconstruction)
 from models.config_utils import add_dataclass_args

@@ -36,7 +36,7 @@ from causvid_env.env import CausVidEnv
 from causvid_env.vector_env import CausVidVectorEnv
 from causvid_env.worlds import get_world
 from evaluation import benchmarks as bm
-from evaluation.report import write_json
+from models.io import write_json
 from evaluation.rollouts import PromptTexts
 from models.config_utils import add_dataclass_args
 from models.dit import DiT

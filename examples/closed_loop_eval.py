@@ -34,9 +34,10 @@ from causvid_env.checkpoint import default_checkpoint_dir, load_world_model
 from causvid_env.worlds import get_world
 from evaluation.metrics import episode_summaries, evaluate_methods
 from evaluation.probe import resolve_probe
-from evaluation.report import markdown_table, plot_error_vs_time, side_by_side_video, strip_image, timed, write_json
+from evaluation.report import markdown_table, plot_error_vs_time, side_by_side_video, strip_image, timed
 from evaluation.rollouts import PromptTexts, real_rollouts, repeat_last_frame, simulator_from_still_frame, student_generate, vae_reconstruction
 from models.config_utils import add_dataclass_args
+from models.io import write_json
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 from causvid_env.env import CausVidEnv
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
-from evaluation.report import write_json
+from models.io import write_json
 
 
 def main(argv=None) -> dict:

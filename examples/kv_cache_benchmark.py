@@ -19,7 +19,7 @@ import torch
 
 from causvid_env.worlds import get_world
 from evaluation.benchmarks import kv_cache_vs_recompute, peak_rss_mb
-from evaluation.report import write_json
+from models.io import write_json
 from models.actions import space_to_dict
 from models.config_utils import add_dataclass_args
 from models.dit import DiT, DiTConfig

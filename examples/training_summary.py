@@ -21,7 +21,7 @@ import os
 import platform
 from pathlib import Path
 
-from evaluation.report import write_json
+from models.io import write_json
 
 STAGES = ("heads", "teacher", "causal_teacher", "ode_pairs", "ode_init", "dmd_self_forcing", "dmd_teacher_forcing",
           "ablations/no_ode_init/dmd_self_forcing", "ablations/causal_teacher/dmd_self_forcing")
@@ -68,7 +68,6 @@ def summarize(run: Path) -> list[dict]:
 
 
 BATCH_KEYS = {"teacher": "teacher", "ode_init": "ode_init", "dmd_self_forcing": "dmd", "heads": "heads"}
-KIND = {"teacher": "teacher", "ode_init": "student", "dmd_self_forcing": "student", "heads": "heads", "ode_pairs": "student"}
 
 
 def session_entry(run: Path, session: str, processes: int, gate: dict | None, note: str) -> dict:
@@ -97,8 +96,7 @@ def totals(sessions: list[dict]) -> dict:
     out: dict = {}
     for e in sessions:
         for s in e["stages"]:
-            kind = s["stage"]
-            t = out.setdefault(kind, {"steps": 0, "samples": 0, "cpu_hours": 0.0, "sessions": 0})
+            t = out.setdefault(s["stage"], {"steps": 0, "samples": 0, "cpu_hours": 0.0, "sessions": 0})
             t["steps"] += s["steps"] or 0
             t["samples"] += s["samples"] or 0
             t["cpu_hours"] = round(t["cpu_hours"] + (s["cpu_hours"] or 0.0), 3)

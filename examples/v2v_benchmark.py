@@ -38,7 +38,7 @@ from causvid_env.checkpoint import default_checkpoint_dir, load_world_model
 from causvid_env.v2v import StreamingRestyler
 from causvid_env.worlds import get_world
 from evaluation.probe import resolve_probe
-from evaluation.report import json_safe, write_json
+from models.io import json_safe, write_json
 from evaluation.rollouts import rollout_twin
 from models.config_utils import add_dataclass_args
 from models.metrics import nonwhite_mask, psnr

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from causvid_env.worlds import get_world
-from distill.branches import (KINDS, BranchCache, BranchConfig, BranchSampler, _play, _restore, action_state_correlation,
+from distill.branches import (KINDS, BranchCache, BranchConfig, BranchSampler, _play, action_state_correlation,
                               encode_branches, generate_branches)
 from distill.collect import CollectConfig, collect
 from distill.dataset import EpisodeDataset, build_latent_cache
@@ -46,7 +46,7 @@ def test_restored_state_replays_the_trunk_exactly(trunks):
     b = 2
     sim = Simulator(SPEC, ep.variant)
     sim.reset(seed=0)
-    _restore(sim, ep.states[b * F - 1])
+    sim.set_state(ep.states[b * F - 1])
     n = min(3, len(ep) // F - b)
     out = _play(sim, SPEC, [ep.actions[(b + i) * F] for i in range(n)])
     assert np.array_equal(out["frames"], ep.frames[b * F:(b + n) * F])
@@ -95,9 +95,10 @@ def test_branches_decorrelate_actions_from_the_lean(trunks, vae, groups):
             for i in range(len(bank)) if KINDS[int(bank.meta[i, 3])] == "random"]
     r = action_state_correlation(rand, F)
     assert r["decisions"] > 0 and abs(r["pole_angle"]) < 0.6
-    balance = [{"actions": (np.arange(40) // F % 2).repeat(1), "action_mask": np.ones(40, bool),
-                "states": np.stack([np.zeros(40), np.zeros(40), (np.arange(40) // F % 2) - 0.5 + 0.0, np.zeros(40)], 1)}]
-    balance[0]["states"] = np.roll(balance[0]["states"], -1, axis=0)  # the lean before a chunk predicts its action
+    chunk_action = np.arange(40) // F % 2  # alternating pushes, one per chunk
+    lean = np.roll(chunk_action - 0.5, -1)  # the lean before a chunk predicts its action
+    balance = [{"actions": chunk_action, "action_mask": np.ones(40, bool),
+                "states": np.stack([np.zeros(40), np.zeros(40), lean, np.zeros(40)], 1)}]
     assert action_state_correlation(balance, F)["pole_angle"] > 0.9
 
 
