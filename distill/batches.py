@@ -52,6 +52,7 @@ class LatentBatch:
     prompts: list  # (B,) str or None (dropped for guidance)
     rewards: torch.Tensor  # (B, T*F)
     terminated: torch.Tensor  # (B, T*F) bool
+    states: torch.Tensor | None = None  # (B, T*F, S) simulator states, where every clip has them
 
     def cond(self, model: DiT, bank: PromptBank, with_null_text: bool = False) -> Cond:
         """Conditioning for `model`, on the model's device (prompt tokens are moved there)."""
@@ -67,7 +68,8 @@ class LatentBatch:
     def to(self, device) -> "LatentBatch":
         """The tensors on `device` (the accelerator's), prompts unchanged."""
         return LatentBatch(self.latents.to(device), self.action_feats.to(device), self.action_null.to(device), self.prompts,
-                           self.rewards.to(device), self.terminated.to(device))
+                           self.rewards.to(device), self.terminated.to(device),
+                           None if self.states is None else self.states.to(device))
 
     def window(self, frames: tuple[int, int]) -> "LatentBatch":
         """The sub-clip of video frames [a, b) (whole latent frames): latents, actions, rewards."""
@@ -76,7 +78,7 @@ class LatentBatch:
         if a % F or b % F:
             raise ValueError(f"frames: {frames} must be multiples of the {F} video frames per latent frame")
         return LatentBatch(self.latents[:, :, a // F:b // F], self.action_feats[:, a:b], self.action_null[:, a:b], self.prompts,
-                           self.rewards[:, a:b], self.terminated[:, a:b])
+                           self.rewards[:, a:b], self.terminated[:, a:b], None if self.states is None else self.states[:, a:b])
 
 
 def make_batch(clips: list[dict], codec: ActionCodec, rng: np.random.Generator, p_drop_text: float = 0.0,
@@ -107,6 +109,8 @@ def make_batch(clips: list[dict], codec: ActionCodec, rng: np.random.Generator, 
         prompts=prompts,
         rewards=torch.from_numpy(np.stack([np.asarray(c["rewards"], np.float32) for c in clips])),
         terminated=torch.from_numpy(np.stack([np.asarray(c["terminated"], bool) for c in clips])),
+        states=(torch.from_numpy(np.stack([np.asarray(c["states"], np.float32) for c in clips]))
+                if all("states" in c for c in clips) else None),
     )
 
 

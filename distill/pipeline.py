@@ -1,6 +1,6 @@
 """One command for the whole CausVid pipeline, every stage resumable and skipped once finished:
 
-    collect -> VAE -> latent cache -> reward/termination heads -> bidirectional teacher
+    collect -> VAE -> latent cache -> decoder fine-tune -> reward/termination heads -> state head -> bidirectional teacher
     -> ODE pairs -> ODE init -> asymmetric DMD -> checkpoint
 
     python -m distill.pipeline --world cartpole --out runs/cartpole [--preset tiny|default] [--set teacher.steps=8000]
@@ -33,15 +33,16 @@ from distill.collect import CollectConfig, collect
 from distill.dataset import EpisodeDataset, LatentCache, build_latent_cache
 from distill.dmd import ROLLOUTS, train_dmd
 from distill.ode_init import train_ode_init
+from distill.finetune_vae_decoder import AngleWeightedClips, finetune_decoder
 from distill.ode_pairs import generate_ode_pairs, load_ode_pairs
 from distill.presets import PRESETS, PipelineConfig, apply_overrides, get_preset, to_dict
-from distill.train_heads import train_heads
+from distill.train_heads import train_heads, train_state_head
 from distill.train_teacher import sample_training_clips, train_teacher
 from distill.train_vae import train_vae
 from distill.training_utils import is_done, mark_done
 from models.actions import ActionCodec, space_to_dict
 from models.dit import DiT, DiTConfig
-from models.heads import HeadsConfig, RewardTerminationHead
+from models.heads import HeadsConfig, RewardTerminationHead, StateHead
 from models.io import resolve_device
 from models.schedule import FlowSchedule
 from models.vae import CausalVAE, frames_to_tensor
@@ -141,7 +142,7 @@ def correlation_markdown(card: dict, cfg: PipelineConfig) -> list[str]:
     return lines
 
 
-STAGES = ("collect", "vae", "latents", "branches", "heads", "teacher", "ode_pairs", "ode_init", "dmd")
+STAGES = ("collect", "vae", "latents", "vae_decoder", "branches", "heads", "state_head", "teacher", "ode_pairs", "ode_init", "dmd")
 
 
 def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str = "none", rollout: str | None = None,
@@ -220,6 +221,20 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     if until == "latents":
         return None
 
+    # 3a. the decoder fine-tuned alone (large pole angles; the encoder, so the latents above, unchanged) ----
+    dcfg = cfg.vae_decoder
+    if dcfg.steps > 0:
+        dcfg.seed = cfg.seed
+        if main and not is_done(out / "vae_decoder"):
+            log("stage vae_decoder")
+            summary = finetune_decoder(vae, AngleWeightedClips(episodes, train_ids, dcfg), dcfg, out / "vae_decoder",
+                                       AngleWeightedClips(episodes, held_ids, dcfg) if held_ids else None)
+            log(f"vae_decoder: {summary}")
+        acc.wait_for_everyone()
+        vae = CausalVAE.from_pretrained(out / "vae_decoder" / "vae").eval()
+    if until == "vae_decoder":
+        return None
+
     # 3b. branching episodes: the training trunks continued left / right / random from saved states ------
     branch_path = out / "branches.safetensors"
     if main and cfg.branches.points_per_episode > 0 and not branch_path.exists():
@@ -263,13 +278,28 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     if until == "heads":
         return None
 
+    # 5b. the state head the teacher's auxiliary action-effect loss reads (frozen there) -----------------
+    state_head = None
+    if cfg.teacher.state_weight > 0:
+        h = cfg.state_head.head
+        cfg.state_head.head = dataclasses.replace(h, latent_channels=v.latent_channels, latent_height=v.latent_height,
+                                                  latent_width=v.latent_width, frames_per_latent=spec.frames_per_latent)
+        cfg.state_head.seed = cfg.seed
+        if main and not is_done(out / "state_head"):
+            log("stage state_head")
+            log(f"state_head: {train_state_head(train_clips, cfg.state_head, out / 'state_head', ClipSampler(cache, held_ids))}")
+        acc.wait_for_everyone()
+        state_head = StateHead.from_pretrained(out / "state_head" / "model")
+    if until == "state_head":
+        return None
+
     # 6. bidirectional teacher --------------------------------------------------------------------
     dit_cfg = build_dit_config(cfg, spec, vae)
     cfg.teacher.dit, cfg.teacher.schedule, cfg.teacher.seed = dit_cfg, cfg.schedule, cfg.seed
     if not is_done(out / "teacher"):
         log("stage teacher (bidirectional)")
         train_teacher(train_clips, codec, bank, cfg.teacher, out / "teacher", init_from=warm_start(cfg.init_from, "teacher"),
-                      accelerator=acc, branches=branches)
+                      accelerator=acc, branches=branches, state_head=state_head)
     teacher = DiT.from_pretrained(out / "teacher" / "model").eval()
     if until == "teacher":
         return None

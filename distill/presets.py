@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 from distill.branches import BranchConfig
 from distill.dmd import DMDConfig
+from distill.finetune_vae_decoder import DecoderFinetuneConfig
 from distill.ode_init import ODEInitConfig
 from distill.ode_pairs import ODEPairsConfig
-from distill.train_heads import HeadsTrainConfig
+from distill.train_heads import HeadsTrainConfig, StateHeadTrainConfig
 from distill.train_teacher import TeacherTrainConfig
 from distill.train_vae import VAETrainConfig
 from models.schedule import ScheduleConfig
@@ -38,7 +39,9 @@ class PipelineConfig:
     collect: CollectSettings = field(default_factory=CollectSettings)
     branches: BranchConfig = field(default_factory=BranchConfig)  # points_per_episode 0: no branching data
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
+    vae_decoder: DecoderFinetuneConfig = field(default_factory=lambda: DecoderFinetuneConfig(steps=0))  # 0: no decoder fine-tune
     heads: HeadsTrainConfig = field(default_factory=HeadsTrainConfig)
+    state_head: StateHeadTrainConfig = field(default_factory=StateHeadTrainConfig)  # trained when teacher.state_weight > 0
     teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     causal_teacher_steps: int = 0  # trained only for the causal-teacher ablation
     ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)
@@ -55,9 +58,11 @@ def tiny() -> PipelineConfig:
         branches=BranchConfig(points_per_episode=2, chunks=3, max_hold=3),
         vae=VAETrainConfig(steps=40, batch_size=4, clip_frames=8, save_every=20, stats_clips=16, heldout_clips=4,
                            eval_batch_size=4, vae=VAEConfig(base_channels=8, mid_channels=16, channel_mult=(1, 1, 1), num_res_blocks=(0, 0, 1), num_temporal_blocks=1)),
+        vae_decoder=DecoderFinetuneConfig(steps=4, batch_size=2, save_every=2, log_every=1, heldout_clips=2),
         heads=HeadsTrainConfig(steps=30, batch_size=16, save_every=15),
+        state_head=StateHeadTrainConfig(steps=30, batch_size=16, stats_clips=64, save_every=15),
         teacher=TeacherTrainConfig(steps=60, batch_size=4, clip_latent_frames=4, lr=1e-3, warmup_steps=5, save_every=30, log_every=5,
-                                   pair_fraction=0.5, branch_fraction=0.25),
+                                   pair_fraction=0.5, branch_fraction=0.25, state_weight=0.1),
         causal_teacher_steps=30,
         ode_pairs=ODEPairsConfig(num_pairs=8, batch_size=4, clip_latent_frames=4, num_steps=6),
         ode_init=ODEInitConfig(steps=30, batch_size=4, lr=1e-3, save_every=15, log_every=5),
@@ -79,6 +84,7 @@ def default() -> PipelineConfig:
         preset="default", dit_size="S",
         collect=CollectSettings(episodes=200, workers=2, max_frames=1000),
         vae=VAETrainConfig(steps=900, batch_size=16, clip_frames=8, save_every=100),
+        vae_decoder=DecoderFinetuneConfig(steps=800),  # large pole angles: ~30 min on one core
         heads=HeadsTrainConfig(steps=1200),
         teacher=TeacherTrainConfig(steps=2000, batch_size=16, clip_latent_frames=8, lr=4e-4, warmup_steps=200,
                                    context_noise_max=0.2, save_every=100, snapshot_every=500, pair_fraction=0.5, branch_fraction=0.125),

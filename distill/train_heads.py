@@ -1,6 +1,8 @@
-"""Reward and termination heads trained on real latents (BCE for termination, MSE for reward)."""
+"""Heads trained on real latents: reward and termination (MSE, BCE), and the state head (MSE on
+standardised simulator states) that the teacher's auxiliary action-effect loss reads."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -8,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.training_utils import StageRunner
-from models.heads import HeadsConfig, RewardTerminationHead
+from models.heads import HeadsConfig, RewardTerminationHead, StateHead, StateHeadConfig
 
 
 @dataclass
@@ -58,3 +60,62 @@ def train_heads(dataset, cfg: HeadsTrainConfig, stage_dir) -> dict:
     steps = runner.run(train_step)
     return runner.finish({"steps": steps, "final_termination_accuracy": float(last["term_acc"])},
                          lambda: head.save_pretrained(runner.stage_dir / "model"))
+
+
+@dataclass
+class StateHeadTrainConfig:
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 1e-3
+    stats_clips: int = 2048  # latent frames drawn once for the standardisation statistics
+    seed: int = 0
+    save_every: int = 200
+    log_every: int = 25
+    head: StateHeadConfig = field(default_factory=StateHeadConfig)
+
+
+def state_head_batch(clips: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips of latents and per-frame states -> latents (B, C, T, h, w), states (B, T * F, S)."""
+    z = torch.from_numpy(np.stack([c["latents"] for c in clips])).float().permute(0, 2, 1, 3, 4)
+    s = torch.from_numpy(np.stack([np.asarray(c["states"], np.float32) for c in clips]))
+    return z, s
+
+
+def state_head_error(head: StateHead, clips: list[dict]) -> np.ndarray:
+    """Root-mean-square error per state dimension, in simulator units, on `clips`."""
+    z, s = state_head_batch(clips)
+    with torch.no_grad():
+        return (head.predict(z) - s).pow(2).mean(dim=(0, 1)).sqrt().numpy()
+
+
+def train_state_head(dataset, cfg: StateHeadTrainConfig, stage_dir, heldout=None) -> dict:
+    """Train the state head on `dataset` (a ClipSampler of real latents with states) in this process;
+    `heldout` (a ClipSampler) gives the summary's error. Resumable; writes `stage_dir/model`."""
+    runner = StageRunner(stage_dir, "state_head", cfg, distributed=False)
+    if runner.done:
+        return {}
+    _, s = state_head_batch(dataset.sample(cfg.stats_clips, 1, np.random.default_rng([cfg.seed, 7])))
+    flat = s.reshape(-1, s.shape[-1])
+    head_cfg = dataclasses.replace(cfg.head, state_dim=flat.shape[1], state_mean=tuple(flat.mean(0).tolist()),
+                                   state_std=tuple(flat.std(0).clamp(min=1e-6).tolist()))
+    head = StateHead(head_cfg)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr)
+    runner.resume({"head": head}, {"opt": opt})
+
+    def train_step(step: int, rng: np.random.Generator):
+        for g in opt.param_groups:  # cosine to 10%: the head is a frozen ruler afterwards
+            g["lr"] = cfg.lr * (0.55 + 0.45 * np.cos(np.pi * step / max(1, cfg.steps)))
+        z, s = state_head_batch(dataset.sample(cfg.batch_size, 1, rng))
+        loss = F.mse_loss(head(z), head.standardise(s))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"losses/state": loss.item()}, {"loss": f"{loss.item():.4f}"}
+
+    steps = runner.run(train_step)
+    summary = {"steps": steps}
+    if heldout is not None:
+        err = state_head_error(head, heldout.sample(512, 1, np.random.default_rng([cfg.seed, 8])))
+        summary["heldout_rmse"] = [float(e) for e in err]
+        summary["heldout_rmse_in_std"] = [float(e / sd) for e, sd in zip(err, head_cfg.state_std)]
+    return runner.finish(summary, lambda: head.save_pretrained(runner.stage_dir / "model"))

@@ -32,6 +32,7 @@ from distill.batches import PromptBank, make_batch
 from distill.training_utils import StageRunner
 from models.actions import ActionCodec
 from models.dit import DiT, DiTConfig
+from models.heads import StateHead
 from models.masks import teacher_forcing_mask
 from models.schedule import FlowSchedule, ScheduleConfig
 
@@ -57,6 +58,7 @@ class TeacherTrainConfig:
     pair_fraction: float = 0.0  # fraction of the batch that is branch pairs (left/right from one state); needs branches
     branch_fraction: float = 0.0  # fraction of the batch that is single branch clips (any kind)
     pair_weight: float = 2.0  # weight of the paired difference loss (on top of each member's own loss)
+    state_weight: float = 0.0  # auxiliary action-effect loss: the frozen state head on the x0 prediction vs the real states
     seed: int = 0
     save_every: int = 200
     snapshot_every: int = 0  # also keep the EMA every N steps (model_stepN/): the push-response learning curve reads them
@@ -89,12 +91,13 @@ def sample_noise_levels(schedule: FlowSchedule, B: int, T: int, cfg: TeacherTrai
 
 def diffusion_loss(model, raw: DiT, schedule: FlowSchedule, batch, bank: PromptBank, cfg: TeacherTrainConfig,
                    rng: np.random.Generator, mode: str, context: np.ndarray | None = None, num_pairs: int = 0,
-                   parts: dict | None = None) -> torch.Tensor:
+                   parts: dict | None = None, state_head: StateHead | None = None) -> torch.Tensor:
     """Flow-matching loss on a LatentBatch; `mode` bidirectional or causal (teacher forcing).
     `model` may be a DDP wrapper of `raw` (which supplies the config and the text conditioning).
     `context` (B,): fixed context lengths (-1 = drawn). The last 2 * `num_pairs` clips are pairs
     (first all left members, then all right members): each pair gets one noise draw and level, and
-    `cfg.pair_weight` x `pair_difference_loss` is added. `parts`, if given, receives the loss terms."""
+    `cfg.pair_weight` x `pair_difference_loss` is added. With a frozen `state_head`, `cfg.state_weight` x
+    `state_readout_loss` is added. `parts`, if given, receives the loss terms."""
     x0 = batch.latents
     B, _, T = x0.shape[:3]
     chunk = raw.config.latent_frames_per_chunk
@@ -121,7 +124,27 @@ def diffusion_loss(model, raw: DiT, schedule: FlowSchedule, batch, bank: PromptB
         loss = loss + cfg.pair_weight * diff
         if parts is not None:
             parts["pair"] = diff.detach()
+    if state_head is not None and cfg.state_weight > 0:
+        if batch.states is None:
+            raise ValueError("teacher.state_weight > 0 needs clips with per-frame 'states' (collected data has them)")
+        acted = ~batch.action_null.all(dim=1)  # clips whose actions were dropped have no determined future
+        sl = state_readout_loss(state_head, schedule.x0_from_v(xt, v, t), batch.states, loss_mask & acted[:, None])
+        loss = loss + cfg.state_weight * sl
+        if parts is not None:
+            parts["state"] = sl.detach()
     return loss
+
+
+def state_readout_loss(state_head: StateHead, x0_pred: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the (standardised) states read by the frozen `state_head` off the predicted
+    clean latents `x0_pred` (B, C, T, h, w) against the real `states` (B, T*F, S), over the latent frames
+    in `mask` (B, T). For a near-deterministic simulator the x0 prediction's state is the real one at
+    every noise level, so the loss holds there too; it weights the pole's few latent values by the
+    angle they show instead of by their share of the frame."""
+    B, _, T = x0_pred.shape[:3]
+    err = (state_head(x0_pred) - state_head.standardise(states)).pow(2).mean(-1).view(B, T, -1).mean(-1)  # (B, T)
+    m = mask.float()
+    return (err * m).sum() / m.sum().clamp(min=1)
 
 
 def pair_difference_loss(v_a: torch.Tensor, v_b: torch.Tensor, target_a: torch.Tensor, target_b: torch.Tensor,
@@ -166,9 +189,12 @@ def sample_training_clips(dataset, branches, cfg: TeacherTrainConfig, rng: np.ra
 
 
 def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTrainConfig, stage_dir, init_from: DiT | None = None,
-                  accelerator=None, branches=None) -> dict:
+                  accelerator=None, branches=None, state_head: StateHead | None = None) -> dict:
     """Train a teacher on `dataset` (a `ClipSampler`), and on `branches` (a `distill.branches.BranchSampler`)
-    when given. `init_from`: warm start from these weights. Resumable; writes `stage_dir/model` (the EMA)."""
+    when given. `init_from`: warm start from these weights. `state_head`: the frozen reader of the
+    auxiliary loss (needed when `cfg.state_weight` > 0). Resumable; writes `stage_dir/model` (the EMA)."""
+    if cfg.state_weight > 0 and state_head is None:
+        raise ValueError("teacher.state_weight > 0 needs a trained state head (the pipeline's state_head stage)")
     tag = "teacher" if cfg.mode == "bidirectional" else "causal_teacher"
     runner = StageRunner(stage_dir, tag, cfg, accelerator)
     if runner.done:
@@ -180,6 +206,8 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
     model, opt = runner.prepare(model, opt)
     raw = runner.unwrap(model)
     schedule = FlowSchedule(cfg.schedule)
+    if state_head is not None:
+        state_head = state_head.to(runner.device).eval().requires_grad_(False)
 
     def train_step(step: int, rng: np.random.Generator):
         clips, ctx, P = sample_training_clips(dataset, branches, cfg, rng)
@@ -189,7 +217,8 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         parts = {}
-        loss = diffusion_loss(model, raw, schedule, batch, bank, cfg, rng, cfg.mode, ctx, P, parts)
+        loss = diffusion_loss(model, raw, schedule, batch, bank, cfg, rng, cfg.mode, ctx, P, parts,
+                              state_head if cfg.state_weight > 0 else None)
         opt.zero_grad(set_to_none=True)
         runner.backward(loss)
         gnorm = runner.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -202,8 +231,8 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
         if cfg.snapshot_every and n % cfg.snapshot_every == 0 and runner.is_main:
             ema.save_pretrained(runner.stage_dir / f"model_step{n}")
         logged = {f"losses/{tag}": loss.item(), "charts/grad_norm": float(gnorm), "charts/lr": lr_at(n, cfg)}
-        if "pair" in parts:
-            logged |= {f"losses/{tag}_fm": parts["fm"].item(), f"losses/{tag}_pair": parts["pair"].item()}
+        if len(parts) > 1:  # the terms of a composite loss
+            logged |= {f"losses/{tag}_{k}": v.item() for k, v in parts.items()}
         return (logged,
                 {"loss": f"{loss.item():.4f}"})
 

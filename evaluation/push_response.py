@@ -23,6 +23,9 @@ Any model can be gated, each sampled the way it is used:
     python -m evaluation.push_response --curve runs/v3/teacher --curve-offset 2000 --curve-dir DIR --json curve.json --png curve.png
 
 The gate passes when both gaps (pole and cart) are within +-30% of the real ones in both protocols.
+Each protocol also reports the **VAE bound**: the real prefix and the real pushed frames encoded and
+decoded by the checkpoint's VAE (or `--vae DIR`), read by the same probe; a model's response is
+bounded by its decoder, so a ratio is read against it.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from models.actions import ActionCodec
 from models.dit import DiT
 from models.io import write_json
 from models.samplers import Cond, ode_sample
+from models.vae import tensor_to_frames
 
 __all__ = ["Start", "real_starts", "real_finals", "teacher_finals", "student_finals", "gate", "teacher_gate",
            "student_gate", "PROTOCOLS", "TOLERANCE"]
@@ -82,20 +86,41 @@ def real_starts(world: str, seeds, protocol: str) -> list[Start]:
     return out
 
 
-def real_finals(world: str, starts: list[Start], action: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
-    """The real simulator from each start's state with `action` held: (last frames (N, H, W, 3), true states (N, 4))."""
+def real_pushed(world: str, starts: list[Start], action: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real simulator from each start's state with `action` held:
+    (frames (N, chunks * F, H, W, 3), true states at the last frame (N, 4))."""
     spec = get_world(world)
     frames, states = [], []
     for st in starts:
         sim = Simulator(spec, st.variant)
         sim.reset(seed=st.seed)
         sim.set_state(st.state)
+        seq = []
         for _ in range(chunks * spec.frames_per_chunk):
             frame, _, _, state = sim.step(action, run_on=True)
+            seq.append(frame)
         sim.close()
-        frames.append(frame)
+        frames.append(np.stack(seq))
         states.append(state)
     return np.stack(frames), np.stack(states)
+
+
+def real_finals(world: str, starts: list[Start], action: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real simulator from each start's state with `action` held: (last frames (N, H, W, 3), true states (N, 4))."""
+    frames, states = real_pushed(world, starts, action, chunks)
+    return frames[:, -1], states
+
+
+@torch.no_grad()
+def vae_finals(vae, starts: list[Start], pushed: np.ndarray) -> np.ndarray:
+    """The VAE bound: each start's real prefix and real pushed frames encoded and decoded (the causal
+    stream, as the env decodes); the last decoded frame (N, H, W, 3). No model can show more of the
+    push than this decoder does."""
+    out = []
+    for st, seq in zip(starts, pushed):
+        z = _encode_episode_latents(vae, np.concatenate([st.frames, seq]))
+        out.append(tensor_to_frames(vae.decode(z))[0, -1])
+    return np.stack(out)
 
 
 @torch.no_grad()
@@ -150,10 +175,12 @@ def student_finals(model: WorldModel, world: str, starts: list[Start], action: i
     return np.stack(out)
 
 
-def _summary(probe, model_finals: dict, real_frames: dict, real_states: dict, last_context: np.ndarray) -> dict:
-    """Probe readings -> per-side means, right-minus-left gaps, their ratio to the real gaps, sign agreement."""
+def _summary(probe, model_finals: dict, real_frames: dict, real_states: dict, last_context: np.ndarray,
+             vae_frames: dict | None = None) -> dict:
+    """Probe readings -> per-side means, right-minus-left gaps, their ratio to the real gaps, sign agreement;
+    `vae_frames` (the real frames through the VAE) add the VAE bound."""
     res = {}
-    for who, finals in (("model", model_finals), ("real", real_frames)):
+    for who, finals in (("model", model_finals), ("real", real_frames)) + ((("vae_bound", vae_frames),) if vae_frames else ()):
         r = {side: probe.predict(finals[side]) for side, _ in SIDES}
         gap = r["right"] - r["left"]  # (N, 2): pole angle deg, cart x m
         res[who] = {"gap_pole_angle_deg": float(gap[:, 0].mean()), "gap_cart_x_m": float(gap[:, 1].mean()),
@@ -169,20 +196,25 @@ def _summary(probe, model_finals: dict, real_frames: dict, real_states: dict, la
         m, r = np.asarray(res["model"]["per_start_" + key]), np.asarray(res["real"]["per_start_" + key])
         res.setdefault("ratio", {})[key.replace("gap_", "")] = res["model"][key] / res["real"][key] if res["real"][key] else None
         res.setdefault("right_sign_fraction", {})[key.replace("gap_", "")] = float((np.sign(m) == np.sign(r)).mean())
+    if vae_frames:
+        res["vae_bound"]["ratio"] = {key.replace("gap_", ""): res["vae_bound"][key] / res["real"][key] if res["real"][key] else None
+                                     for key in ("gap_pole_angle_deg", "gap_cart_x_m")}
     res["passes"] = all(v is not None and abs(v - 1.0) <= TOLERANCE for v in res["ratio"].values())
     return res
 
 
-def gate(finals_fn, world: str = "cartpole", starts: int = 12, chunks: int = 3, probe_dir=None, seed0: int = 0) -> dict:
-    """`finals_fn(starts, action, chunks) -> (N, H, W, 3)` for each protocol; the gate figures."""
+def gate(finals_fn, world: str = "cartpole", starts: int = 12, chunks: int = 3, probe_dir=None, seed0: int = 0, vae=None) -> dict:
+    """`finals_fn(starts, action, chunks) -> (N, H, W, 3)` for each protocol; the gate figures (with the
+    VAE bound when `vae` is given)."""
     probe, _ = load_probe(probe_dir or default_checkpoint_dir(world) / "probe")
     out = {"starts": starts, "frames": chunks * get_world(world).frames_per_chunk, "tolerance": TOLERANCE, "protocols": {}}
     for protocol in PROTOCOLS:
         st = real_starts(world, range(seed0, seed0 + starts), protocol)
-        real = {side: real_finals(world, st, a, chunks) for side, a in SIDES}
+        real = {side: real_pushed(world, st, a, chunks) for side, a in SIDES}
         model = {side: finals_fn(st, a, chunks) for side, a in SIDES}
-        out["protocols"][protocol] = _summary(probe, model, {s: v[0] for s, v in real.items()}, {s: v[1] for s, v in real.items()},
-                                              np.stack([x.frames[-1] for x in st]))
+        bound = {side: vae_finals(vae, st, real[side][0]) for side, _ in SIDES} if vae is not None else None
+        out["protocols"][protocol] = _summary(probe, model, {s: v[0][:, -1] for s, v in real.items()}, {s: v[1] for s, v in real.items()},
+                                              np.stack([x.frames[-1] for x in st]), bound)
     out["passes"] = all(p["passes"] for p in out["protocols"].values())
     return out
 
@@ -190,12 +222,12 @@ def gate(finals_fn, world: str = "cartpole", starts: int = 12, chunks: int = 3, 
 def teacher_gate(teacher: DiT, model: WorldModel, world: str = "cartpole", **kw) -> dict:
     sampling = {k: kw.pop(k) for k in ("num_steps", "guidance_text", "guidance_action", "clip_latent_frames") if k in kw}
     texts = PromptTexts()
-    res = gate(lambda st, a, c: teacher_finals(teacher, model, st, a, c, texts=texts, **sampling), world, **kw)
+    res = gate(lambda st, a, c: teacher_finals(teacher, model, st, a, c, texts=texts, **sampling), world, vae=model.vae, **kw)
     return res | {"sampling": sampling}
 
 
 def student_gate(model: WorldModel, world: str = "cartpole", **kw) -> dict:
-    return gate(lambda st, a, c: student_finals(model, world, st, a, c), world, **kw)
+    return gate(lambda st, a, c: student_finals(model, world, st, a, c), world, vae=model.vae, **kw)
 
 
 def _teacher_dirs(stage_dir: Path) -> list[tuple[int, Path]]:
@@ -213,7 +245,8 @@ def one_line(name: str, res: dict) -> str:
     for protocol, r in res["protocols"].items():
         parts.append(f"{protocol}: pole {r['model']['gap_pole_angle_deg']:+.2f} vs real {r['real']['gap_pole_angle_deg']:+.2f} deg "
                      f"({r['ratio']['pole_angle_deg']:+.2f}x), cart {r['model']['gap_cart_x_m']:+.3f} vs {r['real']['gap_cart_x_m']:+.3f} m "
-                     f"({r['ratio']['cart_x_m']:+.2f}x)")
+                     f"({r['ratio']['cart_x_m']:+.2f}x)"
+                     + (f" [VAE bound pole {r['vae_bound']['ratio']['pole_angle_deg']:+.2f}x]" if "vae_bound" in r else ""))
     return f"{name}: " + "; ".join(parts) + ("  PASS" if res["passes"] else "  fail")
 
 
@@ -226,6 +259,8 @@ def main(argv=None) -> dict:
     p.add_argument("--curve", default=None, help="a teacher stage directory: gate each model_stepN/ snapshot (learning curve)")
     p.add_argument("--curve-offset", type=int, default=0, help="steps the curve's run started from (a warm start's earlier steps)")
     p.add_argument("--curve-dir", default=None, help="with --curve: keep each snapshot's figures here (stepN.json) and reuse them")
+    p.add_argument("--vae", default=None, help="decode with this VAE instead of the checkpoint's (e.g. a fine-tuned decoder: "
+                                             "distill.finetune_vae_decoder); its encoder must be the checkpoint's")
     p.add_argument("--starts", type=int, default=12)
     p.add_argument("--num-steps", type=int, default=20, help="teacher ODE steps")
     p.add_argument("--guidance-action", type=float, nargs="+", default=[2.0], help="teacher action guidance scale(s)")
@@ -238,6 +273,11 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     ckpt = Path(a.checkpoint) if a.checkpoint else default_checkpoint_dir("cartpole")
     model = load_world_model(ckpt)
+    if a.vae:
+        from dataclasses import replace
+
+        from models.vae import CausalVAE
+        model = replace(model, vae=CausalVAE.from_pretrained(a.vae).eval())
     world = model.world
     res = {"command": "python -m evaluation.push_response " + " ".join(argv if argv is not None else sys.argv[1:]), "models": {}}
 

@@ -402,3 +402,40 @@ def test_rows_rel_encoder_takes_the_centres_relative_to_the_median():
     cfg = PolicyConfig(obs_shape=(4, 64, 96, 3), obs_mode="last", frame_stack=4, crop_rows=(16, 52),
                        encoder="rows_rel", downsample=1, hidden=16)
     assert Policy(cfg).act(np.zeros((2, 4, 64, 96, 3), np.uint8)).shape == (2,)
+
+
+def test_pose_encoder_reads_the_cart_and_the_lean():
+    """pose: the cart's column and the pole's lean per frame, from the frames alone; in real
+    CartPole frames they follow the simulator's x and theta; blank frames stay finite."""
+    from agents.policy import PoseProfile
+    x = torch.zeros(1, 2, 6, 32)  # (B, frames, rows, columns): a pole over a 4-px cart
+    for t, shift in enumerate((0, 3)):  # the latest frame: moved 3 columns right, pole leaning right
+        x[0, t, 4:6, 10 + shift:14 + shift] = 1.0  # the cart: rows 4-5, 4 px of ink each
+        for r in range(4):  # the pole: one pixel a row, a column to the right per row up in the latest
+            x[0, t, 3 - r, 12 + shift + (r if t else 0)] = 1.0
+    cart, lean = PoseProfile.pose(x)
+    assert torch.allclose(cart[0], torch.tensor([-4.0, -1.0]), atol=1e-3)  # columns 11.5, 14.5 of 32
+    assert lean[0, 0].abs() < 1e-4 and lean[0, 1] == pytest.approx(1.0, abs=2e-2)
+    f = PoseProfile.raw(x)
+    assert f.shape == (1, PoseProfile.n_features(2)) == (1, 4)  # (cart, its difference, lean, its difference)
+    assert f[0, 1] == pytest.approx(3.0, abs=1e-3) and torch.isfinite(PoseProfile.raw(torch.zeros(1, 4, 6, 32))).all()
+
+    cfg = PolicyConfig(obs_shape=(4, 64, 96, 3), obs_mode="last", frame_stack=4, crop_rows=(16, 52), encoder="pose",
+                       downsample=1, hidden=16)
+    policy = Policy(cfg)
+    assert policy.cnn.mean.shape == (PoseProfile.n_features(4),) == (12,)
+    env = stack_frames(LastFrameRealEnv("cartpole"), 4)
+    obs, states, rng = [], [], np.random.default_rng(0)
+    for seed in range(3):
+        o, info = env.reset(seed=seed)
+        for _ in range(20):
+            o, _, term, trunc, info = env.step(int(rng.integers(2)))
+            if term or trunc:
+                break
+            obs.append(o)
+            states.append(info["state"][-1])
+    cart, lean = PoseProfile.pose(policy.preprocess(torch.as_tensor(np.stack(obs))))
+    states = np.stack(states)
+    assert np.corrcoef(cart[:, -1].numpy(), states[:, 0])[0, 1] > 0.999
+    assert np.corrcoef(lean[:, -1].numpy(), states[:, 2])[0, 1] > 0.99
+    assert policy.act(np.stack(obs[:2])).shape == (2,)

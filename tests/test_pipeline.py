@@ -32,7 +32,7 @@ def test_pipeline_produces_a_playable_checkpoint(tiny_run):
     obs, _ = env.reset(seed=0)
     obs, r, term, trunc, info = env.step(1)
     assert obs.shape == (4, 64, 96, 3) and np.isfinite(r)
-    for stage in ("vae", "heads", "teacher", "ode_pairs", "ode_init", "dmd_self_forcing"):
+    for stage in ("vae", "vae_decoder", "heads", "state_head", "teacher", "ode_pairs", "ode_init", "dmd_self_forcing"):
         assert (out / stage / "DONE").is_file(), stage
     assert (out / "data" / "CARD.md").is_file()
 
@@ -97,7 +97,7 @@ def test_killed_training_resumes_with_nothing_lost(tiny_run, tmp_path):
     codec = ActionCodec(space_to_dict(spec.make_action_space()))
     p = tiny()
     vae = CausalVAE.from_pretrained(out / "vae" / "vae")
-    cfg = dataclasses.replace(p.teacher, steps=8, save_every=4, log_every=1, dit=build_dit_config(p, spec, vae))
+    cfg = dataclasses.replace(p.teacher, steps=8, save_every=4, log_every=1, state_weight=0.0, dit=build_dit_config(p, spec, vae))
 
     class Sampler(ClipSampler):
         calls = 0
