@@ -418,12 +418,24 @@ def test_pose_encoder_reads_the_cart_and_the_lean():
     assert lean[0, 0].abs() < 1e-4 and lean[0, 1] == pytest.approx(1.0, abs=2e-2)
     f = PoseProfile.raw(x)
     assert f.shape == (1, PoseProfile.n_features(2)) == (1, 4)  # (cart, its difference, lean, its difference)
+    # two chunks' pushes from the cart's curvature: second differences of 1.2 px (agree) and 0.3 px (differ)
+    moves = torch.zeros(2, 3, 6, 32)
+    cols = torch.arange(32.0)
+    for b, path in enumerate(((0.0, 0.0, 1.2), (0.0, 0.0, -0.3))):  # the cart's shift at the 3 frames
+        for t, c in enumerate(path):  # a 4-px box over [10 + c, 14 + c]: each column's overlap
+            moves[b, t, 4:6] = ((cols + 1).clamp(max=14 + c) - cols.clamp(min=10 + c)).clamp(min=0)
+    g = PoseProfile.raw(moves)
+    assert torch.allclose(g[:, 1:3], torch.tensor([[0.0, 1.2], [0.0, -0.3]]), atol=1e-4)  # the differences
+    assert g.shape == (2, PoseProfile.n_features(3)) == (2, 10)
+    push_prev, push_last = g[:, -2], g[:, -1]
+    assert push_prev[0] > 0.9 and push_last[0] > 0.9  # pushed right twice
+    assert push_prev[1] < -0.9 and push_last[1] > 0.9  # left, then right
     assert f[0, 1] == pytest.approx(3.0, abs=1e-3) and torch.isfinite(PoseProfile.raw(torch.zeros(1, 4, 6, 32))).all()
 
     cfg = PolicyConfig(obs_shape=(4, 64, 96, 3), obs_mode="last", frame_stack=4, crop_rows=(16, 52), encoder="pose",
                        downsample=1, hidden=16)
     policy = Policy(cfg)
-    assert policy.cnn.mean.shape == (PoseProfile.n_features(4),) == (12,)
+    assert policy.cnn.mean.shape == (PoseProfile.n_features(4),) == (16,)
     env = stack_frames(LastFrameRealEnv("cartpole"), 4)
     obs, states, rng = [], [], np.random.default_rng(0)
     for seed in range(3):
