@@ -4,8 +4,8 @@ In the style of cleanrl's ``ppo_atari.py``: one file read top to bottom, an ``Ar
 GAE, the clipped surrogate, a (clipped) value loss, an entropy bonus, minibatch epochs.
 
     python -m agents.ppo --world cartpole --env real --out runs/agents/ppo_real     # the reference, ~30 min on one core
-    python -m agents.ppo --world cartpole --env real --encoder rows_rel --reward-scale 0.025 \
-        --update-epochs 4 --num-minibatches 4 --ent-coef 0.03 --total-steps 204800 --out runs/agents/ppo_real  # shipped, ~15 min
+    python -m agents.ppo --world cartpole --env real --encoder pose --reward-scale 0.025 \
+        --update-epochs 4 --num-minibatches 4 --ent-coef 0.03 --total-steps 204800 --out runs/agents/ppo_real  # shipped, ~30 min
     python -m agents.ppo --world cartpole --env dream --out runs/agents/ppo_dream   # the shipped world model
     python -m agents.evaluate --policy runs/agents/ppo_dream --real --episodes 100  # scored in the real world
 
@@ -23,7 +23,12 @@ a CNN at full width with stacked frames learned, but slowly (~70 frames after 10
 the row features make the pole's lean and motion numbers and learn within this budget. Their
 real episodes all ended with the pole past 12 degrees (docs/results/agents/failure_modes_*.json):
 every row's centre moves with the cart, so the lean was a small difference of large correlated
-inputs; ``encoder="rows_rel"`` takes the centres relative to each frame's median.
+inputs; ``encoder="rows_rel"`` takes the centres relative to each frame's median. Those runs
+stalled near 190 frames: stacked last frames give each chunk's mean velocity, not its final one,
+which the push held over the last chunk changes by about as much as the velocities' spread.
+``encoder="pose"`` (:class:`agents.policy.PoseProfile`) reduces each frame to the cart's column
+and the pole's lean and decodes the last two pushes from the cart's curvature (still from the
+frames alone); with it the same recipe holds the pole for 500 frames (docs/results/agents/NOTES.md).
 
 Works with any gymnasium ``VectorEnv`` with a uint8 Box observation space and a Discrete (categorical head) or Box
 (Gaussian head) action space, in any of Gymnasium 1.x's autoreset modes:
@@ -164,8 +169,9 @@ class Args:
     the 1-pixel pole's lean"""
     encoder: str = "rows"
     """``rows`` (each row's ink centre and mass: the pole's lean as numbers, agents.policy.RowProfile),
-    ``rows_rel`` (the centres relative to each frame's median centre, which is added)
-    or ``cnn`` (strided convolutions)"""
+    ``rows_rel`` (the centres relative to each frame's median centre, which is added),
+    ``pose`` (per frame the cart's column and the pole's lean, with their differences and second
+    differences: 12 numbers, agents.policy.PoseProfile) or ``cnn`` (strided convolutions)"""
     channels: tuple[int, ...] = (16, 32, 32)
     """channels of the strided convolutions (``cnn``)"""
     hidden: int = 64

@@ -131,9 +131,12 @@ def push_response_section(r: Path) -> list[str]:
            "From N real starts, the push right and the push left are held for 12 frames; the state probe reads the last frame. "
            "Ratio = model gap / real gap (target 0.7-1.3, right sign). `image`: one still real frame; `clip`: a 16-frame real "
            "clip (the still chunk and 3 chunks of a noisy balancing controller). Error after push: probe reading against the "
-           "real frame, next to repeat-last-frame (the last context frame). `python -m evaluation.push_response --help`.", "",
-           "| model | starts | sampling | image pole / cart | clip pole / cart | error after push deg / m (repeat-last) | gate |",
-           "|---|---|---|---|---|---|---|"]
+           "real frame, next to repeat-last-frame (the last context frame). VAE bound: the real frames encoded and decoded "
+           "by the VAE the model was decoded with (no model shows more of the push than its decoder). "
+           "`python -m evaluation.push_response --help`.", "",
+           "| model | starts | sampling | image pole / cart | clip pole / cart | VAE bound pole, image / clip | "
+           "error after push deg / m (repeat-last) | gate |",
+           "|---|---|---|---|---|---|---|---|"]
     curve = None
     for f in files:
         res = _load(f)
@@ -151,7 +154,9 @@ def push_response_section(r: Path) -> list[str]:
             rep = pr["clip"].get("repeat_last_frame_error", {})
             e = (f"{err['pole_angle_deg']:.1f} / {err['cart_x_m']:.3f} ({rep['pole_angle_deg']:.1f} / {rep['cart_x_m']:.3f})"
                  if err and rep else "-")
-            out.append(f"| {name} (`{f.name}`) | {m['starts']} | {how} | {cells[0]} | {cells[1]} | {e} | "
+            bound = (" / ".join(f"{pr[p]['vae_bound']['ratio']['pole_angle_deg']:.2f}x" for p in ("image", "clip"))
+                     if all("vae_bound" in pr[p] for p in ("image", "clip")) else "not measured")
+            out.append(f"| {name} (`{f.name}`) | {m['starts']} | {how} | {cells[0]} | {cells[1]} | {bound} | {e} | "
                        f"{'pass' if m['passes'] else 'fail'} |")
     if curve is not None:
         f, res = curve

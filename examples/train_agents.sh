@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-train and re-score both PPO agents of the shipped CartPole world model, on one CPU core:
-#   1. PPO in the real twin (the reference and the shipped policy; ~16 min): the rows_rel encoder
-#      (row centres relative to each frame's median: the pole's lean apart from the cart), one
+#   1. PPO in the real twin (the reference and the shipped policy; ~35 min): the pose encoder
+#      (per frame the cart's column and the pole's lean, their differences, the last pushes), one
 #      reward per decision scaled to 0.1, cleanrl's 4 epochs x 4 minibatches, entropy 0.03; curve, why its real
 #      episodes end, then 100 real CartPole-v1 episodes;
 #   2. PPO in the dream only (CausVidVectorEnv over the shipped checkpoint, image resets from
@@ -18,7 +18,7 @@ PIN=${PIN:-}
 export SDL_VIDEODRIVER=dummy HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$A"
 
-REAL="python -m agents.ppo --world cartpole --env real --total-steps ${REAL_STEPS:-204800} --encoder rows_rel --reward-scale 0.025 --update-epochs 4 --num-minibatches 4 --ent-coef 0.03 --eval-every 40 --eval-episodes 10 --out $OUT/ppo_real --no-progress"
+REAL="python -m agents.ppo --world cartpole --env real --total-steps ${REAL_STEPS:-204800} --encoder pose --reward-scale 0.025 --update-epochs 4 --num-minibatches 4 --ent-coef 0.03 --eval-every 40 --eval-episodes 10 --out $OUT/ppo_real --no-progress"
 $PIN $REAL
 $PIN python examples/agent_curves.py --run $OUT/ppo_real --out $A/ppo_real_curve --command "$REAL"
 $PIN python -m agents.failure_modes --policy $OUT/ppo_real --episodes 20 --json $A/failure_modes_ppo_real.json

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from models.io import write_json
 
-STAGES = ("heads", "teacher", "causal_teacher", "ode_pairs", "ode_init", "dmd_self_forcing", "dmd_teacher_forcing",
+STAGES = ("vae", "vae_decoder", "heads", "state_head", "teacher", "causal_teacher", "ode_pairs", "ode_init", "dmd_self_forcing", "dmd_teacher_forcing",
           "ablations/no_ode_init/dmd_self_forcing", "ablations/causal_teacher/dmd_self_forcing")
 
 
@@ -67,7 +67,8 @@ def summarize(run: Path) -> list[dict]:
     return out
 
 
-BATCH_KEYS = {"teacher": "teacher", "ode_init": "ode_init", "dmd_self_forcing": "dmd", "heads": "heads"}
+BATCH_KEYS = {"vae": "vae", "vae_decoder": "vae_decoder", "teacher": "teacher", "ode_init": "ode_init", "dmd_self_forcing": "dmd",
+              "heads": "heads", "state_head": "state_head"}
 
 
 def session_entry(run: Path, session: str, processes: int, gate: dict | None, note: str) -> dict:

@@ -9,11 +9,18 @@ RUNS = {
  "ppo_real_rs": ("rows, reward 0.1 per decision, 4x4; stopped by hand for the rows_rel run", "python -m agents.ppo --world cartpole --env real --total-steps 204800 --reward-scale 0.025 --update-epochs 4 --num-minibatches 4 --eval-every 40 --eval-episodes 10 --out runs/agents/ppo_real_rs --no-progress", "stopped"),
  "ppo_real_rel": ("rows_rel, reward 0.1 per decision, 4x4: the new shipped policy", "python -m agents.ppo --world cartpole --env real --total-steps 204800 --encoder rows_rel --reward-scale 0.025 --update-epochs 4 --num-minibatches 4 --eval-every 40 --eval-episodes 10 --out runs/agents/ppo_real_rel --no-progress", None),
  "ppo_real_rel_ent": ("rows_rel as ppo_real_rel, entropy coefficient 0.03", "python -m agents.ppo --world cartpole --env real --total-steps 204800 --encoder rows_rel --reward-scale 0.025 --update-epochs 4 --num-minibatches 4 --ent-coef 0.03 --eval-every 40 --eval-episodes 10 --out runs/agents/ppo_real_rel_ent --no-progress", None),
+ "ppo_real_warm995": ("rows_rel_ent warm-started from the shipped policy, gamma 0.995, learning rate 1e-4; stopped by hand for the pose encoder", "python -m agents.ppo --world cartpole --env real --total-steps 204800 --encoder rows_rel --reward-scale 0.025 --update-epochs 4 --num-minibatches 4 --ent-coef 0.03 --gamma 0.995 --learning-rate 1e-4 --init-from causvid_env/checkpoints/cartpole/policy --eval-every 40 --eval-episodes 10 --out runs/agents/ppo_real_warm995 --no-progress", "stopped"),
+ "ppo_real_pose_nopush": ("pose encoder before the push features (cart column and lean, differences, second differences: 12 features); stopped by hand; run with --out runs/agents/ppo_real_pose, then renamed", "python -m agents.ppo --world cartpole --env real --total-steps 204800 --encoder pose --reward-scale 0.025 --update-epochs 4 --num-minibatches 4 --ent-coef 0.03 --eval-every 40 --eval-episodes 10 --out runs/agents/ppo_real_pose --no-progress", "stopped"),
+ "ppo_real_pose": ("pose encoder with the pushes decoded from the cart's curvature (16 features), otherwise as ppo_real_rel_ent", "python -m agents.ppo --world cartpole --env real --total-steps 204800 --encoder pose --reward-scale 0.025 --update-epochs 4 --num-minibatches 4 --ent-coef 0.03 --eval-every 40 --eval-episodes 10 --out runs/agents/ppo_real_pose --no-progress", None),
 }
+# runs whose directories are gone keep their entries from the previous summary
+old = json.loads(Path(sys.argv[1]).read_text())["runs"] if Path(sys.argv[1]).is_file() else {}
 out = {"made_by": "python docs/results/agents/summarise_runs.py docs/results/agents/ppo_real_runs.json", "made_from": "runs/agents/<run>/{log.jsonl,returns.json,args.json}", "pinned_as": PIN.strip(), "runs": {}}
 for name, (what, cmd, status) in RUNS.items():
     d = Path("runs/agents") / name
     if not (d / "returns.json").is_file():
+        if name in old:
+            out["runs"][name] = old[name]
         continue
     rows = [json.loads(l) for l in open(d / "log.jsonl")]
     upd = [r for r in rows if "losses/entropy" in r]
