@@ -26,8 +26,13 @@ class HeadsTrainConfig:
     heads: HeadsConfig = field(default_factory=HeadsConfig)
 
 
+def stack_latents(clips: list[dict]) -> torch.Tensor:
+    """Clips' latents (T, C, h, w) -> one batch (B, C, T, h, w)."""
+    return torch.from_numpy(np.stack([c["latents"] for c in clips])).float().permute(0, 2, 1, 3, 4)
+
+
 def heads_loss(head: RewardTerminationHead, clips: list[dict], pos_weight: float):
-    z = torch.from_numpy(np.stack([c["latents"] for c in clips])).float().permute(0, 2, 1, 3, 4)  # (B, C, T, h, w)
+    z = stack_latents(clips)
     F_ = head.config.frames_per_latent
     reward = torch.from_numpy(np.stack([c["rewards"] for c in clips])).float()[:, F_:]
     term = torch.from_numpy(np.stack([c["terminated"] for c in clips])).float()[:, F_:]
@@ -76,7 +81,7 @@ class StateHeadTrainConfig:
 
 def state_head_batch(clips: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     """Clips of latents and per-frame states -> latents (B, C, T, h, w), states (B, T * F, S)."""
-    z = torch.from_numpy(np.stack([c["latents"] for c in clips])).float().permute(0, 2, 1, 3, 4)
+    z = stack_latents(clips)
     s = torch.from_numpy(np.stack([np.asarray(c["states"], np.float32) for c in clips]))
     return z, s
 

@@ -217,8 +217,7 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         parts = {}
-        loss = diffusion_loss(model, raw, schedule, batch, bank, cfg, rng, cfg.mode, ctx, P, parts,
-                              state_head if cfg.state_weight > 0 else None)
+        loss = diffusion_loss(model, raw, schedule, batch, bank, cfg, rng, cfg.mode, ctx, P, parts, state_head)
         opt.zero_grad(set_to_none=True)
         runner.backward(loss)
         gnorm = runner.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -76,7 +76,9 @@ class VAETrainConfig:
             raise ValueError(f"VAETrainConfig.nonwhite_weight must be positive, got {self.nonwhite_weight}")
 
 
-def lr_at(step: int, cfg: VAETrainConfig) -> float:
+def lr_at(step: int, cfg) -> float:
+    """Linear warm-up, then cosine to lr * min_lr_ratio (`cfg`: lr, steps, warmup_steps, min_lr_ratio; the VAE
+    stage and the decoder fine-tune)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)

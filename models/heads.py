@@ -51,13 +51,8 @@ class RewardTerminationHead(nn.Module, PretrainedMixin):
 
 
 @dataclass
-class StateHeadConfig:
-    latent_channels: int = 8
-    latent_height: int = 8
-    latent_width: int = 12
-    frames_per_latent: int = 4
+class StateHeadConfig(HeadsConfig):
     state_dim: int = 4
-    hidden: int = 64
     state_mean: tuple = (0.0, 0.0, 0.0, 0.0)  # the training data's per-dimension statistics: targets are standardised
     state_std: tuple = (1.0, 1.0, 1.0, 1.0)
 
