@@ -86,9 +86,14 @@ def test_teacher_adds_the_state_loss_and_needs_a_head(tiny_latents, tmp_path):
     space = space_to_dict(spec.make_action_space())
     dit_cfg = DiTConfig.from_size("tiny", latent_channels=8, latent_height=8, latent_width=12, action_space=space)
     cfg = TeacherTrainConfig(steps=3, batch_size=4, clip_latent_frames=3, warmup_steps=1, save_every=3, log_every=1,
-                             state_weight=0.5, dit=dit_cfg)
+                             state_weight=0.5, state_max_t=1.0, dit=dit_cfg)
     with pytest.raises(ValueError, match="state_weight"):
         train_teacher(ClipSampler(tiny_latents), ActionCodec(space), bank, cfg, tmp_path / "t0")
     train_teacher(ClipSampler(tiny_latents), ActionCodec(space), bank, cfg, tmp_path / "t1", state_head=_head())
     rows = list(read_log(tmp_path / "t1" / "log.jsonl"))
     assert rows and all(r["losses/teacher_state"] > 0 and r["losses/teacher"] > r["losses/teacher_fm"] for r in rows)
+    # frames noised past teacher.state_max_t are left out of the state loss (none left: the term is zero)
+    import dataclasses
+    train_teacher(ClipSampler(tiny_latents), ActionCodec(space), bank, dataclasses.replace(cfg, state_max_t=-1.0), tmp_path / "t2",
+                  state_head=_head())
+    assert all(r["losses/teacher_state"] == 0.0 for r in read_log(tmp_path / "t2" / "log.jsonl"))
