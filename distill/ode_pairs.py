@@ -23,7 +23,8 @@ class ODEPairsConfig:
     num_pairs: int = 512
     batch_size: int = 16
     clip_latent_frames: int = 8
-    context_frames: int = 1  # real latent frames given as context (an image reset is one)
+    context_frames: int = 1  # real latent frames given as context (an image reset is one) ...
+    max_context_frames: int = 0  # ... or, when larger, a per-shard draw in [context_frames, max] (a 16-frame clip reset is 4)
     p_no_context: float = 0.15  # fraction of shards generated from the prompt alone
     num_steps: int = 25
     guidance_text: float = 1.5
@@ -38,6 +39,9 @@ def generate_ode_pairs(teacher: DiT, dataset, codec: ActionCodec, bank: PromptBa
     stage_dir.mkdir(parents=True, exist_ok=True)
     if is_done(stage_dir):
         return {}
+    if cfg.max_context_frames and not cfg.context_frames <= cfg.max_context_frames < cfg.clip_latent_frames:
+        raise ValueError(f"ode_pairs.max_context_frames: expected 0 or between ode_pairs.context_frames ({cfg.context_frames}) and "
+                         f"ode_pairs.clip_latent_frames - 1 ({cfg.clip_latent_frames - 1}), got {cfg.max_context_frames}")
     teacher.eval()
     n_shards = -(-cfg.num_pairs // cfg.batch_size)
     student_t = schedule.student_timesteps()
@@ -48,6 +52,8 @@ def generate_ode_pairs(teacher: DiT, dataset, codec: ActionCodec, bank: PromptBa
         rng = np.random.default_rng([cfg.seed, i])
         torch.manual_seed(cfg.seed * 100003 + i)
         k = 0 if rng.random() < cfg.p_no_context else cfg.context_frames
+        if k and cfg.max_context_frames > cfg.context_frames:
+            k = int(rng.integers(cfg.context_frames, cfg.max_context_frames + 1))
         clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=(k == 0))
         dev = next(teacher.parameters()).device
         batch = make_batch(clips, codec, rng).to(dev)

@@ -89,7 +89,7 @@ def default() -> PipelineConfig:
         teacher=TeacherTrainConfig(steps=2000, batch_size=16, clip_latent_frames=8, lr=4e-4, warmup_steps=200,
                                    context_noise_max=0.2, save_every=100, snapshot_every=500, pair_fraction=0.5, branch_fraction=0.125),
         causal_teacher_steps=1000,  # ~ the bidirectional teacher's wall-clock (2.9 s vs 1.3 s per step)
-        ode_pairs=ODEPairsConfig(num_pairs=192, batch_size=16, clip_latent_frames=8, num_steps=20),
+        ode_pairs=ODEPairsConfig(num_pairs=256, batch_size=16, clip_latent_frames=8, num_steps=20, max_context_frames=4),
         ode_init=ODEInitConfig(steps=400, batch_size=8, lr=1e-4, context_noise_max=0.2, save_every=50),
         dmd=DMDConfig(steps=100, batch_size=8, clip_latent_frames=8, score_frames=8, window_frames=16, rollout_latent_frames=24,
                       ttur=2, lr_generator=1e-4, lr_fake=1e-4, data_weight=1.0, context_noise_max=0.2, save_every=10,

@@ -49,16 +49,6 @@ def test_state_readout_loss_reaches_the_prediction_only_where_masked_in():
     assert state_readout_loss(head, x0, exact, mask).item() < 1e-10
 
 
-@pytest.fixture(scope="module")
-def tiny_latents(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    collect(CollectConfig(world="cartpole", out=str(out), episodes=4, workers=1, seed=5, max_frames=96, episodes_per_shard=4))
-    eps = EpisodeDataset(out)
-    torch.manual_seed(0)
-    vae = CausalVAE(VAEConfig(frame_height=64, frame_width=96, temporal_down=4, **TINY_VAE)).eval()
-    return build_latent_cache(eps, vae_encode_fn(vae))
-
-
 def test_state_head_learns_the_cart_position_from_latents(tiny_latents, tmp_path):
     """Even an untrained VAE's latents carry the cart's position: the head gets well under the spread."""
     data = ClipSampler(tiny_latents)
