@@ -223,10 +223,13 @@ class PoseProfile(RowProfile):
     and ``push_last = push_prev * tanh((|dd| - 0.85) / 0.15)`` (+-1: right, left) decode both
     pushes (99.7% right for the last one, default CartPole past the first three chunks); with
     them a linear fit explains 0.90 / 0.86 of x_dot / theta_dot instead of 0.64 / 0.49. The
-    0.85 px is default CartPole's (force 10 N, 20 px/m, 4-frame chunks)."""
+    0.85 px is default CartPole's (force 10 N, 20 px/m, 4-frame chunks). At a reset the stack
+    is padded (the reset frame repeated: identical consecutive frames); the pushes across the
+    padding are read from rest (no earlier push), see :meth:`raw`."""
 
     CART_INK = 2.0  # pixels of ink a row: the pole's rows hold ~0.7, the cart's 3-8, the track ~19
     PUSH_PX, PUSH_SOFT = 0.85, 0.15  # the cart's second difference between one and two pushes; softness
+    PAD_MODE = "rest"  # the reset's padded frames: "rest" (below), "unknown" (0) or "none" (read as real)
 
     def __init__(self, frames: int) -> None:
         super().__init__(self.n_features(frames))
@@ -258,14 +261,45 @@ class PoseProfile(RowProfile):
         return self.raw(x)
 
     @staticmethod
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` ink -> ``(B, C - 1)`` bool: frame ``i + 1`` is exactly frame ``i``.
+
+        That is the stack's padding at a reset (the reset frame repeated, gymnasium's
+        ``FrameStackObservation(padding_type="reset")`` and :class:`VectorFrameStack`); a real
+        chunk never leaves the cart and pole exactly where they were (a 10 N push changes the
+        cart's velocity by ~0.7 m/s a chunk), so it is a signal of the frames alone."""
+        return (x[:, 1:] == x[:, :-1]).flatten(2).all(-1)
+
+    @staticmethod
     def raw(x: torch.Tensor, relative: bool = False) -> torch.Tensor:
+        """The features; at a reset (:meth:`padded` frames) the pushes are read from rest.
+
+        The padding's differences are 0, which is about right (a reset's velocities are at
+        most 0.05 m/s and rad/s: < 0.1 px a chunk), so the second difference across the first
+        real chunk is the curvature from rest, ``6 tau^2 a_last`` (~ +-0.44 px): one push.
+        Decoded as two chunks' pushes it read as an earlier push with the last one's sign and
+        the last one reversed (the shipped policy's start failures, seed 0 after 11 frames). So
+        there (``PAD_MODE="rest"``) ``push_prev = 0`` (there was none) and ``push_last =
+        tanh(dd / 0.15)``; second differences across two padded differences are 0, pushes 0.
+        ``PAD_MODE="unknown"`` zeroes every second difference and push involving the padding
+        (tried: it does not help the shipped policy); ``"none"`` is the encoder before this."""
         out = []
+        known = ~PoseProfile.padded(x)  # (B, C-1): differences between two distinct frames
+        both = (known[:, 1:] & known[:, :-1]).to(x.dtype)  # (B, C-2): second differences of them
+        first = (known[:, 1:] & ~known[:, :-1]).to(x.dtype)  # across the padding's last difference
+        mode = PoseProfile.PAD_MODE
+        if mode not in ("rest", "unknown", "none"):
+            raise ValueError(f"PoseProfile.PAD_MODE must be 'rest', 'unknown' or 'none', got {mode!r}")
+        keep = {"rest": both + first, "unknown": both, "none": torch.ones_like(both)}[mode]
         for p in PoseProfile.pose(x):  # (B, C), oldest first
-            d = p[:, 1:] - p[:, :-1]  # (B, C-1): newest last
-            out += [p[:, -1:], d, d[:, 1:] - d[:, :-1]]
+            d = p[:, 1:] - p[:, :-1]  # (B, C-1): newest last (0 between padded, identical frames)
+            out += [p[:, -1:], d, (d[:, 1:] - d[:, :-1]) * keep]
         dd = out[2]  # the cart's second differences (B, C-2)
         push_prev = torch.tanh(dd / PoseProfile.PUSH_SOFT)
         push_last = push_prev * torch.tanh((dd.abs() - PoseProfile.PUSH_PX) / PoseProfile.PUSH_SOFT)
+        if mode == "rest":  # from rest: no earlier push, and dd = 6 tau^2 a_last
+            push_last = both * push_last + first * push_prev
+            push_prev = both * push_prev
         return torch.cat(out + [push_prev, push_last], dim=1)
 
 

@@ -337,8 +337,9 @@ def test_shipped_policy_is_small_reads_the_dreams_observation_and_balances(tmp_p
     assert {"policy", "world", "env", "episodes", "mean", "std", "min", "max", "returns", "frames",
             "max_frames"} <= set(saved)
     assert saved["policy"] == "shipped" and saved["env"] == "real" and saved["episodes"] == 2
-    # seed 0 is one of the shipped pose policy's start failures (11 frames; 85 of 100 episodes reach 500)
-    assert saved["returns"] == res["returns"] and np.mean(saved["returns"]) > 200, saved["returns"]
+    # seeds 0 and 1: 500 frames each since the encoder reads the reset's padding from rest (seed 0
+    # was an 11-frame start failure before; docs/results/agents/ppo_real_pose_padfix_in_real.json)
+    assert saved["returns"] == res["returns"] and min(saved["returns"]) > 65, saved["returns"]
     assert saved["command"].startswith("python -m agents.evaluate --policy shipped")
 
 
@@ -419,14 +420,15 @@ def test_pose_encoder_reads_the_cart_and_the_lean():
     assert lean[0, 0].abs() < 1e-4 and lean[0, 1] == pytest.approx(1.0, abs=2e-2)
     f = PoseProfile.raw(x)
     assert f.shape == (1, PoseProfile.n_features(2)) == (1, 4)  # (cart, its difference, lean, its difference)
-    # two chunks' pushes from the cart's curvature: second differences of 1.2 px (agree) and 0.3 px (differ)
+    # two chunks' pushes from the cart's curvature: second differences of 1.3 px (agree) and -0.3 px (differ);
+    # no two frames identical (identical frames are a reset's padding, read from rest)
     moves = torch.zeros(2, 3, 6, 32)
     cols = torch.arange(32.0)
-    for b, path in enumerate(((0.0, 0.0, 1.2), (0.0, 0.0, -0.3))):  # the cart's shift at the 3 frames
+    for b, path in enumerate(((0.0, -0.1, 1.1), (0.0, 0.1, -0.1))):  # the cart's shift at the 3 frames
         for t, c in enumerate(path):  # a 4-px box over [10 + c, 14 + c]: each column's overlap
             moves[b, t, 4:6] = ((cols + 1).clamp(max=14 + c) - cols.clamp(min=10 + c)).clamp(min=0)
     g = PoseProfile.raw(moves)
-    assert torch.allclose(g[:, 1:3], torch.tensor([[0.0, 1.2], [0.0, -0.3]]), atol=1e-4)  # the differences
+    assert torch.allclose(g[:, 1:3], torch.tensor([[-0.1, 1.2], [0.1, -0.2]]), atol=1e-4)  # the differences
     assert g.shape == (2, PoseProfile.n_features(3)) == (2, 10)
     push_prev, push_last = g[:, -2], g[:, -1]
     assert push_prev[0] > 0.9 and push_last[0] > 0.9  # pushed right twice
@@ -452,3 +454,50 @@ def test_pose_encoder_reads_the_cart_and_the_lean():
     assert np.corrcoef(cart[:, -1].numpy(), states[:, 0])[0, 1] > 0.999
     assert np.corrcoef(lean[:, -1].numpy(), states[:, 2])[0, 1] > 0.99
     assert policy.act(np.stack(obs[:2])).shape == (2,)
+
+
+def test_pose_encoder_reads_the_resets_padding_as_rest_not_as_pushes(monkeypatch):
+    """At a reset the stack repeats the reset frame; the second difference across the padding is
+    the first chunk's curvature from rest (one push, ~0.44 px), not two chunks' pushes: no earlier
+    push, the last one with the curvature's sign (the encoder before the fix read it reversed)."""
+    from agents.policy import PoseProfile
+    cols = torch.arange(32.0)
+
+    def frame(c: float) -> torch.Tensor:  # a 4-px cart over [10 + c, 14 + c] and a straight pole
+        f = torch.zeros(6, 32)
+        f[4:6] = ((cols + 1).clamp(max=14 + c) - cols.clamp(min=10 + c)).clamp(min=0)
+        f[:4, 12] = 1.0
+        return f
+
+    # pushed left from rest: the reset frame 3x, then one real chunk; then two real chunks
+    one = torch.stack([frame(0.0)] * 3 + [frame(-0.44)])[None]  # (1, 4, 6, 32)
+    two = torch.stack([frame(0.0)] * 2 + [frame(-0.44), frame(-0.44 - 1.64)])[None]
+    assert PoseProfile.padded(one).tolist() == [[True, True, False]]
+    assert PoseProfile.padded(two).tolist() == [[True, False, False]]
+    f = PoseProfile.raw(one)  # cart: latest, 3 d, 2 dd; lean: the same; push_prev x2; push_last x2
+    assert f.shape == (1, 16) and torch.allclose(f[0, 4:6], torch.tensor([0.0, -0.44]), atol=1e-4)
+    assert torch.equal(f[0, 12:14], torch.zeros(2))  # no earlier push: there was none
+    assert f[0, 14] == 0.0 and f[0, 15] < -0.9  # the last push: left
+    monkeypatch.setattr(PoseProfile, "PAD_MODE", "none")  # the encoder before: phantom pushes
+    old = PoseProfile.raw(one)
+    assert old[0, 13] < -0.9 and old[0, 15] > 0.9  # "left, then right": wrong twice
+    monkeypatch.setattr(PoseProfile, "PAD_MODE", "unknown")
+    assert torch.equal(PoseProfile.raw(one)[0, [4, 5, 12, 13, 14, 15]], torch.zeros(6))
+    monkeypatch.setattr(PoseProfile, "PAD_MODE", "rest")
+    g = PoseProfile.raw(two)  # dd: from rest (-0.44), then left twice (-1.2): both pushes decoded
+    assert g[0, 12] == 0.0 and g[0, 14] < -0.9 and g[0, 13] < -0.9 and g[0, 15] < -0.9
+    # a real stack (no repeated frame) reads as before the fix
+    env = stack_frames(LastFrameRealEnv("cartpole"), 4)
+    o, _ = env.reset(seed=0)
+    policy = Policy(PolicyConfig(obs_shape=(4, 64, 96, 3), obs_mode="last", frame_stack=4, crop_rows=(16, 52),
+                                 encoder="pose", downsample=1, hidden=16))
+    stacks = [o]
+    for a in (0, 1, 1):
+        o, *_ = env.step(a)
+        stacks.append(o)
+    x = policy.preprocess(torch.as_tensor(np.stack(stacks)))
+    assert PoseProfile.padded(x).sum(1).tolist() == [3, 2, 1, 0]
+    new = PoseProfile.raw(x)
+    monkeypatch.setattr(PoseProfile, "PAD_MODE", "none")
+    assert torch.equal(new[3], PoseProfile.raw(x)[3]) and not torch.equal(new[1], PoseProfile.raw(x)[1])
+    assert new[1, 15] < -0.9  # the reset's first push was left (action 0)
