@@ -256,7 +256,11 @@ def main(argv=None) -> dict:
     p.add_argument("--checkpoint", default=None, help="a world-model checkpoint: gates its student (and supplies VAE, heads)")
     p.add_argument("--student", action="append", default=[], help="extra student weights (a DiT directory, e.g. runs/x/ode_init/model)")
     p.add_argument("--teacher", action="append", default=[], help="teacher weights (a DiT directory); repeatable")
-    p.add_argument("--curve", default=None, help="a teacher stage directory: gate each model_stepN/ snapshot (learning curve)")
+    p.add_argument("--curve", default=None, help="a stage directory (teacher, ODE init or DMD): gate each model_stepN/ snapshot "
+                                               "(learning curve)")
+    p.add_argument("--curve-model", default="teacher", choices=["teacher", "student"],
+                   help="what the --curve snapshots are: teachers (sampled with --num-steps ODE steps and guidance) or "
+                        "causal students (the env's 4 steps with its KV cache; ODE init and DMD stages)")
     p.add_argument("--curve-offset", type=int, default=0, help="steps the curve's run started from (a warm start's earlier steps)")
     p.add_argument("--curve-dir", default=None, help="with --curve: keep each snapshot's figures here (stepN.json) and reuse them")
     p.add_argument("--vae", default=None, help="decode with this VAE instead of the checkpoint's (e.g. a fine-tuned decoder: "
@@ -289,15 +293,17 @@ def main(argv=None) -> dict:
             res["models"][key] = r
             print(one_line(key, r), flush=True)
 
-    if a.checkpoint or not (a.teacher or a.curve or a.student):
-        r = student_gate(model, world, starts=a.starts)
-        res["models"][f"student {ckpt}"] = r
-        print(one_line(f"student {ckpt}", r), flush=True)
-    for s in a.student:
-        m = WorldModel(DiT.from_pretrained(s).eval(), model.vae, model.heads, model.schedule, world, model.info)
+    def run_student(name: str, path: Path | None):
+        m = model if path is None else WorldModel(DiT.from_pretrained(path).eval(), model.vae, model.heads, model.schedule,
+                                                  world, model.info)
         r = student_gate(m, world, starts=a.starts)
-        res["models"][f"student {s}"] = r
-        print(one_line(f"student {s}", r), flush=True)
+        res["models"][name] = r
+        print(one_line(name, r), flush=True)
+
+    if a.checkpoint or not (a.teacher or a.curve or a.student):
+        run_student(f"student {ckpt}", None)
+    for s in a.student:
+        run_student(f"student {s}", Path(s))
     for t in a.teacher:
         run_teacher(f"teacher {t}", Path(t))
     if a.curve:
@@ -311,7 +317,10 @@ def main(argv=None) -> dict:
                 res["models"].update(got)
             else:
                 before = set(res["models"])
-                run_teacher(f"teacher step {total}", path)
+                if a.curve_model == "teacher":
+                    run_teacher(f"teacher step {total}", path)
+                else:
+                    run_student(f"student step {total}", path)
                 got = {k: res["models"][k] for k in set(res["models"]) - before}
                 if saved is not None:
                     write_json(saved, got)

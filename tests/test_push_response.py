@@ -42,3 +42,18 @@ def test_teacher_and_student_run_through_the_gate(tiny_ckpt):
             assert len(r["model"]["per_start_gap_pole_angle_deg"]) == 1 and np.isfinite(r["model"]["gap_cart_x_m"])
     assert t["sampling"]["num_steps"] == 2
     assert [side for side, _ in SIDES] == ["right", "left"]
+
+
+def test_a_students_snapshots_make_a_learning_curve(tiny_ckpt, tmp_path):
+    """--curve-model student gates each model_stepN/ of an ODE-init or DMD stage as a causal student
+    (the env's 4 steps), and the curve's rows carry the warm start's offset."""
+    from evaluation.push_response import main
+
+    model = load_world_model(tiny_ckpt)
+    for step in (2, 4):
+        model.student.save_pretrained(tmp_path / "dmd" / f"model_step{step}")
+    res = main(["--checkpoint", str(tiny_ckpt), "--curve", str(tmp_path / "dmd"), "--curve-model", "student",
+                "--curve-offset", "10", "--starts", "1", "--json", str(tmp_path / "curve.json")])
+    assert [c["step"] for c in res["curve"]] == [12, 14]
+    assert {"student step 12", "student step 14"} <= set(res["models"])
+    assert "sampling" not in res["models"]["student step 12"]  # a student, not the teacher's guided ODE sampler
