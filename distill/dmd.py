@@ -65,6 +65,7 @@ class DMDConfig:
     seed: int = 0
     snapshot_every: int = 0  # also keep the generator's weights every N steps (model_stepN/), for equal-budget ablations
     save_every: int = 25
+    max_seconds: float = 0.0  # wall-clock budget of the stage (0: none): it ends, saved and done, at the step reached
     log_every: int = 5
 
 

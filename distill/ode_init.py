@@ -27,6 +27,7 @@ class ODEInitConfig:
     p_context_noise: float = 0.5  # ... in this fraction of batches, level uniform in [0, max]
     seed: int = 0
     save_every: int = 100
+    max_seconds: float = 0.0  # wall-clock budget of the stage (0: none): it ends, saved and done, at the step reached
     log_every: int = 10
 
 

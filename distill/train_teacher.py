@@ -62,6 +62,7 @@ class TeacherTrainConfig:
     state_max_t: float = 0.5  # ... on frames noised at most this much (a blurred high-noise x0 is outside what the head read)
     seed: int = 0
     save_every: int = 200
+    max_seconds: float = 0.0  # wall-clock budget of the stage (0: none): it ends, saved and done, at the step reached
     snapshot_every: int = 0  # also keep the EMA every N steps (model_stepN/): the push-response learning curve reads them
     log_every: int = 20
     dit: DiTConfig = field(default_factory=DiTConfig)
@@ -208,6 +209,7 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
     runner.resume({"model": model, "ema": ema}, {"opt": opt})
     model, opt = runner.prepare(model, opt)
     raw = runner.unwrap(model)
+    ema.to(runner.device)  # the EMA follows the model onto its device (it is saved from there)
     schedule = FlowSchedule(cfg.schedule)
     if state_head is not None:
         state_head = state_head.to(runner.device).eval().requires_grad_(False)

@@ -102,7 +102,9 @@ class StageRunner:
     """Owns a training stage's loop: device and processes, seeding, resume, the per-step RNG
     stream, tqdm, JSON-lines logging, checkpoints and the done marker.
 
-    `cfg` supplies `steps`, `seed`, `save_every` and `log_every`. With `distributed=True` the stage
+    `cfg` supplies `steps`, `seed`, `save_every` and `log_every`, and may supply `max_seconds`: a
+    wall-clock budget for this call of `run` (0: none); when it is spent the stage saves and ends at
+    the step it reached, and `finish` marks it done (a lent GPU's or a session's minutes, not steps). With `distributed=True` the stage
     runs through `accelerate` (the given accelerator, or a fresh one on CUDA when available):
     every process seeds with `seed + process_index` and draws its own stream; only the main
     process logs and writes. With `distributed=False` the stage runs in this process on `device`.
@@ -118,6 +120,7 @@ class StageRunner:
         self.stage_dir, self.name, self.cfg = Path(stage_dir), name, cfg
         self.done = is_done(self.stage_dir)
         self.step, self.modules, self.optimizers = 0, {}, {}
+        self.stopped_early = False  # `run` ended on the wall-clock budget (cfg.max_seconds) before cfg.steps
         self.persistent_rng = persistent_rng
         self.acc = None
         if self.done:
@@ -174,8 +177,16 @@ class StageRunner:
         cfg = self.cfg
         log = ScalarLogger(self.stage_dir / "log.jsonl")
         t_last, step_last = time.time(), self.step
+        budget = float(getattr(cfg, "max_seconds", 0.0) or 0.0)
+        t_start = time.time()
         with tqdm(total=cfg.steps, initial=self.step, desc=self.name, disable=not self.is_main, dynamic_ncols=True) as bar:
             while self.step < cfg.steps:
+                if budget > 0 and self._out_of_time(t_start, budget):
+                    self.stopped_early = True
+                    if self.is_main:
+                        self.save()
+                        tqdm.write(f"{self.name}: wall-clock budget of {budget:.0f} s spent at step {self.step} of {cfg.steps}")
+                    break
                 rng = self.data_rng if self.persistent_rng else np.random.default_rng([*self.stream_key, self.step])
                 scalars, postfix = train_step(self.step, rng)
                 self.step += 1
@@ -189,6 +200,17 @@ class StageRunner:
                 if self.is_main and (self.step % cfg.save_every == 0 or last):
                     self.save()
         return self.step
+
+    def _out_of_time(self, t_start: float, budget: float) -> bool:
+        """Whether `budget` seconds have passed since this call of `run` began; under several
+        processes the main process decides and every process follows (they stop at the same step)."""
+        stop = time.time() - t_start > budget
+        if self.acc is not None and self.acc.num_processes > 1:
+            import torch.distributed as dist
+            flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+            dist.broadcast(flag, src=0)
+            stop = bool(flag.item() > 0)
+        return stop
 
     def finish(self, summary: dict, save_final: Callable[[], None] | None = None) -> dict:
         """After `run`: the main process writes the stage's final files (`save_final()`) and DONE."""

@@ -1,0 +1,53 @@
+"""The stage runner's wall-clock budget (`max_seconds`): a stage given minutes, not steps."""
+import time
+from dataclasses import dataclass
+
+import torch
+
+from distill.training_utils import StageRunner, is_done, load_training_state
+
+
+@dataclass
+class Cfg:
+    steps: int = 10_000
+    seed: int = 0
+    save_every: int = 1_000
+    log_every: int = 5
+    max_seconds: float = 0.0
+
+
+def _train(stage_dir, cfg, pause=0.01):
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    runner = StageRunner(stage_dir, "budget", cfg, distributed=False)
+    if runner.done:
+        return runner, None
+    runner.resume({"net": net}, {"opt": opt})
+
+    def step(i, rng):
+        time.sleep(pause)
+        loss = net(torch.from_numpy(rng.normal(size=(4, 2))).float()).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}, {}
+
+    steps = runner.run(step)
+    runner.finish({"steps": steps})
+    return runner, steps
+
+
+def test_a_stage_out_of_time_ends_saved_and_done_at_the_step_it_reached(tmp_path):
+    runner, steps = _train(tmp_path / "s", Cfg(max_seconds=0.3))
+    assert runner.stopped_early
+    assert 5 <= steps < 200, steps  # ~30 steps of 10 ms in 0.3 s, far from 10,000
+    assert is_done(tmp_path / "s")
+    saved, _ = load_training_state(tmp_path / "s", {"net": torch.nn.Linear(2, 1)}, {})
+    assert saved == steps  # the state on disk is the step reached, though save_every was not hit
+    again, none = _train(tmp_path / "s", Cfg(max_seconds=0.3))  # a rerun skips the finished stage
+    assert again.done and none is None
+
+
+def test_no_budget_runs_every_step(tmp_path):
+    runner, steps = _train(tmp_path / "s", Cfg(steps=12, max_seconds=0.0), pause=0.0)
+    assert steps == 12 and not runner.stopped_early
