@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,24 +47,40 @@ def default_checkpoint_dir(world: str = "cartpole") -> Path:
     return Path(__file__).resolve().parent / "checkpoints" / world
 
 
+def _write_world_model(tmp: Path, student: DiT, vae: CausalVAE, heads: RewardTerminationHead, schedule: FlowSchedule,
+                       world: str, info: dict | None, storage_dtype: torch.dtype | None) -> None:
+    student.save_pretrained(tmp / "student", storage_dtype=storage_dtype)
+    vae.save_pretrained(tmp / "vae", storage_dtype=storage_dtype)
+    heads.save_pretrained(tmp / "heads", storage_dtype=storage_dtype)
+    meta = {"format": FORMAT, "world": world, "schedule": schedule.cfg.__dict__ | {"student_steps": list(schedule.cfg.student_steps)},
+            **(info or {})}
+    (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2))
+
+
 def save_world_model(directory, student: DiT, vae: CausalVAE, heads: RewardTerminationHead, schedule: FlowSchedule,
                      world: str, info: dict | None = None, storage_dtype: torch.dtype | None = None) -> Path:
-    def write(tmp: Path):
-        student.save_pretrained(tmp / "student", storage_dtype=storage_dtype)
-        vae.save_pretrained(tmp / "vae", storage_dtype=storage_dtype)
-        heads.save_pretrained(tmp / "heads", storage_dtype=storage_dtype)
-        meta = {"format": FORMAT, "world": world, "schedule": schedule.cfg.__dict__ | {"student_steps": list(schedule.cfg.student_steps)},
-                **(info or {})}
-        (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2))
-    return atomic_write_dir(directory, write)
+    return atomic_write_dir(directory, lambda tmp: _write_world_model(tmp, student, vae, heads, schedule, world, info, storage_dtype))
 
 
-def ship_checkpoint(source: str | os.PathLike, world: str | None = None, storage_dtype: torch.dtype = torch.float16) -> Path:
-    """Copy a trained checkpoint into the package (fp16 storage) so `CausVidEnv()` finds it."""
+def ship_checkpoint(source: str | os.PathLike, world: str | None = None, storage_dtype: torch.dtype = torch.float16,
+                    keep: tuple[str, ...] = ("policy", "probe"), info: dict | None = None) -> Path:
+    """Copy a trained checkpoint into the package (fp16 storage) so `CausVidEnv()` finds it: its
+    student, VAE, heads and, when the source has one, its `teacher/`. The package's own `keep`
+    folders (the shipped policy and probe: trained against the world, not part of it) stay as they
+    are; `info` is added to checkpoint.json (e.g. a version and the recipe)."""
     wm = load_world_model(source, world=world)
-    return save_world_model(default_checkpoint_dir(wm.world), wm.student, wm.vae, wm.heads, wm.schedule, wm.world,
-                            {k: v for k, v in wm.info.items() if k not in ("format", "world", "schedule")} | {"shipped_from": str(source)},
-                            storage_dtype=storage_dtype)
+    target = default_checkpoint_dir(wm.world)
+    meta = {k: v for k, v in wm.info.items() if k not in ("format", "world", "schedule")} | {"shipped_from": str(source)} | (info or {})
+    teacher = Path(source) / "teacher"
+
+    def write(tmp: Path):
+        _write_world_model(tmp, wm.student, wm.vae, wm.heads, wm.schedule, wm.world, meta, storage_dtype)
+        if (teacher / "config.json").is_file():
+            DiT.from_pretrained(teacher).save_pretrained(tmp / "teacher", storage_dtype=storage_dtype)
+        for name in keep:
+            if (target / name).is_dir():
+                shutil.copytree(target / name, tmp / name)
+    return atomic_write_dir(target, write)
 
 
 def check_checkpoint_dir(directory: Path) -> None:

@@ -6,8 +6,9 @@ cumulative record of a world model trained across sessions that warm-start from 
         [--gate docs/results/push_response/teacher_curve.json] [--processes 1]
 
 With --record, this session's entry (steps, samples = steps x the stage's batch from the run's
-pipeline_config.json, CPU-hours = wall x processes, the push-response figures) replaces any entry of
-the same --session, and the totals over all sessions are recomputed.
+pipeline_config.json, CPU-hours = wall x processes, or GPU-hours with --device NAME for a run on a
+lent GPU, the push-response figures) replaces any entry of the same --session, and the totals over
+all sessions are recomputed.
 
 Wall time per stage comes from its `log.jsonl` (each record holds seconds since the stage process
 started; a resumed stage starts a new segment, and segments are summed), or from file times for
@@ -71,15 +72,16 @@ BATCH_KEYS = {"vae": "vae", "vae_decoder": "vae_decoder", "teacher": "teacher", 
               "heads": "heads", "state_head": "state_head"}
 
 
-def session_entry(run: Path, session: str, processes: int, gate: dict | None, note: str) -> dict:
-    """One session's stages with batch sizes, samples and CPU-hours."""
+def session_entry(run: Path, session: str, processes: int, gate: dict | None, note: str, device: str = "cpu") -> dict:
+    """One session's stages with batch sizes, samples and CPU-hours (GPU-hours when `device` is a GPU's name)."""
+    hours = "cpu_hours" if device == "cpu" else "gpu_hours"
     cfg = json.loads((run / "pipeline_config.json").read_text())
     stages = []
     for s in summarize(run):
         section = BATCH_KEYS.get(s["stage"])
         batch = cfg[section]["batch_size"] if section else None
         stages.append(s | {"batch_size": batch, "samples": (s["steps"] or 0) * batch if batch else None,
-                           "cpu_hours": round(s["wall_s"] * processes / 3600, 3) if s["wall_s"] else None})
+                           hours: round(s["wall_s"] * processes / 3600, 3) if s["wall_s"] else None})
     # a teacher stage still running has no DONE: count its last logged step
     tdir = run / "teacher"
     if not any(s["stage"] == "teacher" for s in stages) and (tdir / "log.jsonl").is_file():
@@ -87,20 +89,21 @@ def session_entry(run: Path, session: str, processes: int, gate: dict | None, no
         wall = wall_seconds(tdir / "log.jsonl")
         b = cfg["teacher"]["batch_size"]
         stages.append({"stage": "teacher", "steps": last["step"], "wall_s": wall, "batch_size": b, "samples": last["step"] * b,
-                       "cpu_hours": round(wall * processes / 3600, 3), "note": "not finished: resumes from teacher/state.pt"})
-    return {"session": session, "run": str(run), "init_from": cfg.get("init_from") or None, "processes": processes,
+                       hours: round(wall * processes / 3600, 3), "note": "not finished: resumes from teacher/state.pt"})
+    return {"session": session, "run": str(run), "init_from": cfg.get("init_from") or None, "processes": processes, "device": device,
             "stages": stages, "push_response": gate, "note": note}
 
 
 def totals(sessions: list[dict]) -> dict:
-    """Per stage, summed over sessions: steps, samples, CPU-hours."""
+    """Per stage, summed over sessions: steps, samples, CPU-hours and GPU-hours."""
     out: dict = {}
     for e in sessions:
         for s in e["stages"]:
-            t = out.setdefault(s["stage"], {"steps": 0, "samples": 0, "cpu_hours": 0.0, "sessions": 0})
+            t = out.setdefault(s["stage"], {"steps": 0, "samples": 0, "cpu_hours": 0.0, "gpu_hours": 0.0, "sessions": 0})
             t["steps"] += s["steps"] or 0
             t["samples"] += s["samples"] or 0
-            t["cpu_hours"] = round(t["cpu_hours"] + (s["cpu_hours"] or 0.0), 3)
+            for h in ("cpu_hours", "gpu_hours"):
+                t[h] = round(t[h] + (s.get(h) or 0.0), 3)
             t["sessions"] += 1
     return out
 
@@ -114,13 +117,14 @@ def main(argv=None):
     p.add_argument("--session", default=None, help="with --record: a name for this session, e.g. its date")
     p.add_argument("--processes", type=int, default=1, help="with --record: training processes (one torch thread each)")
     p.add_argument("--gate", default=None, help="with --record: this session's push-response JSON (evaluation.push_response)")
+    p.add_argument("--device", default="cpu", help="with --record: 'cpu', or the GPU's name for a run on a lent GPU (GPU-hours)")
     p.add_argument("--note", default="")
     a = p.parse_args(argv)
     run = Path(a.run)
     if a.record:
         if not a.session:
             raise ValueError("--session: required with --record (a name for this session, e.g. its date)")
-        return update_record(Path(a.record), run, a.session, a.processes, a.gate, a.note)
+        return update_record(Path(a.record), run, a.session, a.processes, a.gate, a.note, a.device)
     if not a.json:
         raise ValueError("--json: required (or --record with --session)")
     res = {"run": str(run), "command": a.command or f"python -m distill.pipeline --out {run}",
@@ -131,14 +135,14 @@ def main(argv=None):
     return res
 
 
-def update_record(path: Path, run: Path, session: str, processes: int, gate_json: str | None, note: str) -> dict:
+def update_record(path: Path, run: Path, session: str, processes: int, gate_json: str | None, note: str, device: str = "cpu") -> dict:
     record = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
     gate = None
     if gate_json:
         g = json.loads(Path(gate_json).read_text())
         gate = {"file": gate_json, "curve": g.get("curve"),
                 "models": {k: {p: v["protocols"][p]["ratio"] for p in v["protocols"]} for k, v in g.get("models", {}).items()}}
-    entry = session_entry(run, session, processes, gate, note)
+    entry = session_entry(run, session, processes, gate, note, device)
     record["sessions"] = [e for e in record["sessions"] if e["session"] != session] + [entry]
     record["cumulative"] = totals(record["sessions"])
     write_json(path, record)

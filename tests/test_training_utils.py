@@ -51,3 +51,4 @@ def test_a_stage_out_of_time_ends_saved_and_done_at_the_step_it_reached(tmp_path
 def test_no_budget_runs_every_step(tmp_path):
     runner, steps = _train(tmp_path / "s", Cfg(steps=12, max_seconds=0.0), pause=0.0)
     assert steps == 12 and not runner.stopped_early
+
