@@ -5,9 +5,9 @@ the page. Nothing is measured here; every number comes from a JSON that holds it
 
 Layout it reads (each optional; a missing one becomes a line naming the command that makes it):
     closed_loop/metrics.json            the shipped checkpoint at its default window (the 1.28 s it was trained with)
-    closed_loop_window10s/metrics.json  the same with a 10 s window
-    closed_loop_context_noise*/metrics.json  the same with the cache written at another noise level
-    closed_loop_v1/metrics.json         the previous shipped checkpoint under the same protocol
+    closed_loop_window10s/metrics.json  the v2 checkpoint with a 10 s window
+    closed_loop_context_noise*/metrics.json  the v2 checkpoint with the cache written at another noise level
+    closed_loop_v*/metrics.json         earlier checkpoints under the same protocol
     closed_loop_clip*/metrics.json      closed loop from 16-frame real clips (the main protocol of issue 23)
     push_response/*.json                the push-response gate (teachers and students) and the teacher's learning curve
     training_record.json                cumulative steps, samples and CPU-hours across warm-started sessions
@@ -264,13 +264,13 @@ def compose(results: str | Path = "docs/results", out: str | Path = "docs/RESULT
     lines += targets_section(cl, af)
     lines += closed_loop_section("Closed loop: the shipped checkpoint (default window: the 1.28 s it was trained with)", cl,
                                  "examples/closed_loop_eval.py --out docs/results/closed_loop")
-    lines += closed_loop_section("Closed loop: the shipped checkpoint with a 10 s window", _load(r / "closed_loop_window10s" / "metrics.json"),
-                                 "closed_loop_eval.py --window-seconds 10")
+    lines += closed_loop_section("Closed loop: the v2 checkpoint with a 10 s window (compare with `closed_loop_v2`)",
+                                 _load(r / "closed_loop_window10s" / "metrics.json"), "closed_loop_eval.py --window-seconds 10")
     for p in sorted(r.glob("closed_loop_context_noise*/metrics.json")):
-        lines += closed_loop_section(f"Closed loop: cache written at context noise {p.parent.name.split('noise')[-1]} "
-                                     "(compare with the main section: same 1.28 s window, noise 0)", _load(p), "")
-    lines += closed_loop_section("Closed loop: the previous (v1) checkpoint, same protocol", _load(r / "closed_loop_v1" / "metrics.json"),
-                                 "closed_loop_eval.py on the v1 checkpoint")
+        lines += closed_loop_section(f"Closed loop: the v2 checkpoint, cache written at context noise {p.parent.name.split('noise')[-1]} "
+                                     "(compare with `closed_loop_v2`: same 1.28 s window, noise 0)", _load(p), "")
+    for p in sorted(r.glob("closed_loop_v*/metrics.json")):
+        lines += closed_loop_section(f"Closed loop: an earlier checkpoint (`{p.parent.name}`), same protocol", _load(p), "")
     for p in sorted(r.glob("closed_loop_clip*/metrics.json")):
         lines += closed_loop_section(f"Closed loop from 16-frame real clips (`{p.parent.name}`)", _load(p), "")
     lines += push_response_section(r)
