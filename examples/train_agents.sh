@@ -5,7 +5,8 @@
 #      reward per decision scaled to 0.1, cleanrl's 4 epochs x 4 minibatches, entropy 0.03; curve, why its real
 #      episodes end, then 100 real CartPole-v1 episodes;
 #   2. PPO in the dream only (CausVidVectorEnv over the shipped checkpoint, image resets from
-#      real starts; DREAM_STEPS chunks), scored in the real twin every few updates and at the end;
+#      real starts; the real agent's encoder and settings; DREAM_STEPS chunks, ~17 min), scored in the
+#      real twin every 10 updates (the sim-to-real gap curve), at the end in 100 real episodes and in 20 dream ones;
 #   3. the random baseline.
 #   bash examples/train_agents.sh                 # writes runs/agents/ and docs/results/{ppo_*,random_in_real}.json, docs/results/agents/
 #   SHIP=1 bash examples/train_agents.sh          # also replaces the shipped policy (causvid_env/checkpoints/cartpole/policy)
@@ -29,8 +30,10 @@ if [ "${SHIP:-0}" = 1 ]; then
   $PIN python -m agents.evaluate --policy shipped --world cartpole --real --episodes 100 --json $R/ppo_shipped_in_real.json
 fi
 
-DREAM="python -m agents.ppo --world cartpole --env dream --total-steps ${DREAM_STEPS:-8192} --num-envs 16 --num-steps 32 --variants default --image-reset-fraction 1.0 --eval-every ${DREAM_EVAL_EVERY:-4} --eval-episodes 10 --out $OUT/ppo_dream --no-progress"
+DREAM="python -m agents.ppo --world cartpole --env dream --total-steps ${DREAM_STEPS:-81920} --num-envs 16 --num-steps 32 --variants default --image-reset-fraction 1.0 --encoder pose --reward-scale 0.025 --update-epochs 4 --num-minibatches 4 --ent-coef 0.03 --eval-every ${DREAM_EVAL_EVERY:-10} --eval-episodes 10 --out $OUT/ppo_dream --no-progress"
 $PIN $DREAM
 $PIN python examples/agent_curves.py --run $OUT/ppo_dream --out $A/ppo_dream_curve --command "$DREAM"
 $PIN python -m agents.evaluate --policy $OUT/ppo_dream --world cartpole --real --episodes 100 --json $R/ppo_dream_in_real.json
+$PIN python -m agents.evaluate --policy $OUT/ppo_dream --world cartpole --dream --episodes 20 --json $A/ppo_dream_in_dream.json
+$PIN python -m agents.evaluate --policy shipped --world cartpole --dream --episodes 20 --json $A/shipped_policy_in_dream.json
 $PIN python -m agents.evaluate --policy random --world cartpole --real --episodes 100 --json $R/random_in_real.json
