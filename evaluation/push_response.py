@@ -334,13 +334,14 @@ def main(argv=None) -> dict:
                     curve.append(_curve_row(step, key, r))
         res["curve"] = sorted(curve, key=lambda c: c["step"])
         if a.png:
-            plot_curve(res["curve"], a.png)
+            plot_curve(res["curve"], a.png, a.curve_model)
     if a.json:
         write_json(a.json, res)
     return res
 
 
-def plot_curve(curve: list[dict], path: str) -> None:
+def plot_curve(curve: list[dict], path: str, model: str = "teacher") -> None:
+    """The learning curve of `model` ("teacher" or "student": a stage's snapshots) as a PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -352,10 +353,10 @@ def plot_curve(curve: list[dict], path: str) -> None:
             ax.plot(steps, [c[f"{proto}_{q}"] for c in curve], style, label=f"{q.split('_')[0]} ({proto} starts)")
     ax.axhspan(1 - TOLERANCE, 1 + TOLERANCE, color="g", alpha=0.15, label="gate: real +-30%")
     ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("teacher training steps (cumulative)")
+    ax.set_xlabel(f"{model} training steps (cumulative)")
     ax.set_ylabel("12-frame push response / real")
     ax.legend(fontsize=7)
-    ax.set_title("Teacher push response against training")
+    ax.set_title(f"{model.capitalize()} push response against training")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
