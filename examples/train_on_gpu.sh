@@ -7,7 +7,7 @@
 # from what the last one managed. Stages already done in RUN (data, VAE, latents, branches, heads,
 # state head copied from a CPU run) are skipped.
 #
-#   RUN=runs/gpu INIT=weights/cartpole_fp32 PACK=$OUT bash examples/train_on_gpu.sh \
+#   RUN=runs/gpu INIT=weights/cartpole_fp32 PACK=runs/gpu_pack bash examples/train_on_gpu.sh \
 #       --set teacher.steps=20000 --set teacher.batch_size=64 --set teacher.max_seconds=200 \
 #       --set ode_pairs.num_pairs=1024 --set ode_pairs.batch_size=64 \
 #       --set ode_init.steps=5000 --set ode_init.batch_size=32 --set ode_init.max_seconds=60 \
