@@ -3,7 +3,7 @@ cumulative record of a world model trained across sessions that warm-start from 
 
     python examples/training_summary.py --run runs/cartpole --json docs/results/training.json [--command "..."]
     python examples/training_summary.py --run runs/v3 --record docs/results/training_record.json --session 2026-12-02 \
-        [--gate docs/results/push_response/teacher_curve.json] [--processes 1]
+        [--gate docs/results/push_response/teacher_curve.json] [--processes 1] [--stages dmd_self_forcing]
 
 With --record, this session's entry (steps, samples = steps x the stage's batch from the run's
 pipeline_config.json, CPU-hours = wall x processes, or GPU-hours with --device NAME for a run on a
@@ -72,19 +72,24 @@ BATCH_KEYS = {"vae": "vae", "vae_decoder": "vae_decoder", "teacher": "teacher", 
               "heads": "heads", "state_head": "state_head"}
 
 
-def session_entry(run: Path, session: str, processes: int, gate: dict | None, note: str, device: str = "cpu") -> dict:
-    """One session's stages with batch sizes, samples and CPU-hours (GPU-hours when `device` is a GPU's name)."""
+def session_entry(run: Path, session: str, processes: int, gate: dict | None, note: str, device: str = "cpu",
+                  only: tuple[str, ...] | None = None) -> dict:
+    """One session's stages with batch sizes, samples and CPU-hours (GPU-hours when `device` is a GPU's name).
+    `only`: the stages this session trained (a run that copied finished stages in from another run
+    counts only its own); None: every finished stage."""
     hours = "cpu_hours" if device == "cpu" else "gpu_hours"
     cfg = json.loads((run / "pipeline_config.json").read_text())
     stages = []
     for s in summarize(run):
+        if only is not None and s["stage"] not in only:
+            continue
         section = BATCH_KEYS.get(s["stage"])
         batch = cfg[section]["batch_size"] if section else None
         stages.append(s | {"batch_size": batch, "samples": (s["steps"] or 0) * batch if batch else None,
                            hours: round(s["wall_s"] * processes / 3600, 3) if s["wall_s"] else None})
     # a teacher stage still running has no DONE: count its last logged step
     tdir = run / "teacher"
-    if not any(s["stage"] == "teacher" for s in stages) and (tdir / "log.jsonl").is_file():
+    if (only is None or "teacher" in only) and not any(s["stage"] == "teacher" for s in stages) and (tdir / "log.jsonl").is_file():
         last = [json.loads(x) for x in (tdir / "log.jsonl").read_text().splitlines()][-1]
         wall = wall_seconds(tdir / "log.jsonl")
         b = cfg["teacher"]["batch_size"]
@@ -118,13 +123,21 @@ def main(argv=None):
     p.add_argument("--processes", type=int, default=1, help="with --record: training processes (one torch thread each)")
     p.add_argument("--gate", default=None, help="with --record: this session's push-response JSON (evaluation.push_response)")
     p.add_argument("--device", default="cpu", help="with --record: 'cpu', or the GPU's name for a run on a lent GPU (GPU-hours)")
+    p.add_argument("--stages", default=None, help="with --record: comma list of the stages this session trained "
+                   "(default: every finished stage in --run, copied-in ones included)")
     p.add_argument("--note", default="")
     a = p.parse_args(argv)
+    only = None
+    if a.stages:
+        only = tuple(x.strip() for x in a.stages.split(",") if x.strip())
+        unknown = [x for x in only if x not in STAGES]
+        if unknown:
+            raise ValueError(f"--stages: unknown stage(s) {unknown}; known stages are {list(STAGES)}")
     run = Path(a.run)
     if a.record:
         if not a.session:
             raise ValueError("--session: required with --record (a name for this session, e.g. its date)")
-        return update_record(Path(a.record), run, a.session, a.processes, a.gate, a.note, a.device)
+        return update_record(Path(a.record), run, a.session, a.processes, a.gate, a.note, a.device, only)
     if not a.json:
         raise ValueError("--json: required (or --record with --session)")
     res = {"run": str(run), "command": a.command or f"python -m distill.pipeline --out {run}",
@@ -135,14 +148,15 @@ def main(argv=None):
     return res
 
 
-def update_record(path: Path, run: Path, session: str, processes: int, gate_json: str | None, note: str, device: str = "cpu") -> dict:
+def update_record(path: Path, run: Path, session: str, processes: int, gate_json: str | None, note: str, device: str = "cpu",
+                  only: tuple[str, ...] | None = None) -> dict:
     record = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
     gate = None
     if gate_json:
         g = json.loads(Path(gate_json).read_text())
         gate = {"file": gate_json, "curve": g.get("curve"),
                 "models": {k: {p: v["protocols"][p]["ratio"] for p in v["protocols"]} for k, v in g.get("models", {}).items()}}
-    entry = session_entry(run, session, processes, gate, note, device)
+    entry = session_entry(run, session, processes, gate, note, device, only)
     record["sessions"] = [e for e in record["sessions"] if e["session"] != session] + [entry]
     record["cumulative"] = totals(record["sessions"])
     write_json(path, record)

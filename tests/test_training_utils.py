@@ -52,3 +52,25 @@ def test_no_budget_runs_every_step(tmp_path):
     runner, steps = _train(tmp_path / "s", Cfg(steps=12, max_seconds=0.0), pause=0.0)
     assert steps == 12 and not runner.stopped_early
 
+
+
+def test_the_training_record_counts_only_the_stages_a_session_trained(tmp_path):
+    """A run that copied finished stages in from another run records only its own (`--stages`)."""
+    import json
+
+    from tests.test_evaluation import load_example
+
+    summary = load_example("training_summary")
+    run = tmp_path / "run"
+    for stage, steps in (("heads", 1200), ("dmd_self_forcing", 40)):
+        (run / stage).mkdir(parents=True)
+        (run / stage / "DONE").write_text(json.dumps({"steps": steps}))
+        (run / stage / "log.jsonl").write_text("".join(json.dumps({"step": s, "time": s * 2.0}) + "\n" for s in (10, 20, 40)))
+    (run / "pipeline_config.json").write_text(json.dumps({"heads": {"batch_size": 64}, "dmd": {"batch_size": 8}}))
+    every = summary.session_entry(run, "s", 1, None, "")
+    own = summary.session_entry(run, "s", 1, None, "", device="H200", only=("dmd_self_forcing",))
+    assert [s["stage"] for s in every["stages"]] == ["heads", "dmd_self_forcing"]
+    assert [(s["stage"], s["steps"], s["samples"]) for s in own["stages"]] == [("dmd_self_forcing", 40, 320)]
+    assert "gpu_hours" in own["stages"][0] and "cpu_hours" not in own["stages"][0]
+    totals = summary.totals([every, own])
+    assert totals["dmd_self_forcing"]["steps"] == 80 and totals["heads"]["sessions"] == 1
