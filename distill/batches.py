@@ -38,6 +38,38 @@ class PromptBank:
         return pad_prompt_tokens([None if p is None else (self.tokens[self.index[p]], self.masks[self.index[p]]) for p in prompts])
 
 
+def random_chunk_actions(codec: ActionCodec, n_chunks: int, frames_per_chunk: int, rng: np.random.Generator,
+                         p_keep: float = 0.5) -> np.ndarray:
+    """Action features (n_chunks * frames_per_chunk, A) of a random script that knows nothing of the
+    state: each chunk keeps the previous chunk's action with probability `p_keep`, else draws a
+    fresh one from the action space (held for the chunk's frames, as the env holds it)."""
+    if not 0.0 <= p_keep <= 1.0:
+        raise ValueError(f"p_keep: expected a probability in [0, 1], got {p_keep}")
+    codec.space.seed(int(rng.integers(2**31 - 1)))
+    acts, a = [], None
+    for c in range(n_chunks):
+        if a is None or rng.random() >= p_keep:
+            a = codec.space.sample()
+        acts.append(a)
+    feats = codec.to_features(np.asarray(acts))
+    return np.repeat(feats, frames_per_chunk, axis=0)
+
+
+def with_random_actions(batch: "LatentBatch", rows: np.ndarray, start_frame: int, codec: ActionCodec, frames_per_chunk: int,
+                        rng: np.random.Generator, p_keep: float = 0.5) -> "LatentBatch":
+    """The batch with the actions of `rows` (bool, (B,)) from video frame `start_frame` on replaced by
+    `random_chunk_actions` (no longer the actions that made the clip's real future)."""
+    feats, null = batch.action_feats.clone(), batch.action_null.clone()
+    n = feats.shape[1] - start_frame
+    if n % frames_per_chunk:
+        raise ValueError(f"start_frame: {start_frame} leaves {n} frames, not whole chunks of {frames_per_chunk}")
+    for i in np.flatnonzero(rows):
+        f = random_chunk_actions(codec, n // frames_per_chunk, frames_per_chunk, rng, p_keep)
+        feats[i, start_frame:] = torch.from_numpy(f).to(feats.device)
+        null[i, start_frame:] = False
+    return LatentBatch(batch.latents, feats, null, batch.prompts, batch.rewards, batch.terminated, batch.states)
+
+
 def draw_context_noise(rng: np.random.Generator, max_level: float, p: float) -> float:
     """Context-noise augmentation: with probability `p` a level uniform in [0, max_level] at which
     the context (the cache) is noised for this step, else 0 (never drawn when max_level is 0)."""

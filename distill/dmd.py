@@ -17,6 +17,12 @@ How G produces the clip it is judged on (`rollout`):
 
 `data_weight` > 0 adds a regression of the generated latents onto the real ones (the data has the
 true future under the same actions, and CartPole is deterministic); 0 is pure DMD.
+
+`p_random_actions` > 0 (self-forcing only): that share of the rollouts replaces the actions of its
+generated chunks by a random script that knows nothing of the state (`random_chunk_actions`: the
+previous chunk's action kept with probability `random_action_keep`, else a fresh draw), so the
+student is judged by the teacher on the chunk-to-chunk action changes an agent makes, not only on
+the data's controllers. Those rollouts have no real future: the data regression skips them.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill.batches import PromptBank, draw_context_noise, make_batch
+from distill.batches import PromptBank, draw_context_noise, make_batch, with_random_actions
 from distill.training_utils import StageRunner
 from models.actions import ActionCodec
 from models.dit import DiT
@@ -62,6 +68,8 @@ class DMDConfig:
     context_noise_max: float = 0.0  # context-noise augmentation: cache written at a level in [0, max]
     p_context_noise: float = 0.5
     data_weight: float = 0.0  # regression onto the real future latents (0 = pure DMD)
+    p_random_actions: float = 0.0  # self-forcing: share of rollouts driven by a random script after the context
+    random_action_keep: float = 0.5  # that script keeps the previous chunk's action with this probability
     seed: int = 0
     snapshot_every: int = 0  # also keep the generator's weights every N steps (model_stepN/), for equal-budget ablations
     save_every: int = 25
@@ -157,6 +165,11 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         raise ValueError(f"dmd.rollout: expected one of {ROLLOUTS}, got {cfg.rollout!r}")
     if cfg.rollout == "self_forcing" and not (cfg.score_frames <= cfg.rollout_latent_frames):
         raise ValueError(f"dmd.score_frames={cfg.score_frames} must be <= dmd.rollout_latent_frames={cfg.rollout_latent_frames}")
+    if not 0.0 <= cfg.p_random_actions <= 1.0:
+        raise ValueError(f"dmd.p_random_actions: expected a probability in [0, 1], got {cfg.p_random_actions}")
+    if cfg.p_random_actions > 0 and cfg.rollout != "self_forcing":
+        raise ValueError("dmd.p_random_actions needs dmd.rollout=self_forcing (teacher forcing denoises against the real "
+                         "future, which a random script did not make); set it to 0")
     runner = StageRunner(stage_dir, f"dmd ({cfg.rollout})", cfg, accelerator)
     if runner.done:
         return {}
@@ -188,6 +201,10 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             from_start = rng.random() < cfg.p_from_start
             k = 1 if from_start else int(rng.integers(1, cfg.max_context_frames + 1))
             batch = make_batch(dataset.sample(cfg.batch_size, cfg.rollout_latent_frames, rng, from_start=from_start), codec, rng).to(dev)
+            scripted = rng.random(cfg.batch_size) < cfg.p_random_actions if cfg.p_random_actions > 0 else np.zeros(cfg.batch_size, bool)
+            if scripted.any():
+                batch = with_random_actions(batch, scripted, k * F_, codec, F_ * G_raw.config.latent_frames_per_chunk, rng,
+                                            cfg.random_action_keep)
             cond_g = batch.cond(G_raw, bank)
             full = self_forcing_rollout(G_raw, batch.latents, k, cond_g, student_ts, cfg.window_frames, ctx_noise, rng)
             n_score = cfg.score_frames
@@ -198,6 +215,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             batch = make_batch(dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=(k == 0)), codec, rng).to(dev)
             cond_g = batch.cond(G_raw, bank)
             full = tf_gen(G_w, G_raw, batch.latents, k, cond_g, rng, ctx_noise)
+            scripted = np.zeros(cfg.batch_size, bool)
             n_score, s0, kc = full.shape[2], 0, k
         x = full[:, :, s0:s0 + n_score]
         wb = batch.window((s0 * F_, (s0 + n_score) * F_))
@@ -224,7 +242,9 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             norm = (xg - x0_real[:, :, kc:]).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-6)
             grad = torch.nan_to_num((x0_fake - x0_real)[:, :, kc:] / norm)
         loss_dmd = 0.5 * F.mse_loss(x[:, :, kc:], (x[:, :, kc:] - grad).detach())
-        loss_data = F.mse_loss(full[:, :, k:], batch.latents[:, :, k:])
+        real_future = torch.from_numpy(~scripted).to(full.device)  # rollouts whose actions made the clip's real future
+        per_clip = (full[:, :, k:] - batch.latents[:, :, k:]).pow(2).mean(dim=(1, 2, 3, 4))
+        loss_data = (per_clip * real_future).sum() / real_future.sum().clamp(min=1)
         loss_g = loss_dmd + cfg.data_weight * loss_data if cfg.data_weight > 0 else loss_dmd
         opt_g.zero_grad(set_to_none=True)
         runner.backward(loss_g)
@@ -236,7 +256,8 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         if cfg.snapshot_every and n % cfg.snapshot_every == 0 and runner.is_main:
             G_raw.save_pretrained(runner.stage_dir / f"model_step{n}")
         return ({"losses/dmd": loss_dmd.item(), "losses/data": loss_data.item(), "losses/fake_score": loss_f.item(),
-                 "charts/generator_grad_norm": gn, "charts/dmd_grad_abs": grad.abs().mean(), "charts/context_noise": ctx_noise},
+                 "charts/generator_grad_norm": gn, "charts/dmd_grad_abs": grad.abs().mean(), "charts/context_noise": ctx_noise,
+                 "charts/scripted_rollouts": float(scripted.mean())},
                 {"dmd": f"{loss_dmd.item():.4f}", "data": f"{loss_data.item():.4f}", "fake": f"{loss_f.item():.4f}"})
 
     steps = runner.run(train_step)

@@ -319,6 +319,48 @@ def simulator_from_still_frame(episodes: list[RealRollout], world: str | WorldSp
     return out
 
 
+def simulator_from_probed_clip(episodes: list[RealRollout], world: str | WorldSpec, probe, fit_frames: int = 12) -> list[Generated]:
+    """Baseline from the side for clip resets: the REAL simulator started from the state that the
+    state probe reads off the real clip the dream is seeded with -- the pose and velocity of a
+    quadratic fitted to the probe's readings over the clip's last `fit_frames` frames, taken at its
+    last frame -- replaying the same action script. It is perfect physics with what the frames
+    show, read by a good state reader (probe error ~0.3 deg): for an unstable system driven by a
+    script computed from the true state, its error is what the frames' information costs, a bound
+    that no clip-started world model can be expected to beat by much. Cartpole only (the probe
+    reads the pole angle and cart position)."""
+    spec = get_world(world)
+    if spec.name != "cartpole":
+        raise ValueError(f"world: simulator_from_probed_clip needs a cartpole probe, got world {spec.name!r}")
+    names = tuple(probe.config.target_names)
+    ia, ix = names.index("pole_angle_deg"), names.index("cart_x_m")
+    dt = 1.0 / spec.fps
+    out = []
+    for ep in episodes:
+        if ep.prefix_frames is None:
+            raise ValueError("episodes: simulator_from_probed_clip needs clip resets (closed_loop_eval --context-frames > 0)")
+        moving = ep.prefix_frames[ep.F:]  # the scripted chunks after the still one
+        k = min(fit_frames, len(moving))
+        if k < 3:
+            raise ValueError(f"episodes: the clip has {len(moving)} moving frames; the fit needs at least 3")
+        read = probe.predict(moving[-k:]).astype(np.float64)  # (k, targets)
+        t = (np.arange(k) - (k - 1)) * dt  # the last frame at t = 0
+        state = np.zeros(4)
+        for col, (pos_i, vel_i, scale) in ((ix, (0, 1, 1.0)), (ia, (2, 3, math.pi / 180.0))):
+            c2, c1, c0 = np.polyfit(t, read[:, col], 2)
+            state[pos_i] = c0 * scale  # value at t = 0
+            state[vel_i] = c1 * scale  # slope at t = 0
+        sim = Simulator(spec, ep.variant)
+        sim.reset(seed=int(ep.seed))
+        sim.set_state(state)
+        frames = []
+        for a in ep.actions[ep.F:]:
+            frame, _, _, _ = sim.step(a, run_on=True)
+            frames.append(frame)
+        sim.close()
+        out.append(Generated(np.stack(frames)))
+    return out
+
+
 def _episode_cond(net, texts: PromptTexts, eps: list[RealRollout], n_lat: int, codec, with_null: bool):
     """Cond for latent frames 0..n_lat-1 of a batch of episodes (frame 0 = the still chunk, null action)."""
     F = eps[0].F

@@ -10,7 +10,9 @@ or by random pushes held for several chunks; the dream is reset from the twin's 
 image reset) under the variant's prompt and replays exactly those actions. Reported per horizon
 bin: frame PSNR / SSIM, the state probe's pole-angle and cart-position error against the twin's
 true state, reward error and termination timing -- next to the two baselines of CALIBRATION.md
-(repeat-last-frame and the VAE's own reconstruction) and the probe's error on the real frames.
+(repeat-last-frame and the VAE's own reconstruction) and the probe's error on the real frames; with
+--context-frames also the real simulator started from the state the probe reads off the clip (what
+perfect physics reaches with what the frames show).
 
 Writes OUT/metrics.json, OUT/table.md, OUT/error_vs_horizon.png, OUT/strip.png and
 OUT/dream_vs_real.mp4 (dream | real). Without --probe the checkpoint's own probe (CHECKPOINT/probe,
@@ -35,7 +37,7 @@ from causvid_env.worlds import get_world
 from evaluation.metrics import episode_summaries, evaluate_methods
 from evaluation.probe import resolve_probe
 from evaluation.report import markdown_table, plot_error_vs_time, side_by_side_video, strip_image, timed
-from evaluation.rollouts import PromptTexts, real_rollouts, repeat_last_frame, simulator_from_still_frame, student_generate, vae_reconstruction
+from evaluation.rollouts import PromptTexts, real_rollouts, repeat_last_frame, simulator_from_probed_clip, simulator_from_still_frame, student_generate, vae_reconstruction
 from models.config_utils import add_dataclass_args
 from models.io import write_json
 
@@ -123,6 +125,8 @@ def run(args: Args, command: str = "") -> dict:
     methods = {"dream (student)": dream, "repeat_last_frame": repeat_last_frame(episodes),
                "vae_reconstruction": vae_reconstruction(model, episodes),
                "simulator_from_still_frame": simulator_from_still_frame(episodes, spec.name)}
+    if args.context_frames and probe is not None and spec.name == "cartpole":
+        methods["simulator_from_probed_clip"] = simulator_from_probed_clip(episodes, spec.name, probe)
     table, per_frame = evaluate_methods(methods, episodes, horizons, spec.fps, probe)
 
     names = probe.config.target_names if probe is not None else ()

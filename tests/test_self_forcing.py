@@ -235,3 +235,71 @@ def test_killed_heads_resume_with_nothing_lost(tmp_path):
     a, b = (RewardTerminationHead.from_pretrained(tmp_path / d / "model").state_dict() for d in ("straight", "resumed"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_random_chunk_actions_hold_per_chunk_and_follow_the_keep_probability():
+    from distill.batches import random_chunk_actions
+    from models.actions import ActionCodec
+
+    codec = ActionCodec({"type": "Discrete", "n": 2, "start": 0})
+    rng = np.random.default_rng(0)
+    f = random_chunk_actions(codec, 200, 4, rng, p_keep=0.0)
+    assert f.shape == (800, 2) and np.allclose(f.sum(1), 1)  # one-hot, every frame
+    per_chunk = f.reshape(200, 4, 2)
+    assert (per_chunk == per_chunk[:, :1]).all(), "an action is held for the chunk's frames"
+    a = per_chunk[:, 0, 1]
+    assert 0.35 < a.mean() < 0.65  # both actions
+    switches = lambda x: float(np.mean(x[1:] != x[:-1]))
+    assert 0.35 < switches(a) < 0.65  # fresh draws: switch about half the time
+    held = random_chunk_actions(codec, 200, 4, rng, p_keep=0.9).reshape(200, 4, 2)[:, 0, 1]
+    assert switches(held) < 0.15
+    assert switches(random_chunk_actions(codec, 50, 4, rng, p_keep=1.0).reshape(50, 4, 2)[:, 0, 1]) == 0.0
+    with pytest.raises(ValueError, match="p_keep"):
+        random_chunk_actions(codec, 4, 4, rng, p_keep=1.5)
+
+
+def test_with_random_actions_changes_only_the_chosen_rows_after_the_context():
+    from distill.batches import with_random_actions
+    from models.actions import ActionCodec
+
+    codec = ActionCodec({"type": "Discrete", "n": 2, "start": 0})
+    B, T, F = 3, 5, 4
+    feats = torch.zeros(B, T * F, 2)
+    feats[..., 0] = 1  # every frame: action 0
+    null = torch.zeros(B, T * F, dtype=torch.bool)
+    null[:, :F] = True  # the still chunk has no action
+    batch = LatentBatch(torch.randn(B, 8, T, 2, 3), feats, null, ["p"] * B, torch.zeros(B, T * F), torch.zeros(B, T * F, dtype=torch.bool))
+    rows = np.array([False, True, False])
+    out = with_random_actions(batch, rows, 2 * F, codec, F, np.random.default_rng(1), p_keep=0.0)
+    assert torch.equal(out.action_feats[~torch.from_numpy(rows)], feats[~torch.from_numpy(rows)])
+    assert torch.equal(out.action_feats[1, :2 * F], feats[1, :2 * F]) and torch.equal(out.action_null[1], null[1])
+    assert torch.allclose(out.action_feats[1, 2 * F:].sum(-1), torch.ones(3 * F))
+    assert torch.equal(out.latents, batch.latents)
+    with pytest.raises(ValueError, match="start_frame"):
+        with_random_actions(batch, rows, 2 * F + 1, codec, F, np.random.default_rng(1))
+
+
+def test_dmd_with_scripted_rollouts_skips_their_data_term_and_checks_its_setting(tmp_path):
+    """All rollouts scripted: the data term has no clip to regress onto (0), DMD still trains; a bad
+    share or teacher forcing is refused with the setting's name."""
+    import json
+
+    from distill.batches import PromptBank
+    from distill.dmd import DMDConfig, train_dmd
+    from models.actions import ActionCodec
+
+    m = random_model(1)
+    bank = PromptBank(["p"], [torch.randn(3, 384)], [torch.ones(3, dtype=torch.bool)])
+    codec = ActionCodec(m.config.action_space)
+    cfg = DMDConfig(steps=2, batch_size=2, rollout="self_forcing", rollout_latent_frames=4, window_frames=3, score_frames=3,
+                    max_context_frames=1, p_from_start=1.0, ttur=1, data_weight=1.0, p_random_actions=1.0, save_every=2, log_every=1)
+    train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), cfg, tmp_path / "dmd")
+    rows = [json.loads(x) for x in (tmp_path / "dmd" / "log.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "losses/data" in r]
+    assert logged and all(r["losses/data"] == 0.0 and r["charts/scripted_rollouts"] == 1.0 for r in logged)
+    assert all(np.isfinite(r["losses/dmd"]) for r in logged)
+    with pytest.raises(ValueError, match="p_random_actions"):
+        train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), DMDConfig(p_random_actions=2.0), tmp_path / "bad")
+    with pytest.raises(ValueError, match="p_random_actions"):
+        train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), DMDConfig(p_random_actions=0.5, rollout="teacher_forcing"),
+                  tmp_path / "bad2")
