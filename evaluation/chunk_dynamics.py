@@ -1,0 +1,247 @@
+"""The chunk-dynamics gate: does a model answer the chunk-to-chunk action changes an agent makes the
+way the real simulator does?
+
+The held-push gate (`evaluation.push_response`) holds one action for 12 frames. An agent balancing
+the pole switches its push every chunk or two, and what it needs from a world model is the
+response to each switch. From N real starts (a 16-frame real clip, so velocities are visible, or a
+still image) every model and the real simulator play the same random scripts (each chunk keeps the
+previous push with probability 1/2, else draws a fresh one: `distill.batches.random_chunk_actions`)
+for `chunks` chunks. The state probe reads the pole angle off the last frame of every chunk, and a
+linear model of one chunk's change in angle is fitted to each player's readings:
+
+    d_t = a * u_t + b * u_(t-1) + c * d_(t-1) + e * theta_(t-1) + bias,   u = +1 (right) / -1 (left)
+
+(d_t = theta_t - theta_(t-1) in degrees). For the real simulator (read by the same probe) a, b and
+c are the push response, the push's carry-over into the next chunk and the pole's momentum. Each
+model's coefficients are reported as ratios to the real ones, with the residual's standard
+deviation (degrees per chunk: noise the model adds that no action explains) and the per-chunk
+angle error against the real frames next to repeat-last-frame. Chunks after the real or the
+model's pole passes 12 degrees leave the fit (past the termination limit the dynamics change).
+
+    python -m evaluation.chunk_dynamics --checkpoint causvid_env/checkpoints/cartpole --json out.json
+    python -m evaluation.chunk_dynamics --student runs/x/dmd_self_forcing/model --teacher runs/x/teacher/model --json out.json
+
+The gate passes when a, b and c are each within +-30% of the real ones.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
+from causvid_env.env import CausVidEnv
+from causvid_env.rendering import Simulator
+from causvid_env.worlds import get_world
+from distill.batches import random_chunk_actions
+from evaluation.probe import load_probe
+from evaluation.push_response import PROTOCOLS, TOLERANCE, Start, real_starts
+from evaluation.rollouts import PromptTexts, _encode_episode_latents, decode_with_heads
+from models.actions import ActionCodec
+from models.dit import DiT
+from models.io import write_json
+from models.samplers import Cond, ode_sample
+
+__all__ = ["random_scripts", "real_script_frames", "student_script_frames", "teacher_script_frames", "fit_chunk_dynamics",
+           "chunk_dynamics_report", "COEFFICIENTS"]
+
+COEFFICIENTS = ("push", "push_carry_over", "momentum", "lean_gain", "bias")  # a, b, c, e, bias
+GATED = ("push", "push_carry_over", "momentum")
+LIMIT_DEG = 12.0
+
+
+def random_scripts(n: int, chunks: int, seed: int = 0, p_keep: float = 0.5) -> np.ndarray:
+    """(n, chunks) CartPole actions (0 left, 1 right): each chunk keeps the last push with probability `p_keep`."""
+    codec = ActionCodec({"type": "Discrete", "n": 2, "start": 0})
+    rng = np.random.default_rng([seed, 41])
+    return np.stack([random_chunk_actions(codec, chunks, 1, rng, p_keep).argmax(1) for _ in range(n)])
+
+
+def real_script_frames(world: str, starts: list[Start], scripts: np.ndarray) -> np.ndarray:
+    """The real simulator from each start's state playing its script: the last frame of every chunk (N, chunks, H, W, 3)."""
+    spec = get_world(world)
+    out = []
+    for st, script in zip(starts, scripts):
+        sim = Simulator(spec, st.variant)
+        sim.reset(seed=st.seed)
+        sim.set_state(st.state)
+        ends = []
+        for a in script:
+            for _ in range(spec.frames_per_chunk):
+                frame, _, _, _ = sim.step(int(a), run_on=True)
+            ends.append(frame)
+        sim.close()
+        out.append(np.stack(ends))
+    return np.stack(out)
+
+
+def student_script_frames(model: WorldModel, world: str, starts: list[Start], scripts: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The student through the env (image reset for a still chunk, clip reset otherwise) playing each script."""
+    env = CausVidEnv(world, checkpoint=model, max_episode_steps=10**6, run_on=True)
+    F = env.F
+    out = []
+    for st, script in zip(starts, scripts):
+        if len(st.frames) == F:
+            env.reset(seed=seed + st.seed, options={"image": st.frames[-1], "prompt": st.prompt})
+        else:
+            env.reset(seed=seed + st.seed, options={"frames": st.frames, "actions": st.actions, "prompt": st.prompt})
+        ends = []
+        for a in script:
+            obs, *_ = env.step(int(a))
+            ends.append(obs[-1])
+        out.append(np.stack(ends))
+    env.close()
+    return np.stack(out)
+
+
+@torch.no_grad()
+def teacher_script_frames(teacher: DiT, model: WorldModel, starts: list[Start], scripts: np.ndarray, *, num_steps: int = 20,
+                          guidance_text: float = 1.5, guidance_action: float = 2.0, texts: PromptTexts | None = None,
+                          seed: int = 0) -> np.ndarray:
+    """The bidirectional teacher sampling each script's whole continuation at once (the prefix as clean
+    context, the guided ODE sampler as in ODE pairs and DMD); the last frame of every chunk."""
+    texts = texts or PromptTexts()
+    F = teacher.config.frames_per_latent
+    codec = ActionCodec(teacher.config.action_space)
+    k = len(starts[0].frames) // F
+    if any(len(st.frames) != k * F for st in starts):
+        raise ValueError("starts: every prefix must have the same length")
+    n = scripts.shape[1]
+    T = k + n
+    z_ctx = torch.cat([_encode_episode_latents(model.vae, st.frames) for st in starts])
+    B, C, _, h, w = z_ctx.shape
+    feats = np.zeros((B, T * F, codec.feature_dim), np.float32)
+    null = np.ones((B, T * F), bool)
+    for j, (st, script) in enumerate(zip(starts, scripts)):
+        if k > 1:
+            feats[j, F:k * F] = codec.to_features(st.actions[F:k * F])
+            null[j, F:k * F] = False
+        feats[j, k * F:] = codec.to_features(np.repeat(script.astype(np.int64), F))
+        null[j, k * F:] = False
+    tok, mask, is_null = texts.encode([st.prompt for st in starts])
+    tok0, mask0, null0 = texts.encode([None] * B)
+    cond = Cond(torch.from_numpy(feats), torch.from_numpy(null), teacher.encode_text(tok, mask, is_null),
+                teacher.encode_text(tok0, mask0, null0))
+    noise = torch.randn(B, C, n, h, w, generator=torch.Generator().manual_seed(seed))
+    x0, _ = ode_sample(teacher, model.schedule, noise, cond, context=z_ctx, num_steps=num_steps,
+                       guidance_text=guidance_text, guidance_action=guidance_action)
+    frames, _, _ = decode_with_heads(model.vae, model.heads, torch.cat([z_ctx, x0], 2))
+    return frames[:, k * F + F - 1::F][:, :n]
+
+
+def fit_chunk_dynamics(angles: np.ndarray, start_angles: np.ndarray, scripts: np.ndarray, keep: np.ndarray | None = None) -> dict:
+    """Least squares of d_t on (u_t, u_(t-1), d_(t-1), theta_(t-1), 1) over every chunk t >= 2 (chunk 1
+    has no earlier change inside the script; `start_angles` is theta_0). `keep` (N, chunks) bool:
+    chunks allowed in the fit. -> coefficients (COEFFICIENTS), residual sd, rows used."""
+    th = np.concatenate([start_angles[:, None], angles], axis=1)  # (N, chunks + 1)
+    u = 2.0 * scripts - 1.0
+    X, y = [], []
+    for i in range(len(th)):
+        for t in range(2, th.shape[1]):
+            if keep is not None and not keep[i, t - 1]:
+                break
+            X.append([u[i, t - 1], u[i, t - 2], th[i, t - 1] - th[i, t - 2], th[i, t - 1], 1.0])
+            y.append(th[i, t] - th[i, t - 1])
+    if len(y) < 2 * len(COEFFICIENTS):
+        return {"rows": len(y), "coefficients": None, "residual_sd_deg": None}
+    X, y = np.asarray(X), np.asarray(y)
+    c, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return {"rows": len(y), "coefficients": dict(zip(COEFFICIENTS, c.round(4).tolist())), "residual_sd_deg": float((y - X @ c).std())}
+
+
+def chunk_dynamics_report(probe, real_ends: np.ndarray, model_ends: dict[str, np.ndarray], last_context: np.ndarray,
+                          scripts: np.ndarray) -> dict:
+    """Fits for the real frames and every model (chunks where both the real and that model's pole are
+    inside the limit), ratios to the real coefficients, and per-chunk angle errors next to repeat-last-frame."""
+    N, n = scripts.shape
+    read = lambda ends: probe.predict(ends.reshape(N * n, *ends.shape[2:]))[:, 0].reshape(N, n)
+    real = read(real_ends)
+    th0 = probe.predict(last_context)[:, 0]
+    inside_real = np.abs(real) < LIMIT_DEG
+    out = {"real": fit_chunk_dynamics(real, th0, scripts, inside_real),
+           "repeat_last_frame_angle_error_deg": np.abs(real - th0[:, None]).mean(0).round(3).tolist(), "models": {}}
+    rc = out["real"]["coefficients"]
+    for name, ends in model_ends.items():
+        got = read(ends)
+        fit = fit_chunk_dynamics(got, th0, scripts, inside_real & (np.abs(got) < LIMIT_DEG))
+        fit["angle_error_deg"] = np.abs(got - real).mean(0).round(3).tolist()
+        if fit["coefficients"] and rc:
+            fit["ratio"] = {k: (fit["coefficients"][k] / rc[k] if rc[k] else None) for k in GATED}
+            fit["passes"] = all(v is not None and abs(v - 1.0) <= TOLERANCE for v in fit["ratio"].values())
+        else:
+            fit["ratio"], fit["passes"] = None, False
+        out["models"][name] = fit
+    return out
+
+
+def one_line(name: str, protocol: str, fit: dict, real: dict) -> str:
+    if not fit.get("ratio"):
+        return f"{name} [{protocol}]: too few chunks inside the limit to fit ({fit['rows']} rows)"
+    r, c, rc = fit["ratio"], fit["coefficients"], real["coefficients"]
+    return (f"{name} [{protocol}]: push {c['push']:+.2f} vs real {rc['push']:+.2f} ({r['push']:.2f}x), carry-over "
+            f"{c['push_carry_over']:+.2f} vs {rc['push_carry_over']:+.2f} ({r['push_carry_over']:.2f}x), momentum "
+            f"{c['momentum']:.2f} vs {rc['momentum']:.2f} ({r['momentum']:.2f}x); residual {fit['residual_sd_deg']:.2f} vs "
+            f"{real['residual_sd_deg']:.2f} deg/chunk; angle error at chunk 1/3/6 "
+            + "/".join(f"{fit['angle_error_deg'][i]:.1f}" for i in (0, 2, min(5, len(fit['angle_error_deg']) - 1)))
+            + ("  PASS" if fit["passes"] else "  fail"))
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description="Chunk-to-chunk response to random push scripts, models next to the real simulator "
+                                            "(a linear fit of each chunk's change in pole angle).")
+    p.add_argument("--checkpoint", default=None, help="a world-model checkpoint: gates its student (and supplies VAE, heads)")
+    p.add_argument("--student", action="append", default=[], help="extra student weights (a DiT directory); repeatable")
+    p.add_argument("--teacher", action="append", default=[], help="teacher weights (a DiT directory); repeatable")
+    p.add_argument("--world", default="cartpole")
+    p.add_argument("--starts", type=int, default=24)
+    p.add_argument("--chunks", type=int, default=6, help="chunks per script (6 = 24 frames)")
+    p.add_argument("--protocols", default="clip,image", help="comma list of start protocols (clip, image)")
+    p.add_argument("--num-steps", type=int, default=20, help="teacher ODE steps")
+    p.add_argument("--guidance-action", type=float, default=2.0, help="teacher action guidance scale")
+    p.add_argument("--json", default=None)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    if a.world != "cartpole":
+        raise ValueError(f"--world: the chunk-dynamics gate reads the pole angle; only 'cartpole' has it, got {a.world!r}")
+    if a.starts < 4 or a.chunks < 3:
+        raise ValueError(f"--starts >= 4 and --chunks >= 3 are needed for the fit, got {a.starts} and {a.chunks}")
+    protocols = [x.strip() for x in a.protocols.split(",") if x.strip()]
+    for x in protocols:
+        if x not in PROTOCOLS:
+            raise ValueError(f"--protocols: unknown protocol {x!r}; choose from {sorted(PROTOCOLS)}")
+    torch.set_num_threads(a.threads)
+    ckpt = Path(a.checkpoint) if a.checkpoint else default_checkpoint_dir(a.world)
+    base = load_world_model(ckpt, world=a.world)
+    probe, _ = load_probe(ckpt / "probe" if (ckpt / "probe" / "config.json").is_file() else default_checkpoint_dir(a.world) / "probe")
+    players = []
+    if a.checkpoint or not (a.student or a.teacher):
+        players.append((f"student {ckpt}", base))
+    for s in a.student:
+        players.append((f"student {s}", WorldModel(DiT.from_pretrained(s).eval(), base.vae, base.heads, base.schedule, base.world, base.info)))
+    teachers = [(f"teacher {t}", DiT.from_pretrained(t).eval()) for t in a.teacher]
+    scripts = random_scripts(a.starts, a.chunks)
+    result = {"kind": "chunk_dynamics", "command": "python -m evaluation.chunk_dynamics " + " ".join(sys.argv[1:] if argv is None else argv),
+              "starts": a.starts, "chunks": a.chunks, "scripts": scripts.tolist(), "tolerance": TOLERANCE,
+              "limit_deg": LIMIT_DEG, "protocols": {}}
+    texts = PromptTexts()
+    for protocol in protocols:
+        starts = real_starts(a.world, range(a.starts), protocol)
+        real = real_script_frames(a.world, starts, scripts)
+        ends = {name: student_script_frames(m, a.world, starts, scripts) for name, m in players}
+        for name, t in teachers:
+            ends[name] = teacher_script_frames(t, base, starts, scripts, num_steps=a.num_steps, guidance_action=a.guidance_action,
+                                               texts=texts)
+        rep = chunk_dynamics_report(probe, real, ends, np.stack([st.frames[-1] for st in starts]), scripts)
+        result["protocols"][protocol] = rep
+        for name, fit in rep["models"].items():
+            print(one_line(name, protocol, fit, rep["real"]), flush=True)
+    if a.json:
+        write_json(a.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
