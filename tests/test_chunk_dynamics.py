@@ -69,3 +69,18 @@ def test_real_scripts_render_one_frame_per_chunk_and_pushes_move_the_pole_apart(
     left = real_script_frames("cartpole", starts, np.zeros((2, 3), np.int64))
     assert right.shape == (2, 3, 64, 96, 3) and right.dtype == np.uint8
     assert not np.array_equal(right[:, -1], left[:, -1])
+
+
+def test_command_runs_students_teachers_and_the_vae_bound(tiny_ckpt, tmp_path):
+    from evaluation.chunk_dynamics import main
+
+    res = main(["--checkpoint", str(tiny_ckpt), "--teacher", str(tiny_ckpt / "student"), "--starts", "4", "--chunks", "3",
+                "--protocols", "image", "--num-steps", "2", "--json", str(tmp_path / "cd.json")])
+    assert (tmp_path / "cd.json").is_file() and np.asarray(res["scripts"]).shape == (4, 3)
+    models = res["protocols"]["image"]["models"]
+    assert len(models) == 3 and any(k.startswith("VAE bound") for k in models)
+    assert any(k.startswith("teacher") for k in models) and any(k.startswith("student") for k in models)
+    for fit in models.values():
+        assert len(fit["angle_error_deg"]) == 3
+    with pytest.raises(ValueError, match="--protocols"):
+        main(["--checkpoint", str(tiny_ckpt), "--protocols", "video"])
