@@ -73,10 +73,13 @@ BATCH_KEYS = {"vae": "vae", "vae_decoder": "vae_decoder", "teacher": "teacher", 
 
 
 def session_entry(run: Path, session: str, processes: int, gate: dict | None, note: str, device: str = "cpu",
-                  only: tuple[str, ...] | None = None) -> dict:
+                  only: tuple[str, ...] | None = None, share: float = 1.0) -> dict:
     """One session's stages with batch sizes, samples and CPU-hours (GPU-hours when `device` is a GPU's name).
     `only`: the stages this session trained (a run that copied finished stages in from another run
-    counts only its own); None: every finished stage."""
+    counts only its own); None: every finished stage. `share`: the part of the device the run held
+    (1/3 for one of three runs side by side on one GPU), so concurrent runs add up to the device's time."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"--device-share: expected a fraction in (0, 1], got {share}")
     hours = "cpu_hours" if device == "cpu" else "gpu_hours"
     cfg = json.loads((run / "pipeline_config.json").read_text())
     stages = []
@@ -86,7 +89,7 @@ def session_entry(run: Path, session: str, processes: int, gate: dict | None, no
         section = BATCH_KEYS.get(s["stage"])
         batch = cfg[section]["batch_size"] if section else None
         stages.append(s | {"batch_size": batch, "samples": (s["steps"] or 0) * batch if batch else None,
-                           hours: round(s["wall_s"] * processes / 3600, 3) if s["wall_s"] else None})
+                           hours: round(s["wall_s"] * processes * share / 3600, 3) if s["wall_s"] else None})
     # a teacher stage still running has no DONE: count its last logged step
     tdir = run / "teacher"
     if (only is None or "teacher" in only) and not any(s["stage"] == "teacher" for s in stages) and (tdir / "log.jsonl").is_file():
@@ -94,9 +97,9 @@ def session_entry(run: Path, session: str, processes: int, gate: dict | None, no
         wall = wall_seconds(tdir / "log.jsonl")
         b = cfg["teacher"]["batch_size"]
         stages.append({"stage": "teacher", "steps": last["step"], "wall_s": wall, "batch_size": b, "samples": last["step"] * b,
-                       hours: round(wall * processes / 3600, 3), "note": "not finished: resumes from teacher/state.pt"})
+                       hours: round(wall * processes * share / 3600, 3), "note": "not finished: resumes from teacher/state.pt"})
     return {"session": session, "run": str(run), "init_from": cfg.get("init_from") or None, "processes": processes, "device": device,
-            "stages": stages, "push_response": gate, "note": note}
+            **({"device_share": share} if share != 1.0 else {}), "stages": stages, "push_response": gate, "note": note}
 
 
 def totals(sessions: list[dict]) -> dict:
@@ -125,6 +128,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="with --record: 'cpu', or the GPU's name for a run on a lent GPU (GPU-hours)")
     p.add_argument("--stages", default=None, help="with --record: comma list of the stages this session trained "
                    "(default: every finished stage in --run, copied-in ones included)")
+    p.add_argument("--device-share", type=float, default=1.0, help="with --record: the part of the device this run held "
+                   "(e.g. 0.333 for one of three runs side by side on one GPU)")
     p.add_argument("--note", default="")
     a = p.parse_args(argv)
     only = None
@@ -137,7 +142,7 @@ def main(argv=None):
     if a.record:
         if not a.session:
             raise ValueError("--session: required with --record (a name for this session, e.g. its date)")
-        return update_record(Path(a.record), run, a.session, a.processes, a.gate, a.note, a.device, only)
+        return update_record(Path(a.record), run, a.session, a.processes, a.gate, a.note, a.device, only, a.device_share)
     if not a.json:
         raise ValueError("--json: required (or --record with --session)")
     res = {"run": str(run), "command": a.command or f"python -m distill.pipeline --out {run}",
@@ -149,14 +154,14 @@ def main(argv=None):
 
 
 def update_record(path: Path, run: Path, session: str, processes: int, gate_json: str | None, note: str, device: str = "cpu",
-                  only: tuple[str, ...] | None = None) -> dict:
+                  only: tuple[str, ...] | None = None, share: float = 1.0) -> dict:
     record = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
     gate = None
     if gate_json:
         g = json.loads(Path(gate_json).read_text())
         gate = {"file": gate_json, "curve": g.get("curve"),
                 "models": {k: {p: v["protocols"][p]["ratio"] for p in v["protocols"]} for k, v in g.get("models", {}).items()}}
-    entry = session_entry(run, session, processes, gate, note, device, only)
+    entry = session_entry(run, session, processes, gate, note, device, only, share)
     record["sessions"] = [e for e in record["sessions"] if e["session"] != session] + [entry]
     record["cumulative"] = totals(record["sessions"])
     write_json(path, record)

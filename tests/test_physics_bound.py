@@ -5,7 +5,9 @@ import pytest
 
 from evaluation.probe import load_probe
 from evaluation.rollouts import real_rollouts, simulator_from_probed_clip
-from examples.closed_loop_physics_bound import simulator_from_perturbed_state
+from tests.test_evaluation import load_example
+
+simulator_from_perturbed_state = load_example("closed_loop_physics_bound").simulator_from_perturbed_state
 
 
 def test_exact_state_replays_the_real_frames_and_errors_move_the_pole():

@@ -2,6 +2,7 @@
 import time
 from dataclasses import dataclass
 
+import pytest
 import torch
 
 from distill.training_utils import StageRunner, is_done, load_training_state
@@ -74,3 +75,7 @@ def test_the_training_record_counts_only_the_stages_a_session_trained(tmp_path):
     assert "gpu_hours" in own["stages"][0] and "cpu_hours" not in own["stages"][0]
     totals = summary.totals([every, own])
     assert totals["dmd_self_forcing"]["steps"] == 80 and totals["heads"]["sessions"] == 1
+    shared = summary.session_entry(run, "s", 1, None, "", device="H200", only=("dmd_self_forcing",), share=0.25)
+    assert shared["stages"][0]["gpu_hours"] == round(80.0 * 0.25 / 3600, 3) and shared["device_share"] == 0.25
+    with pytest.raises(ValueError, match="device-share"):
+        summary.session_entry(run, "s", 1, None, "", device="H200", share=0.0)
