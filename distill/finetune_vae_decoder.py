@@ -47,6 +47,8 @@ class DecoderFinetuneConfig:
     large_angle_deg: float = 15.0  # a clip is "large" when the pole leans past this somewhere in it ...
     large_fraction: float = 0.5  # ... and this share of every batch is drawn from such clips
     angle_index: int = 2  # the state dimension that holds the pole angle (radians; CartPole)
+    chunk_end_weight: float = 1.0  # loss weight of the last frame of every chunk (the frame an agent reads; 4 frames
+    # per latent smear the pole's motion there most)
     seed: int = 0
     save_every: int = 100
     log_every: int = 10
@@ -114,6 +116,10 @@ def finetune_decoder(vae: CausalVAE, clips: AngleWeightedClips, cfg: DecoderFine
         vae.decoder.train()
         x_hat = vae.decode(z)
         w = pixel_weights(frames, cfg.nonwhite_weight, x.device)
+        if cfg.chunk_end_weight != 1.0:
+            F = vae.config.temporal_down
+            w = w.clone()
+            w[:, :, F - 1::F] *= cfg.chunk_end_weight
         loss = (w * (x_hat - x).pow(2)).mean() / w.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -140,14 +146,18 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=DecoderFinetuneConfig.steps)
     p.add_argument("--large-fraction", type=float, default=DecoderFinetuneConfig.large_fraction)
     p.add_argument("--large-angle-deg", type=float, default=DecoderFinetuneConfig.large_angle_deg)
+    p.add_argument("--chunk-end-weight", type=float, default=DecoderFinetuneConfig.chunk_end_weight,
+                   help="loss weight of the last frame of every chunk (the frame an agent reads)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     if not 0.0 <= a.large_fraction <= 1.0:
         p.error(f"--large-fraction: expected a share in [0, 1], got {a.large_fraction}")
+    if a.chunk_end_weight <= 0:
+        p.error(f"--chunk-end-weight: expected a positive weight, got {a.chunk_end_weight}")
     cfg = dataclasses.replace(DecoderFinetuneConfig(), steps=a.steps, large_fraction=a.large_fraction,
-                              large_angle_deg=a.large_angle_deg)
+                              large_angle_deg=a.large_angle_deg, chunk_end_weight=a.chunk_end_weight)
     data = EpisodeDataset(a.data)
     split = Path(a.split) if a.split else Path(a.data).parent / "split.json"
     if split.is_file():

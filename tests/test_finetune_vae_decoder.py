@@ -47,3 +47,18 @@ def test_decoder_learns_and_the_encoder_stays(data, tmp_path):
 def test_cli_rejects_a_bad_share(data, tmp_path):
     with pytest.raises(SystemExit):
         main(["--vae", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "o"), "--large-fraction", "1.5"])
+
+
+def test_chunk_end_weight_changes_what_the_decoder_learns(data, tmp_path):
+    """Weighting the last frame of every chunk is a different objective: the same seeds end with another decoder."""
+    ds = EpisodeDataset(data)
+    outs = []
+    for w in (1.0, 5.0):
+        torch.manual_seed(0)
+        vae = CausalVAE(VAEConfig(frame_height=64, frame_width=96, temporal_down=4, **TINY_VAE))
+        cfg = DecoderFinetuneConfig(steps=3, batch_size=2, lr=3e-3, warmup_steps=1, save_every=3, log_every=1, chunk_end_weight=w)
+        finetune_decoder(vae, AngleWeightedClips(ds, [0, 1, 2], cfg), cfg, tmp_path / f"w{w}")
+        outs.append(CausalVAE.from_pretrained(tmp_path / f"w{w}" / "vae").decoder.state_dict())
+    assert any((outs[0][k] - outs[1][k]).abs().max() > 0 for k in outs[0])
+    with pytest.raises(SystemExit):
+        main(["--vae", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "o"), "--chunk-end-weight", "0"])
