@@ -10,6 +10,8 @@ Layout it reads (each optional; a missing one becomes a line naming the command 
     closed_loop_v*/metrics.json         earlier checkpoints under the same protocol
     closed_loop_clip*/metrics.json      closed loop from 16-frame real clips (the main protocol of issue 23)
     push_response/*.json                the push-response gate (teachers and students) and the teacher's learning curve
+    chunk_dynamics/*.json               the chunk-dynamics gate (random push scripts, a linear fit per chunk)
+    closed_loop_physics_bound.json      perfect physics from a slightly wrong start under the replayed actions
     training_record.json                cumulative steps, samples and CPU-hours across warm-started sessions
     action_following.json, action_following_v1.json   12-frame held pushes vs the real twin
     ablation/ablation.json              the paper's Table 4 rows plus teacher- vs self-forcing
@@ -169,6 +171,52 @@ def push_response_section(r: Path) -> list[str]:
     return out + [""]
 
 
+def chunk_dynamics_section(r: Path) -> list[str]:
+    """Every model in chunk_dynamics/*.json: its per-chunk response to random push scripts against the real simulator's."""
+    files = sorted((r / "chunk_dynamics").glob("*.json"))
+    if not files:
+        return []
+    out = ["## Chunk-dynamics gate (random push scripts, a linear fit per chunk)", "",
+           "From N real starts, every model and the real simulator play the same random scripts (each chunk keeps the last push "
+           "with probability 1/2); the probe reads the pole angle at the end of every chunk and "
+           "d_t = a u_t + b u_(t-1) + c d_(t-1) + e theta_(t-1) + bias is fitted (d: one chunk's change of angle, u = +-1). "
+           "Ratios to the real fit: push (a), carry-over into the next chunk (b), momentum (c); target 0.7-1.3 each. "
+           "Residual: the spread no action explains (degrees per chunk). `python -m evaluation.chunk_dynamics --help`.", ""]
+    for f in files:
+        res = _load(f)
+        out += [f"`{f.name}`: {res['starts']} starts, {res['chunks']} chunks; command:", _cmd(res), "",
+                "| model | start | push | carry-over | momentum | residual deg (real) | angle err deg, chunk 1 / 3 / 6 (repeat-last) | gate |",
+                "|---|---|---|---|---|---|---|---|"]
+        for proto, rep in res["protocols"].items():
+            real, rep_err = rep["real"], rep["repeat_last_frame_angle_error_deg"]
+            for name, m in rep["models"].items():
+                if not m.get("ratio"):
+                    out.append(f"| {name} | {proto} | - | - | - | - | - | too few chunks inside 12 deg to fit |")
+                    continue
+                r_ = m["ratio"]
+                e = m["angle_error_deg"]
+                idx = (0, 2, min(5, len(e) - 1))
+                out.append(f"| {name} | {proto} | {r_['push']:.2f}x | {r_['push_carry_over']:.2f}x | {r_['momentum']:.2f}x | "
+                           f"{m['residual_sd_deg']:.2f} ({real['residual_sd_deg']:.2f}) | "
+                           + " / ".join(f"{e[i]:.1f}" for i in idx) + " (" + " / ".join(f"{rep_err[i]:.1f}" for i in idx) + ") | "
+                           + ("pass" if m["passes"] else "fail") + " |")
+        out.append("")
+    return out
+
+
+def physics_bound_section(res: dict | None) -> list[str]:
+    if res is None:
+        return []
+    out = ["## What perfect physics reaches under replayed actions (clip starts)", "",
+           "The real simulator from a slightly wrong start state replaying the closed-loop protocol's actions, probe angle "
+           "error in degrees per horizon bin (the same 16 episodes as `closed_loop_clip*`):", _cmd(res), "",
+           "| start | " + " | ".join(res["pole_angle_error_deg"]["repeat_last_frame"]) + " |",
+           "|---|" + "---|" * len(res["pole_angle_error_deg"]["repeat_last_frame"])]
+    for m, row in res["pole_angle_error_deg"].items():
+        out.append(f"| {m} | " + " | ".join(f"{v:.2f}" for v in row.values()) + " |")
+    return out + [""]
+
+
 def record_section(rec: dict | None) -> list[str]:
     if rec is None:
         return []
@@ -273,7 +321,9 @@ def compose(results: str | Path = "docs/results", out: str | Path = "docs/RESULT
         lines += closed_loop_section(f"Closed loop: an earlier checkpoint (`{p.parent.name}`), same protocol", _load(p), "")
     for p in sorted(r.glob("closed_loop_clip*/metrics.json")):
         lines += closed_loop_section(f"Closed loop from 16-frame real clips (`{p.parent.name}`)", _load(p), "")
+    lines += physics_bound_section(_load(r / "closed_loop_physics_bound.json"))
     lines += push_response_section(r)
+    lines += chunk_dynamics_section(r)
     lines += record_section(_load(r / "training_record.json"))
     lines += action_section(af, "shipped checkpoint")
     lines += action_section(_load(r / "action_following_v1.json"), "previous (v1) checkpoint")
