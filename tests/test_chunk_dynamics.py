@@ -84,3 +84,19 @@ def test_command_runs_students_teachers_and_the_vae_bound(tiny_ckpt, tmp_path):
         assert len(fit["angle_error_deg"]) == 3
     with pytest.raises(ValueError, match="--protocols"):
         main(["--checkpoint", str(tiny_ckpt), "--protocols", "video"])
+
+
+def test_results_page_renders_the_gate(tmp_path):
+    import json
+
+    from tests.test_evaluation import load_example
+
+    scripts = random_scripts(48, 6, seed=1)
+    real, th0 = _simulate(scripts, th0=np.zeros(48), a=-2.0, b=-3.0, c=0.9, e=0.0, bias=0.0)
+    rep = chunk_dynamics_report(_AngleProbe(), _frames(real), {"same": _frames(real)}, _frames(th0[:, None])[:, 0], scripts)
+    (tmp_path / "chunk_dynamics").mkdir()
+    (tmp_path / "chunk_dynamics" / "x.json").write_text(json.dumps({"command": "python -m evaluation.chunk_dynamics", "starts": 48,
+                                                                     "chunks": 6, "protocols": {"clip": rep}}))
+    lines = load_example("compose_results").chunk_dynamics_section(tmp_path)
+    row = next(x for x in lines if x.startswith("| same | clip"))
+    assert "1.00x" in row and row.endswith("pass |")
