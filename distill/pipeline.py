@@ -327,8 +327,11 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
     if ablation == "causal_teacher":
         ct = dataclasses.replace(cfg.teacher, mode="causal", steps=cfg.causal_teacher_steps)
         if not is_done(out / "causal_teacher"):
-            log("stage causal_teacher")
-            train_teacher(train_clips, codec, bank, ct, out / "causal_teacher", accelerator=acc)
+            # warm start: --init-from's (bidirectional) teacher, the same network under the block-causal mask; the
+            # branching clips and left/right pairs as the bidirectional teacher has them
+            log("stage causal_teacher" + (f" (warm start from {cfg.init_from}/teacher)" if cfg.init_from else ""))
+            train_teacher(train_clips, codec, bank, ct, out / "causal_teacher", init_from=warm_start(cfg.init_from, "teacher"),
+                          accelerator=acc, branches=branches, state_head=state_head)
         real_score, causal = DiT.from_pretrained(out / "causal_teacher" / "model").eval(), True
     if ablation == "ode_init_only":
         student = DiT.from_pretrained(out / "ode_init" / "model")

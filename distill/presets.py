@@ -34,7 +34,7 @@ class PipelineConfig:
     env_window_seconds: float = 0.0  # the env's default KV-cache window recorded in the checkpoint; 0 = the self-forcing
     # training window (dmd.window_frames). 10 s measured higher PSNR but tipped the pole the wrong way under a 2 s push.
     vae_from: str = ""  # a trained VAE directory to reuse instead of training the VAE stage
-    init_from: str = ""  # a checkpoint directory (teacher/, student/): the teacher stage warm-starts from its teacher
+    init_from: str = ""  # a checkpoint directory (teacher/, student/): the teacher stage (and the causal_teacher ablation) warm-starts from its teacher
     student_init: str = "teacher"  # ODE init starts from: "teacher" (this run's, as in CausVid) or "checkpoint" (init_from's student)
     collect: CollectSettings = field(default_factory=CollectSettings)
     branches: BranchConfig = field(default_factory=BranchConfig)  # points_per_episode 0: no branching data
