@@ -217,7 +217,7 @@ def main(argv=None) -> dict:
     p.add_argument("--student", action="append", default=[], help="extra student weights (a DiT directory); repeatable")
     p.add_argument("--teacher", action="append", default=[], help="teacher weights (a DiT directory); repeatable")
     p.add_argument("--world", default="cartpole")
-    p.add_argument("--starts", type=int, default=24)
+    p.add_argument("--starts", type=int, default=72, help="real starts (24 moved the ratios by up to 0.15 against 72)")
     p.add_argument("--chunks", type=int, default=6, help="chunks per script (6 = 24 frames)")
     p.add_argument("--protocols", default="clip,image", help="comma list of start protocols (clip, image)")
     p.add_argument("--num-steps", type=int, default=20, help="teacher ODE steps")
