@@ -90,14 +90,16 @@ def session_entry(run: Path, session: str, processes: int, gate: dict | None, no
         batch = cfg[section]["batch_size"] if section else None
         stages.append(s | {"batch_size": batch, "samples": (s["steps"] or 0) * batch if batch else None,
                            hours: round(s["wall_s"] * processes * share / 3600, 3) if s["wall_s"] else None})
-    # a teacher stage still running has no DONE: count its last logged step
-    tdir = run / "teacher"
-    if (only is None or "teacher" in only) and not any(s["stage"] == "teacher" for s in stages) and (tdir / "log.jsonl").is_file():
-        last = [json.loads(x) for x in (tdir / "log.jsonl").read_text().splitlines()][-1]
-        wall = wall_seconds(tdir / "log.jsonl")
-        b = cfg["teacher"]["batch_size"]
-        stages.append({"stage": "teacher", "steps": last["step"], "wall_s": wall, "batch_size": b, "samples": last["step"] * b,
-                       hours: round(wall * processes * share / 3600, 3), "note": "not finished: resumes from teacher/state.pt"})
+    # a training stage still running (or stopped) has no DONE: count its last logged step
+    for name in ("teacher", "dmd_self_forcing"):
+        d = run / name
+        if (only is None or name in only) and not any(s["stage"] == name for s in stages) and (d / "log.jsonl").is_file():
+            last = [json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()][-1]
+            wall = wall_seconds(d / "log.jsonl")
+            b = cfg[BATCH_KEYS[name]]["batch_size"]
+            stages.append({"stage": name, "steps": last["step"], "wall_s": wall, "batch_size": b, "samples": last["step"] * b,
+                           hours: round(wall * processes * share / 3600, 3),
+                           "note": f"not finished: its last logged step (resumes from {name}/state.pt)"})
     return {"session": session, "run": str(run), "init_from": cfg.get("init_from") or None, "processes": processes, "device": device,
             **({"device_share": share} if share != 1.0 else {}), "stages": stages, "push_response": gate, "note": note}
 

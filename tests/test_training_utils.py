@@ -79,3 +79,18 @@ def test_the_training_record_counts_only_the_stages_a_session_trained(tmp_path):
     assert shared["stages"][0]["gpu_hours"] == round(80.0 * 0.25 / 3600, 3) and shared["device_share"] == 0.25
     with pytest.raises(ValueError, match="device-share"):
         summary.session_entry(run, "s", 1, None, "", device="H200", share=0.0)
+
+
+def test_a_stopped_dmd_stage_counts_its_last_logged_step(tmp_path):
+    import json
+
+    from tests.test_evaluation import load_example
+
+    summary = load_example("training_summary")
+    run = tmp_path / "run"
+    (run / "dmd_self_forcing").mkdir(parents=True)
+    (run / "dmd_self_forcing" / "log.jsonl").write_text("".join(json.dumps({"step": s, "time": s * 3.0}) + "\n" for s in (5, 10, 15)))
+    (run / "pipeline_config.json").write_text(json.dumps({"dmd": {"batch_size": 8}}))
+    e = summary.session_entry(run, "s", 1, None, "", only=("dmd_self_forcing",))
+    assert [(s["stage"], s["steps"], s["samples"]) for s in e["stages"]] == [("dmd_self_forcing", 15, 120)]
+    assert "not finished" in e["stages"][0]["note"] and e["stages"][0]["cpu_hours"] == round(45.0 / 3600, 3)
