@@ -42,12 +42,11 @@ from causvid_env.rendering import Simulator
 from causvid_env.worlds import get_world
 from distill.batches import random_chunk_actions
 from evaluation.probe import load_probe
-from evaluation.push_response import PROTOCOLS, TOLERANCE, Start, real_starts
-from evaluation.rollouts import PromptTexts, _encode_episode_latents, decode_with_heads
+from evaluation.push_response import PROTOCOLS, TOLERANCE, Start, real_starts, teacher_continuations
+from evaluation.rollouts import PromptTexts, _encode_episode_latents
 from models.actions import ActionCodec
 from models.dit import DiT
 from models.io import write_json
-from models.samplers import Cond, ode_sample
 from models.vae import tensor_to_frames
 
 __all__ = ["random_scripts", "real_script_frames", "vae_script_frames", "student_script_frames", "teacher_script_frames", "fit_chunk_dynamics",
@@ -116,39 +115,16 @@ def student_script_frames(model: WorldModel, world: str, starts: list[Start], sc
     return np.stack(out)
 
 
-@torch.no_grad()
 def teacher_script_frames(teacher: DiT, model: WorldModel, starts: list[Start], scripts: np.ndarray, *, num_steps: int = 20,
                           guidance_text: float = 1.5, guidance_action: float = 2.0, texts: PromptTexts | None = None,
                           seed: int = 0) -> np.ndarray:
     """The bidirectional teacher sampling each script's whole continuation at once (the prefix as clean
     context, the guided ODE sampler as in ODE pairs and DMD); the last frame of every chunk."""
-    texts = texts or PromptTexts()
     F = teacher.config.frames_per_latent
-    codec = ActionCodec(teacher.config.action_space)
     k = len(starts[0].frames) // F
-    if any(len(st.frames) != k * F for st in starts):
-        raise ValueError("starts: every prefix must have the same length")
-    n = scripts.shape[1]
-    T = k + n
-    z_ctx = torch.cat([_encode_episode_latents(model.vae, st.frames) for st in starts])
-    B, C, _, h, w = z_ctx.shape
-    feats = np.zeros((B, T * F, codec.feature_dim), np.float32)
-    null = np.ones((B, T * F), bool)
-    for j, (st, script) in enumerate(zip(starts, scripts)):
-        if k > 1:
-            feats[j, F:k * F] = codec.to_features(st.actions[F:k * F])
-            null[j, F:k * F] = False
-        feats[j, k * F:] = codec.to_features(np.repeat(script.astype(np.int64), F))
-        null[j, k * F:] = False
-    tok, mask, is_null = texts.encode([st.prompt for st in starts])
-    tok0, mask0, null0 = texts.encode([None] * B)
-    cond = Cond(torch.from_numpy(feats), torch.from_numpy(null), teacher.encode_text(tok, mask, is_null),
-                teacher.encode_text(tok0, mask0, null0))
-    noise = torch.randn(B, C, n, h, w, generator=torch.Generator().manual_seed(seed))
-    x0, _ = ode_sample(teacher, model.schedule, noise, cond, context=z_ctx, num_steps=num_steps,
-                       guidance_text=guidance_text, guidance_action=guidance_action)
-    frames, _, _ = decode_with_heads(model.vae, model.heads, torch.cat([z_ctx, x0], 2))
-    return frames[:, k * F + F - 1::F][:, :n]
+    frames = teacher_continuations(teacher, model, starts, scripts, num_steps=num_steps, guidance_text=guidance_text,
+                                   guidance_action=guidance_action, texts=texts, seed=seed)
+    return frames[:, k * F + F - 1::F][:, :scripts.shape[1]]
 
 
 def fit_chunk_dynamics(angles: np.ndarray, start_angles: np.ndarray, scripts: np.ndarray, keep: np.ndarray | None = None) -> dict:

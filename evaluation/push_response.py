@@ -124,37 +124,51 @@ def vae_finals(vae, starts: list[Start], pushed: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def teacher_finals(teacher: DiT, model: WorldModel, starts: list[Start], action: int, chunks: int, *, num_steps: int = 20,
-                   guidance_text: float = 1.5, guidance_action: float = 2.0, clip_latent_frames: int = 8,
-                   texts: PromptTexts | None = None, seed: int = 0) -> np.ndarray:
-    """The teacher's frame `chunks` chunks after each prefix with `action` held, sampled over a clip of
-    its trained length (the prefix as clean context, the rest generated). -> (N, H, W, 3) uint8."""
+def teacher_continuations(teacher: DiT, model: WorldModel, starts: list[Start], chunk_actions: np.ndarray, *, num_steps: int = 20,
+                          guidance_text: float = 1.5, guidance_action: float = 2.0, texts: PromptTexts | None = None,
+                          seed: int = 0) -> np.ndarray:
+    """The bidirectional teacher sampling each start's continuation at once under `chunk_actions`
+    (N, n) (one action per chunk, held for its frames), the prefix as clean context, with the guided
+    ODE sampler of ODE pairs and DMD. -> decoded frames of the whole clip (N, (k + n) * F, H, W, 3)."""
     texts = texts or PromptTexts()
     F = teacher.config.frames_per_latent
     codec = ActionCodec(teacher.config.action_space)
     k = len(starts[0].frames) // F
     if any(len(st.frames) != k * F for st in starts):
         raise ValueError("starts: every prefix must have the same length")
-    T = max(clip_latent_frames, k + chunks)
+    n = chunk_actions.shape[1]
+    T = k + n
     z_ctx = torch.cat([_encode_episode_latents(model.vae, st.frames) for st in starts])  # (B, C, k, h, w)
     B, C, _, h, w = z_ctx.shape
     feats = np.zeros((B, T * F, codec.feature_dim), np.float32)
     null = np.ones((B, T * F), bool)
-    for j, st in enumerate(starts):
+    for j, (st, acts) in enumerate(zip(starts, chunk_actions)):
         if k > 1:
             feats[j, F:k * F] = codec.to_features(st.actions[F:k * F])
             null[j, F:k * F] = False
-        feats[j, k * F:] = codec.to_features(np.full(((T - k) * F,), action, np.int64))
+        feats[j, k * F:] = codec.to_features(np.repeat(np.asarray(acts, np.int64), F))
         null[j, k * F:] = False
     tok, mask, is_null = texts.encode([st.prompt for st in starts])
     tok0, mask0, null0 = texts.encode([None] * B)
     cond = Cond(torch.from_numpy(feats), torch.from_numpy(null), teacher.encode_text(tok, mask, is_null),
                 teacher.encode_text(tok0, mask0, null0))
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(B, C, T - k, h, w, generator=gen)
+    noise = torch.randn(B, C, n, h, w, generator=torch.Generator().manual_seed(seed))
     x0, _ = ode_sample(teacher, model.schedule, noise, cond, context=z_ctx, num_steps=num_steps,
                        guidance_text=guidance_text, guidance_action=guidance_action)
     frames, _, _ = decode_with_heads(model.vae, model.heads, torch.cat([z_ctx, x0], 2))
+    return frames
+
+
+def teacher_finals(teacher: DiT, model: WorldModel, starts: list[Start], action: int, chunks: int, *, num_steps: int = 20,
+                   guidance_text: float = 1.5, guidance_action: float = 2.0, clip_latent_frames: int = 8,
+                   texts: PromptTexts | None = None, seed: int = 0) -> np.ndarray:
+    """The teacher's frame `chunks` chunks after each prefix with `action` held, sampled over a clip of
+    its trained length (the prefix as clean context, the rest generated). -> (N, H, W, 3) uint8."""
+    F = teacher.config.frames_per_latent
+    k = len(starts[0].frames) // F
+    n = max(clip_latent_frames, k + chunks) - k
+    frames = teacher_continuations(teacher, model, starts, np.full((len(starts), n), action), num_steps=num_steps,
+                                   guidance_text=guidance_text, guidance_action=guidance_action, texts=texts, seed=seed)
     return frames[:, (k + chunks) * F - 1]
 
 

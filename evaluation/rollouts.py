@@ -291,6 +291,16 @@ def repeat_last_frame(episodes: list[RealRollout]) -> list[Generated]:
     return [Generated(np.repeat(ep.frames[ep.F - 1][None], ep.n, axis=0)) for ep in episodes]
 
 
+def replay_from_state(spec: WorldSpec, ep: RealRollout, state: np.ndarray) -> Generated:
+    """The REAL simulator set to `state` (in `ep`'s variant) replaying `ep`'s action script: its frames."""
+    sim = Simulator(spec, ep.variant)
+    sim.reset(seed=int(ep.seed))
+    sim.set_state(np.asarray(state, np.float64))
+    frames = [sim.step(a, run_on=True)[0] for a in ep.actions[ep.F:]]
+    sim.close()
+    return Generated(np.stack(frames))
+
+
 def simulator_from_still_frame(episodes: list[RealRollout], world: str | WorldSpec, seed: int = 0) -> list[Generated]:
     """Baseline from the side: the REAL simulator used as a world model that, like the dream, only
     sees the start frame. It starts from the true pose (positions and angles, which a frame shows)
@@ -309,13 +319,8 @@ def simulator_from_still_frame(episodes: list[RealRollout], world: str | WorldSp
             drawn[0], drawn[2] = start[0], start[2]
         else:  # other worlds: keep the whole observable start state except its last (velocity) entry
             drawn[:-1] = start[:-1]
-        sim.set_state(drawn)
-        frames = []
-        for a in ep.actions[ep.F:]:
-            frame, _, _, _ = sim.step(a, run_on=True)
-            frames.append(frame)
         sim.close()
-        out.append(Generated(np.stack(frames)))
+        out.append(replay_from_state(spec, ep, drawn))
     return out
 
 
@@ -349,15 +354,7 @@ def simulator_from_probed_clip(episodes: list[RealRollout], world: str | WorldSp
             c2, c1, c0 = np.polyfit(t, read[:, col], 2)
             state[pos_i] = c0 * scale  # value at t = 0
             state[vel_i] = c1 * scale  # slope at t = 0
-        sim = Simulator(spec, ep.variant)
-        sim.reset(seed=int(ep.seed))
-        sim.set_state(state)
-        frames = []
-        for a in ep.actions[ep.F:]:
-            frame, _, _, _ = sim.step(a, run_on=True)
-            frames.append(frame)
-        sim.close()
-        out.append(Generated(np.stack(frames)))
+        out.append(replay_from_state(spec, ep, state))
     return out
 
 

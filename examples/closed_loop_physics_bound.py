@@ -22,11 +22,10 @@ import sys
 import numpy as np
 
 from causvid_env.checkpoint import default_checkpoint_dir
-from causvid_env.rendering import Simulator
 from causvid_env.worlds import get_world
 from evaluation.metrics import evaluate_methods
 from evaluation.probe import load_probe
-from evaluation.rollouts import Generated, real_rollouts, repeat_last_frame, simulator_from_probed_clip
+from evaluation.rollouts import Generated, real_rollouts, repeat_last_frame, replay_from_state, simulator_from_probed_clip
 from models.io import write_json
 
 
@@ -39,12 +38,7 @@ def simulator_from_perturbed_state(episodes, world: str, angle_sd_deg: float, ra
         s = ep.states[ep.F - 1].astype(np.float64).copy()
         s[2] += math.radians(angle_sd_deg) * rng.normal()
         s[3] += math.radians(rate_sd_deg_s) * rng.normal()
-        sim = Simulator(spec, ep.variant)
-        sim.reset(seed=ep.seed)
-        sim.set_state(s)
-        frames = [sim.step(a, run_on=True)[0] for a in ep.actions[ep.F:]]
-        sim.close()
-        out.append(Generated(np.stack(frames)))
+        out.append(replay_from_state(spec, ep, s))
     return out
 
 
