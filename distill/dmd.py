@@ -196,12 +196,14 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
 
     def train_step(step: int, rng: np.random.Generator):
         ctx_noise = draw_context_noise(rng, cfg.context_noise_max, cfg.p_context_noise)
+        scripted = np.zeros(cfg.batch_size, bool)  # rollouts whose actions are a random script (no real future)
         # -- the generator's sample (gradient-carrying) -------------------------------------------
         if cfg.rollout == "self_forcing":
             from_start = rng.random() < cfg.p_from_start
             k = 1 if from_start else int(rng.integers(1, cfg.max_context_frames + 1))
             batch = make_batch(dataset.sample(cfg.batch_size, cfg.rollout_latent_frames, rng, from_start=from_start), codec, rng).to(dev)
-            scripted = rng.random(cfg.batch_size) < cfg.p_random_actions if cfg.p_random_actions > 0 else np.zeros(cfg.batch_size, bool)
+            if cfg.p_random_actions > 0:  # (no draw otherwise: the RNG stream of earlier runs is kept)
+                scripted = rng.random(cfg.batch_size) < cfg.p_random_actions
             if scripted.any():
                 batch = with_random_actions(batch, scripted, k * F_, codec, F_ * G_raw.config.latent_frames_per_chunk, rng,
                                             cfg.random_action_keep)
@@ -215,7 +217,6 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             batch = make_batch(dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=(k == 0)), codec, rng).to(dev)
             cond_g = batch.cond(G_raw, bank)
             full = tf_gen(G_w, G_raw, batch.latents, k, cond_g, rng, ctx_noise)
-            scripted = np.zeros(cfg.batch_size, bool)
             n_score, s0, kc = full.shape[2], 0, k
         x = full[:, :, s0:s0 + n_score]
         wb = batch.window((s0 * F_, (s0 + n_score) * F_))

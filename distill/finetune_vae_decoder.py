@@ -118,7 +118,6 @@ def finetune_decoder(vae: CausalVAE, clips: AngleWeightedClips, cfg: DecoderFine
         w = pixel_weights(frames, cfg.nonwhite_weight, x.device)
         if cfg.chunk_end_weight != 1.0:
             F = vae.config.temporal_down
-            w = w.clone()
             w[:, :, F - 1::F] *= cfg.chunk_end_weight
         loss = (w * (x_hat - x).pow(2)).mean() / w.mean()
         opt.zero_grad(set_to_none=True)

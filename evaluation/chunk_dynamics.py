@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -217,7 +218,7 @@ def main(argv=None) -> dict:
     if a.checkpoint or not (a.student or a.teacher):
         players.append((f"student {ckpt}", base))
     for s in a.student:
-        players.append((f"student {s}", WorldModel(DiT.from_pretrained(s).eval(), base.vae, base.heads, base.schedule, base.world, base.info)))
+        players.append((f"student {s}", replace(base, student=DiT.from_pretrained(s).eval())))
     teachers = [(f"teacher {t}", DiT.from_pretrained(t).eval()) for t in a.teacher]
     scripts = random_scripts(a.starts, a.chunks)
     result = {"kind": "chunk_dynamics", "command": "python -m evaluation.chunk_dynamics " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -82,24 +82,23 @@ def session_entry(run: Path, session: str, processes: int, gate: dict | None, no
         raise ValueError(f"--device-share: expected a fraction in (0, 1], got {share}")
     hours = "cpu_hours" if device == "cpu" else "gpu_hours"
     cfg = json.loads((run / "pipeline_config.json").read_text())
-    stages = []
-    for s in summarize(run):
-        if only is not None and s["stage"] not in only:
-            continue
+
+    def row(s: dict) -> dict:
         section = BATCH_KEYS.get(s["stage"])
         batch = cfg[section]["batch_size"] if section else None
-        stages.append(s | {"batch_size": batch, "samples": (s["steps"] or 0) * batch if batch else None,
-                           hours: round(s["wall_s"] * processes * share / 3600, 3) if s["wall_s"] else None})
+        return s | {"batch_size": batch, "samples": (s["steps"] or 0) * batch if batch else None,
+                    hours: round(s["wall_s"] * processes * share / 3600, 3) if s["wall_s"] else None}
+
+    finished = summarize(run)
+    stages = [row(s) for s in finished if only is None or s["stage"] in only]
     # a training stage still running (or stopped) has no DONE: count its last logged step
-    for name in ("teacher", "dmd_self_forcing"):
+    for name in STAGES:
         d = run / name
-        if (only is None or name in only) and not any(s["stage"] == name for s in stages) and (d / "log.jsonl").is_file():
+        if (only is None or name in only) and name not in {s["stage"] for s in finished} and (d / "log.jsonl").is_file():
             last = [json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()][-1]
             wall = wall_seconds(d / "log.jsonl")
-            b = cfg[BATCH_KEYS[name]]["batch_size"]
-            stages.append({"stage": name, "steps": last["step"], "wall_s": wall, "batch_size": b, "samples": last["step"] * b,
-                           hours: round(wall * processes * share / 3600, 3),
-                           "note": f"not finished: its last logged step (resumes from {name}/state.pt)"})
+            stages.append(row({"stage": name, "steps": last["step"], "wall_s": wall, "wall": _hms(wall),
+                               "note": f"not finished: its last logged step (resumes from {name}/state.pt)"}))
     return {"session": session, "run": str(run), "init_from": cfg.get("init_from") or None, "processes": processes, "device": device,
             **({"device_share": share} if share != 1.0 else {}), "stages": stages, "push_response": gate, "note": note}
 
