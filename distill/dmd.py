@@ -18,6 +18,12 @@ How G produces the clip it is judged on (`rollout`):
 `data_weight` > 0 adds a regression of the generated latents onto the real ones (the data has the
 true future under the same actions, and CartPole is deterministic); 0 is pure DMD.
 
+`state_weight` > 0 adds an auxiliary action-effect loss on the same rollouts: the frozen state head
+(trained on real latents) reads the generated frames' simulator state, compared with the real states
+of the clip whose actions drove the rollout, on the position dimensions `state_dims` (cart x and pole
+angle: what one frame shows; velocities are read poorly off a single frame). The latent regression
+weighs the pole by its few pixels; this weighs it by the angle it shows.
+
 `p_random_actions` > 0 (self-forcing only): that share of the rollouts replaces the actions of its
 generated chunks by a random script that knows nothing of the state (`random_chunk_actions`: the
 previous chunk's action kept with probability `random_action_keep`, else a fresh draw), so the
@@ -34,9 +40,11 @@ import torch
 import torch.nn.functional as F
 
 from distill.batches import PromptBank, draw_context_noise, make_batch, with_random_actions
+from distill.train_teacher import state_readout_loss
 from distill.training_utils import StageRunner
 from models.actions import ActionCodec
 from models.dit import DiT
+from models.heads import StateHead
 from models.masks import teacher_forcing_mask
 from models.samplers import Cond, guided_velocity, student_sample_chunk, write_context
 from models.schedule import FlowSchedule
@@ -68,6 +76,8 @@ class DMDConfig:
     context_noise_max: float = 0.0  # context-noise augmentation: cache written at a level in [0, max]
     p_context_noise: float = 0.5
     data_weight: float = 0.0  # regression onto the real future latents (0 = pure DMD)
+    state_weight: float = 0.0  # auxiliary action-effect loss: the frozen state head on the rollout vs the real states
+    state_dims: tuple = (0, 2)  # the state dimensions it compares (CartPole: cart x, pole angle)
     p_random_actions: float = 0.0  # self-forcing: share of rollouts driven by a random script after the context
     random_action_keep: float = 0.5  # that script keeps the previous chunk's action with this probability
     seed: int = 0
@@ -158,9 +168,11 @@ def _sync_grads(model: torch.nn.Module, acc) -> None:
 
 
 def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, bank: PromptBank, schedule: FlowSchedule,
-              cfg: DMDConfig, stage_dir, causal_teacher: bool = False, accelerator=None) -> dict:
+              cfg: DMDConfig, stage_dir, causal_teacher: bool = False, accelerator=None,
+              state_head: StateHead | None = None) -> dict:
     """Asymmetric DMD: the generator (student) and the fake score, two models with their own
-    optimisers (TTUR: `cfg.ttur` fake-score steps per generator step). Resumable."""
+    optimisers (TTUR: `cfg.ttur` fake-score steps per generator step). `state_head`: the frozen reader
+    of the auxiliary state loss (needed when `cfg.state_weight` > 0). Resumable."""
     if cfg.rollout not in ROLLOUTS:
         raise ValueError(f"dmd.rollout: expected one of {ROLLOUTS}, got {cfg.rollout!r}")
     if cfg.rollout == "self_forcing" and not (cfg.score_frames <= cfg.rollout_latent_frames):
@@ -170,6 +182,11 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
     if cfg.p_random_actions > 0 and cfg.rollout != "self_forcing":
         raise ValueError("dmd.p_random_actions needs dmd.rollout=self_forcing (teacher forcing denoises against the real "
                          "future, which a random script did not make); set it to 0")
+    if cfg.state_weight > 0 and state_head is None:
+        raise ValueError("dmd.state_weight > 0 needs a trained state head (the pipeline's state_head stage); set it to 0 "
+                         "or train one")
+    if cfg.state_weight > 0 and cfg.rollout != "self_forcing":
+        raise ValueError("dmd.state_weight > 0 needs dmd.rollout=self_forcing; set it to 0")
     runner = StageRunner(stage_dir, f"dmd ({cfg.rollout})", cfg, accelerator)
     if runner.done:
         return {}
@@ -182,6 +199,8 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
     runner.resume({"generator": G, "fake": fake}, {"opt_g": opt_g, "opt_f": opt_f})
     G_w, fake_w, opt_g, opt_f = runner.prepare(G, fake, opt_g, opt_f)
     G_raw, fake_raw = runner.unwrap(G_w), runner.unwrap(fake_w)
+    if state_head is not None:
+        state_head = state_head.to(dev).eval().requires_grad_(False)
     tf_gen = TeacherForcingGenerator(schedule)
     student_ts = schedule.student_timesteps()
     F_ = G_raw.config.frames_per_latent
@@ -247,6 +266,15 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         per_clip = (full[:, :, k:] - batch.latents[:, :, k:]).pow(2).mean(dim=(1, 2, 3, 4))
         loss_data = (per_clip * real_future).sum() / real_future.sum().clamp(min=1)
         loss_g = loss_dmd + cfg.data_weight * loss_data if cfg.data_weight > 0 else loss_dmd
+        loss_state = torch.zeros(())
+        if cfg.state_weight > 0:
+            if batch.states is None:
+                raise ValueError("dmd.state_weight > 0 needs clips with per-frame 'states' (collected data has them)")
+            T = full.shape[2]
+            acted = ~batch.action_null.view(full.shape[0], T, -1).all(dim=2)  # latent frames whose actions were kept
+            mask = acted & real_future[:, None] & (torch.arange(T, device=full.device) >= k)[None]
+            loss_state = state_readout_loss(state_head, full, batch.states, mask, dims=cfg.state_dims)
+            loss_g = loss_g + cfg.state_weight * loss_state
         opt_g.zero_grad(set_to_none=True)
         runner.backward(loss_g)
         if cfg.rollout == "self_forcing":  # the rollout bypassed the DDP wrapper
@@ -257,6 +285,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         if cfg.snapshot_every and n % cfg.snapshot_every == 0 and runner.is_main:
             G_raw.save_pretrained(runner.stage_dir / f"model_step{n}")
         return ({"losses/dmd": loss_dmd.item(), "losses/data": loss_data.item(), "losses/fake_score": loss_f.item(),
+                 "losses/state": loss_state.item(),
                  "charts/generator_grad_norm": gn, "charts/dmd_grad_abs": grad.abs().mean(), "charts/context_noise": ctx_noise,
                  "charts/scripted_rollouts": float(scripted.mean())},
                 {"dmd": f"{loss_dmd.item():.4f}", "data": f"{loss_data.item():.4f}", "fake": f"{loss_f.item():.4f}"})

@@ -138,15 +138,20 @@ def diffusion_loss(model, raw: DiT, schedule: FlowSchedule, batch, bank: PromptB
     return loss
 
 
-def state_readout_loss(state_head: StateHead, x0_pred: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def state_readout_loss(state_head: StateHead, x0_pred: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
+                       dims: tuple | None = None) -> torch.Tensor:
     """Mean squared error of the (standardised) states read by the frozen `state_head` off the predicted
     clean latents `x0_pred` (B, C, T, h, w) against the real `states` (B, T*F, S), over the latent frames
     in `mask` (B, T). It weights the pole's few latent values by the angle they show instead of by their
     share of the frame. The caller masks out heavily noised frames: there the x0 prediction is a blurred
     mean the head (trained on clean latents) misreads (measured at the v3 teacher: a state error of ~13
-    squared standard deviations over all levels against a flow-matching loss of ~0.1)."""
+    squared standard deviations over all levels against a flow-matching loss of ~0.1). `dims`: the state
+    dimensions compared (None: all)."""
     B, _, T = x0_pred.shape[:3]
-    err = (state_head(x0_pred) - state_head.standardise(states)).pow(2).mean(-1).view(B, T, -1).mean(-1)  # (B, T)
+    err = (state_head(x0_pred) - state_head.standardise(states)).pow(2)
+    if dims is not None:
+        err = err[..., list(dims)]
+    err = err.mean(-1).view(B, T, -1).mean(-1)  # (B, T)
     m = mask.float()
     return (err * m).sum() / m.sum().clamp(min=1)
 

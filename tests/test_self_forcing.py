@@ -1,6 +1,7 @@
 """Self-forcing training and context noise: the training rollout computes exactly what inference
 computes, the gradient reaches every generated chunk, and the cache is never touched by it."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -303,3 +304,64 @@ def test_dmd_with_scripted_rollouts_skips_their_data_term_and_checks_its_setting
     with pytest.raises(ValueError, match="p_random_actions"):
         train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), DMDConfig(p_random_actions=0.5, rollout="teacher_forcing"),
                   tmp_path / "bad2")
+
+
+class _ClipsWithStates(_FixedClips):
+    """The fixed clips with per-frame simulator states: what `head` reads off their latents (a head
+    trained on real latents reads the real states)."""
+
+    def __init__(self, head, T=6, seed=0):
+        super().__init__(T, seed)
+        for c in self.clips:
+            with torch.no_grad():
+                z = torch.from_numpy(c["latents"]).permute(1, 0, 2, 3)[None]  # (T, C, h, w) -> (1, C, T, h, w)
+                c["states"] = head.predict(z)[0].numpy()
+
+
+def test_dmd_state_loss_pulls_rollouts_toward_the_real_states_and_checks_its_setting(tmp_path):
+    """The auxiliary state loss alone (no data term, DMD on) lowers the frozen state head's error on
+    the student's own rollouts; without a head, without states, or under teacher forcing it is refused
+    with the setting's name."""
+    import json
+
+    from distill.batches import PromptBank, make_batch
+    from distill.dmd import DMDConfig, train_dmd
+    from distill.train_teacher import state_readout_loss
+    from models.actions import ActionCodec
+    from models.dit import DiT
+    from models.heads import StateHead, StateHeadConfig
+
+    m = random_model(1)
+    torch.manual_seed(0)
+    head = StateHead(StateHeadConfig(latent_channels=8, latent_height=8, latent_width=12, frames_per_latent=4)).requires_grad_(False)
+    head.net[-1].weight.mul_(30.0)  # an untrained head reads almost a constant; a trained one is sensitive to the latents
+    ds = _ClipsWithStates(head)
+    bank = PromptBank(["p"], [torch.randn(3, 384)], [torch.ones(3, dtype=torch.bool)])
+    codec = ActionCodec(m.config.action_space)
+    schedule = FlowSchedule()
+
+    def state_error(model):
+        rng = np.random.default_rng(0)
+        batch = make_batch(ds.sample(2, 6, rng, True), codec, rng)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            out = self_forcing_rollout(model, batch.latents, 1, batch.cond(model, bank), schedule.student_timesteps(), 3, 0.0, rng)
+        mask = torch.zeros(2, 6, dtype=torch.bool)
+        mask[:, 1:] = True
+        return state_readout_loss(head, out, batch.states, mask, dims=(0, 2)).item()
+
+    cfg = DMDConfig(steps=20, batch_size=2, rollout="self_forcing", rollout_latent_frames=6, window_frames=3, score_frames=4,
+                    max_context_frames=1, p_from_start=1.0, ttur=1, lr_generator=3e-3, lr_fake=1e-3, state_weight=5.0,
+                    save_every=100, log_every=1)
+    train_dmd(copy.deepcopy(m), copy.deepcopy(m), ds, codec, bank, schedule, cfg, tmp_path / "dmd", state_head=head)
+    rows = [json.loads(x) for x in (tmp_path / "dmd" / "log.jsonl").read_text().splitlines()]
+    assert [r for r in rows if r.get("losses/state", 0) > 0]
+    before, after = state_error(m), state_error(DiT.from_pretrained(tmp_path / "dmd" / "model"))
+    assert after < 0.7 * before, (before, after)
+    with pytest.raises(ValueError, match="dmd.state_weight > 0 needs a trained state head"):
+        train_dmd(m, m, ds, codec, bank, schedule, DMDConfig(state_weight=1.0), tmp_path / "bad")
+    with pytest.raises(ValueError, match="dmd.state_weight > 0 needs dmd.rollout=self_forcing"):
+        train_dmd(m, m, ds, codec, bank, schedule, DMDConfig(state_weight=1.0, rollout="teacher_forcing"), tmp_path / "bad2",
+                  state_head=head)
+    with pytest.raises(ValueError, match="per-frame 'states'"):
+        train_dmd(m, m, _FixedClips(), codec, bank, schedule, dataclasses.replace(cfg, steps=1), tmp_path / "bad3", state_head=head)

@@ -47,6 +47,11 @@ def test_state_readout_loss_reaches_the_prediction_only_where_masked_in():
     # states read exactly right: zero loss
     exact = head.predict(x0).detach()
     assert state_readout_loss(head, x0, exact, mask).item() < 1e-10
+    # dims: only those state dimensions are compared (wrong velocities cost nothing with dims=(0, 2))
+    off = exact.clone()
+    off[..., [1, 3]] += 5.0
+    assert state_readout_loss(head, x0, off, mask, dims=(0, 2)).item() < 1e-10
+    assert state_readout_loss(head, x0, off, mask).item() > 1.0
 
 
 def test_state_head_learns_the_cart_position_from_latents(tiny_latents, tmp_path):
