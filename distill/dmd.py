@@ -21,7 +21,9 @@ true future under the same actions, and CartPole is deterministic); 0 is pure DM
 `state_weight` > 0 adds an auxiliary action-effect loss on the same rollouts: the frozen state head
 (trained on real latents) reads the generated frames' simulator state, compared with the real states
 of the clip whose actions drove the rollout, on the position dimensions `state_dims` (cart x and pole
-angle: what one frame shows; velocities are read poorly off a single frame). The latent regression
+angle: what one frame shows; velocities are read poorly off a single frame), over the first
+`state_horizon` generated latent frames (0: all; the near future is what the context and the actions
+determine, a far one regresses to the mean of what the unseen velocities allow). The latent regression
 weighs the pole by its few pixels; this weighs it by the angle it shows.
 
 `p_random_actions` > 0 (self-forcing only): that share of the rollouts replaces the actions of its
@@ -78,6 +80,7 @@ class DMDConfig:
     data_weight: float = 0.0  # regression onto the real future latents (0 = pure DMD)
     state_weight: float = 0.0  # auxiliary action-effect loss: the frozen state head on the rollout vs the real states
     state_dims: tuple = (0, 2)  # the state dimensions it compares (CartPole: cart x, pole angle)
+    state_horizon: int = 0  # latent frames after the real context it covers (0: the whole rollout)
     p_random_actions: float = 0.0  # self-forcing: share of rollouts driven by a random script after the context
     random_action_keep: float = 0.5  # that script keeps the previous chunk's action with this probability
     seed: int = 0
@@ -154,6 +157,17 @@ def _score(net: DiT, x, t, cond: Cond, causal: bool, guidance, clean) -> torch.T
         chunk = net.config.latent_frames_per_chunk
         return guided_velocity(net, x, t, cond, *guidance, frame_mask=teacher_forcing_mask(x.shape[2], chunk), x_clean=clean)
     return guided_velocity(net, x, t, cond, *guidance)
+
+
+def state_loss_mask(action_null: torch.Tensor, real_future: torch.Tensor, k: int, T: int, horizon: int) -> torch.Tensor:
+    """(B, T) latent frames the DMD state loss covers: generated (index >= k, the real context
+    excluded), within `horizon` frames of the context (0: to the end), in rollouts driven by the
+    clip's real actions (`real_future` (B,)), with their actions kept (`action_null` (B, T*F))."""
+    B = action_null.shape[0]
+    acted = ~action_null.view(B, T, -1).all(dim=2)
+    frame = torch.arange(T, device=action_null.device)
+    end = k + horizon if horizon > 0 else T
+    return acted & real_future[:, None].to(acted.device) & ((frame >= k) & (frame < end))[None]
 
 
 def _sync_grads(model: torch.nn.Module, acc) -> None:
@@ -270,9 +284,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         if cfg.state_weight > 0:
             if batch.states is None:
                 raise ValueError("dmd.state_weight > 0 needs clips with per-frame 'states' (collected data has them)")
-            T = full.shape[2]
-            acted = ~batch.action_null.view(full.shape[0], T, -1).all(dim=2)  # latent frames whose actions were kept
-            mask = acted & real_future[:, None] & (torch.arange(T, device=full.device) >= k)[None]
+            mask = state_loss_mask(batch.action_null, real_future, k, full.shape[2], cfg.state_horizon)
             loss_state = state_readout_loss(state_head, full, batch.states, mask, dims=cfg.state_dims)
             loss_g = loss_g + cfg.state_weight * loss_state
         opt_g.zero_grad(set_to_none=True)

@@ -365,3 +365,15 @@ def test_dmd_state_loss_pulls_rollouts_toward_the_real_states_and_checks_its_set
                   state_head=head)
     with pytest.raises(ValueError, match="per-frame 'states'"):
         train_dmd(m, m, _FixedClips(), codec, bank, schedule, dataclasses.replace(cfg, steps=1), tmp_path / "bad3", state_head=head)
+
+
+def test_state_loss_mask_covers_generated_acted_real_frames_within_the_horizon():
+    from distill.dmd import state_loss_mask
+
+    null = torch.zeros(3, 6 * 4, dtype=torch.bool)
+    null[2, 8:12] = True  # clip 2: latent frame 2's actions dropped
+    real = torch.tensor([True, False, True])
+    m = state_loss_mask(null, real, k=1, T=6, horizon=0)
+    assert m.tolist() == [[False, True, True, True, True, True], [False] * 6, [False, True, False, True, True, True]]
+    m = state_loss_mask(null, real, k=2, T=6, horizon=2)
+    assert m.tolist() == [[False, False, True, True, False, False], [False] * 6, [False, False, False, True, False, False]]
