@@ -16,7 +16,9 @@ How G produces the clip it is judged on (`rollout`):
   context, all chunks in parallel; each chunk exits at a random student step.
 
 `data_weight` > 0 adds a regression of the generated latents onto the real ones (the data has the
-true future under the same actions, and CartPole is deterministic); 0 is pure DMD.
+true future under the same actions, and CartPole is deterministic); 0 is pure DMD. `data_horizon`
+> 0 limits it to that many latent frames after the real context: from one still frame the
+velocities are unseen, and a regression over a far future teaches their mean, a damped pole.
 
 `state_weight` > 0 adds an auxiliary action-effect loss on the same rollouts: the frozen state head
 (trained on real latents) reads the generated frames' simulator state, compared with the real states
@@ -78,6 +80,7 @@ class DMDConfig:
     context_noise_max: float = 0.0  # context-noise augmentation: cache written at a level in [0, max]
     p_context_noise: float = 0.5
     data_weight: float = 0.0  # regression onto the real future latents (0 = pure DMD)
+    data_horizon: int = 0  # latent frames after the real context it covers (0: the whole rollout)
     state_weight: float = 0.0  # auxiliary action-effect loss: the frozen state head on the rollout vs the real states
     state_dims: tuple = (0, 2)  # the state dimensions it compares (CartPole: cart x, pole angle)
     state_horizon: int = 0  # latent frames after the real context it covers (0: the whole rollout)
@@ -157,6 +160,16 @@ def _score(net: DiT, x, t, cond: Cond, causal: bool, guidance, clean) -> torch.T
         chunk = net.config.latent_frames_per_chunk
         return guided_velocity(net, x, t, cond, *guidance, frame_mask=teacher_forcing_mask(x.shape[2], chunk), x_clean=clean)
     return guided_velocity(net, x, t, cond, *guidance)
+
+
+def data_regression_loss(generated: torch.Tensor, real: torch.Tensor, k: int, horizon: int, real_future: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the generated latents (B, C, T, h, w) against the real ones over the
+    latent frames after the `k` context frames (within `horizon` of them; 0: to the end), averaged
+    over the rollouts driven by the clip's real actions (`real_future` (B,) bool); 0 when none is."""
+    end = k + horizon if horizon > 0 else generated.shape[2]
+    per_clip = (generated[:, :, k:end] - real[:, :, k:end]).pow(2).mean(dim=(1, 2, 3, 4))
+    w = real_future.to(per_clip.device, per_clip.dtype)
+    return (per_clip * w).sum() / w.sum().clamp(min=1)
 
 
 def state_loss_mask(action_null: torch.Tensor, real_future: torch.Tensor, k: int, T: int, horizon: int) -> torch.Tensor:
@@ -277,8 +290,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             grad = torch.nan_to_num((x0_fake - x0_real)[:, :, kc:] / norm)
         loss_dmd = 0.5 * F.mse_loss(x[:, :, kc:], (x[:, :, kc:] - grad).detach())
         real_future = torch.from_numpy(~scripted).to(full.device)  # rollouts whose actions made the clip's real future
-        per_clip = (full[:, :, k:] - batch.latents[:, :, k:]).pow(2).mean(dim=(1, 2, 3, 4))
-        loss_data = (per_clip * real_future).sum() / real_future.sum().clamp(min=1)
+        loss_data = data_regression_loss(full, batch.latents, k, cfg.data_horizon, real_future)
         loss_g = loss_dmd + cfg.data_weight * loss_data if cfg.data_weight > 0 else loss_dmd
         loss_state = torch.zeros(())
         if cfg.state_weight > 0:

@@ -377,3 +377,19 @@ def test_state_loss_mask_covers_generated_acted_real_frames_within_the_horizon()
     assert m.tolist() == [[False, True, True, True, True, True], [False] * 6, [False, True, False, True, True, True]]
     m = state_loss_mask(null, real, k=2, T=6, horizon=2)
     assert m.tolist() == [[False, False, True, True, False, False], [False] * 6, [False, False, False, True, False, False]]
+
+
+def test_data_regression_loss_covers_the_horizon_after_the_context_of_real_rollouts():
+    from distill.dmd import data_regression_loss
+
+    real = torch.zeros(2, 3, 5, 2, 2)
+    gen = torch.zeros_like(real)
+    gen[:, :, 0] = 9.0  # the context frame never counts
+    gen[:, :, 1] = 1.0
+    gen[:, :, 3] = 2.0
+    both = torch.tensor([True, True])
+    assert data_regression_loss(gen, real, 1, 0, both).item() == pytest.approx((1 + 4) / 4)
+    assert data_regression_loss(gen, real, 1, 2, both).item() == pytest.approx(1 / 2)
+    gen[1] += 1.0  # rollout 1 is scripted: it is left out
+    assert data_regression_loss(gen, real, 1, 2, torch.tensor([True, False])).item() == pytest.approx(1 / 2)
+    assert data_regression_loss(gen, real, 1, 2, torch.tensor([False, False])).item() == 0.0
