@@ -214,6 +214,17 @@ class BranchSampler:
             ks.append(k)
         return left, right, ks
 
+    def pairs_at_context(self, num_pairs: int, k: int, num_latent: int, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
+        """-> (left clips, right clips), every one with exactly `k` context latent frames (drawn from the
+        branch points with at least k trunk frames before them): one batch, one context length."""
+        if not 1 <= k < num_latent:
+            raise ValueError(f"k: expected 1 <= k < num_latent={num_latent}, got {k}")
+        ok = self.groups[self.b.meta[3 * self.groups, 1] >= k]
+        if not len(ok):
+            raise ValueError(f"k={k}: no branch point has {k} trunk latent frames before it; use a shorter context")
+        gs = rng.choice(ok, size=num_pairs)
+        return [self._clip(3 * int(g), k, num_latent) for g in gs], [self._clip(3 * int(g) + 1, k, num_latent) for g in gs]
+
     def sample(self, batch_size: int, num_latent: int, rng: np.random.Generator) -> tuple[list[dict], list[int]]:
         """-> (clips of random kinds, context lengths k)."""
         out, ks = [], []

@@ -84,6 +84,9 @@ class DMDConfig:
     state_weight: float = 0.0  # auxiliary action-effect loss: the frozen state head on the rollout vs the real states
     state_dims: tuple = (0, 2)  # the state dimensions it compares (CartPole: cart x, pole angle)
     state_horizon: int = 0  # latent frames after the real context it covers (0: the whole rollout)
+    pair_weight: float = 0.0  # action-effect loss on branch pairs (left / right from one real state), via the state head
+    pair_count: int = 4  # pairs per step (and process)
+    pair_frames: int = 3  # generated latent frames per pair rollout (<= the branches' chunks)
     p_random_actions: float = 0.0  # self-forcing: share of rollouts driven by a random script after the context
     random_action_keep: float = 0.5  # that script keeps the previous chunk's action with this probability
     seed: int = 0
@@ -97,10 +100,11 @@ ROLLOUTS = ("self_forcing", "teacher_forcing")
 
 
 def self_forcing_rollout(G: DiT, real: torch.Tensor, k: int, cond: Cond, timesteps: torch.Tensor, window_frames: int,
-                         context_noise: float, rng: np.random.Generator) -> torch.Tensor:
+                         context_noise: float, rng: np.random.Generator, paired: bool = False) -> torch.Tensor:
     """Generate frames k.. of a clip (B, C, T, h, w) after writing its first k real frames to a
     fresh sliding-window cache, chunk by chunk as the env does. -> (B, C, T, h, w): the real
-    context followed by the generated frames, which carry the gradient of their exit step."""
+    context followed by the generated frames, which carry the gradient of their exit step.
+    `paired`: rows i and i + B/2 draw the same noise (a left/right pair differs only in its actions)."""
     B, C, T, h, w = real.shape
     chunk, F_ = G.config.latent_frames_per_chunk, G.config.frames_per_latent
     cache = G.new_cache(B, window_frames=window_frames, device=real.device)
@@ -109,7 +113,12 @@ def self_forcing_rollout(G: DiT, real: torch.Tensor, k: int, cond: Cond, timeste
     for c0 in range(k, T, chunk):
         c1 = min(T, c0 + chunk)
         exit_step = int(rng.integers(0, len(timesteps)))
-        x0, _ = student_sample_chunk(G, cache, torch.randn(B, C, c1 - c0, h, w, device=real.device), cond.frames(c0, c1, F_),
+        if paired:
+            half = torch.randn(B // 2, C, c1 - c0, h, w, device=real.device)
+            noise = torch.cat([half, half])
+        else:
+            noise = torch.randn(B, C, c1 - c0, h, w, device=real.device)
+        x0, _ = student_sample_chunk(G, cache, noise, cond.frames(c0, c1, F_),
                                      timesteps, exit_step=exit_step, context_noise=context_noise, grad_at_exit=True)
         outs.append(x0)
     return torch.cat(outs, dim=2)
@@ -162,6 +171,21 @@ def _score(net: DiT, x, t, cond: Cond, causal: bool, guidance, clean) -> torch.T
     return guided_velocity(net, x, t, cond, *guidance)
 
 
+def pair_state_loss(state_head: StateHead, generated: torch.Tensor, states: torch.Tensor, dims: tuple | None = None) -> torch.Tensor:
+    """The action-effect loss on left/right pairs: `generated` (2P, C, n, h, w) latents whose rows i and
+    i + P share their context and noise and differ in their actions; `states` (2P, n*F, S) the real
+    states of the same frames. Mean squared error (in the state head's standard units, over `dims`)
+    of the difference the frozen head reads between the members against the real difference: what the
+    action did, free of what the state alone predicts (in the controllers' data the action follows
+    from the state)."""
+    P = generated.shape[0] // 2
+    if generated.shape[0] != 2 * P or P == 0:
+        raise ValueError(f"generated: expected an even number (2P > 0) of rows, left then right, got {generated.shape[0]}")
+    read, real = state_head(generated), state_head.standardise(states)
+    err = ((read[:P] - read[P:]) - (real[:P] - real[P:])).pow(2)
+    return (err[..., list(dims)] if dims is not None else err).mean()
+
+
 def data_regression_loss(generated: torch.Tensor, real: torch.Tensor, k: int, horizon: int, real_future: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the generated latents (B, C, T, h, w) against the real ones over the
     latent frames after the `k` context frames (within `horizon` of them; 0: to the end), averaged
@@ -196,10 +220,11 @@ def _sync_grads(model: torch.nn.Module, acc) -> None:
 
 def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, bank: PromptBank, schedule: FlowSchedule,
               cfg: DMDConfig, stage_dir, causal_teacher: bool = False, accelerator=None,
-              state_head: StateHead | None = None) -> dict:
+              state_head: StateHead | None = None, branches=None) -> dict:
     """Asymmetric DMD: the generator (student) and the fake score, two models with their own
     optimisers (TTUR: `cfg.ttur` fake-score steps per generator step). `state_head`: the frozen reader
-    of the auxiliary state loss (needed when `cfg.state_weight` > 0). Resumable."""
+    of the auxiliary state loss (needed when `cfg.state_weight` or `cfg.pair_weight` > 0); `branches`:
+    a `distill.branches.BranchSampler` (needed when `cfg.pair_weight` > 0). Resumable."""
     if cfg.rollout not in ROLLOUTS:
         raise ValueError(f"dmd.rollout: expected one of {ROLLOUTS}, got {cfg.rollout!r}")
     if cfg.rollout == "self_forcing" and not (cfg.score_frames <= cfg.rollout_latent_frames):
@@ -209,11 +234,14 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
     if cfg.p_random_actions > 0 and cfg.rollout != "self_forcing":
         raise ValueError("dmd.p_random_actions needs dmd.rollout=self_forcing (teacher forcing denoises against the real "
                          "future, which a random script did not make); set it to 0")
-    if cfg.state_weight > 0 and state_head is None:
-        raise ValueError("dmd.state_weight > 0 needs a trained state head (the pipeline's state_head stage); set it to 0 "
-                         "or train one")
-    if cfg.state_weight > 0 and cfg.rollout != "self_forcing":
-        raise ValueError("dmd.state_weight > 0 needs dmd.rollout=self_forcing; set it to 0")
+    for name in ("state_weight", "pair_weight"):
+        if getattr(cfg, name) > 0 and state_head is None:
+            raise ValueError(f"dmd.{name} > 0 needs a trained state head (the pipeline's state_head stage); set it to 0 "
+                             "or train one")
+        if getattr(cfg, name) > 0 and cfg.rollout != "self_forcing":
+            raise ValueError(f"dmd.{name} > 0 needs dmd.rollout=self_forcing; set it to 0")
+    if cfg.pair_weight > 0 and branches is None:
+        raise ValueError("dmd.pair_weight > 0 needs branching episodes (branches.points_per_episode > 0); set it to 0")
     runner = StageRunner(stage_dir, f"dmd ({cfg.rollout})", cfg, accelerator)
     if runner.done:
         return {}
@@ -299,6 +327,17 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             mask = state_loss_mask(batch.action_null, real_future, k, full.shape[2], cfg.state_horizon)
             loss_state = state_readout_loss(state_head, full, batch.states, mask, dims=cfg.state_dims)
             loss_g = loss_g + cfg.state_weight * loss_state
+        loss_pair = torch.zeros(())
+        if cfg.pair_weight > 0:
+            kp = int(rng.integers(1, cfg.max_context_frames + 1))
+            left, right = branches.pairs_at_context(cfg.pair_count, kp, kp + cfg.pair_frames, rng)
+            pb = make_batch(left + right, codec, rng).to(dev)
+            if pb.states is None:
+                raise ValueError("dmd.pair_weight > 0 needs branch clips with per-frame 'states'")
+            pair = self_forcing_rollout(G_raw, pb.latents, kp, pb.cond(G_raw, bank), student_ts, cfg.window_frames, ctx_noise, rng,
+                                        paired=True)
+            loss_pair = pair_state_loss(state_head, pair[:, :, kp:], pb.states[:, kp * F_:], cfg.state_dims)
+            loss_g = loss_g + cfg.pair_weight * loss_pair
         opt_g.zero_grad(set_to_none=True)
         runner.backward(loss_g)
         if cfg.rollout == "self_forcing":  # the rollout bypassed the DDP wrapper
@@ -309,7 +348,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         if cfg.snapshot_every and n % cfg.snapshot_every == 0 and runner.is_main:
             G_raw.save_pretrained(runner.stage_dir / f"model_step{n}")
         return ({"losses/dmd": loss_dmd.item(), "losses/data": loss_data.item(), "losses/fake_score": loss_f.item(),
-                 "losses/state": loss_state.item(),
+                 "losses/state": loss_state.item(), "losses/pair": loss_pair.item(),
                  "charts/generator_grad_norm": gn, "charts/dmd_grad_abs": grad.abs().mean(), "charts/context_noise": ctx_noise,
                  "charts/scripted_rollouts": float(scripted.mean())},
                 {"dmd": f"{loss_dmd.item():.4f}", "data": f"{loss_data.item():.4f}", "fake": f"{loss_f.item():.4f}"})

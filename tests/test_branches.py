@@ -164,3 +164,21 @@ def test_pairs_can_favour_the_longest_context(trunks, vae, groups):
     assert set(ks) <= {min(4, b, 3) for b in bs} and max(ks) == 3  # the longest the 4-frame clip and the point allow
     _, _, ks0 = BranchSampler(bank, cache, max_context=4).pairs(40, 4, np.random.default_rng(0))
     assert len(set(ks0)) > 1
+
+
+def test_pairs_at_context_share_exactly_k_context_frames(trunks, vae, groups):
+    bank = encode_branches(groups, trunks, vae)
+    cache = build_latent_cache(trunks, vae_encode_fn(vae))
+    sampler = BranchSampler(bank, cache)
+    k = max(g["point"] for g in groups)
+    left, right = sampler.pairs_at_context(5, k, k + 2, np.random.default_rng(0))
+    assert len(left) == len(right) == 5
+    for a, b in zip(left, right):
+        assert a["latents"].shape[0] == b["latents"].shape[0] == k + 2 and a["start"] == b["start"]
+        np.testing.assert_array_equal(a["latents"][:k], b["latents"][:k])
+        np.testing.assert_array_equal(a["states"][:k * F], b["states"][:k * F])
+        assert a["branch"] == "left" and b["branch"] == "right"
+    with pytest.raises(ValueError, match="no branch point"):
+        sampler.pairs_at_context(2, k + 1, k + 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="k: expected"):
+        sampler.pairs_at_context(2, 3, 3, np.random.default_rng(0))
