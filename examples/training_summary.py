@@ -6,7 +6,7 @@ cumulative record of a world model trained across sessions that warm-start from 
         [--gate docs/results/push_response/teacher_curve.json] [--processes 1] [--stages dmd_self_forcing]
 
 With --record, this session's entry (steps, samples = steps x the stage's batch from the run's
-pipeline_config.json, CPU-hours = wall x processes, or GPU-hours with --device NAME for a run on a
+pipeline_config.json x the data-parallel processes, CPU-hours = wall x processes, or GPU-hours with --device NAME for a run on a
 lent GPU, the push-response figures) replaces any entry of the same --session, and the totals over
 all sessions are recomputed.
 
@@ -86,7 +86,8 @@ def session_entry(run: Path, session: str, processes: int, gate: dict | None, no
     def row(s: dict) -> dict:
         section = BATCH_KEYS.get(s["stage"])
         batch = cfg[section]["batch_size"] if section else None
-        return s | {"batch_size": batch, "samples": (s["steps"] or 0) * batch if batch else None,
+        # data-parallel processes (torchrun) each draw a batch per step
+        return s | {"batch_size": batch, "samples": (s["steps"] or 0) * batch * processes if batch else None,
                     hours: round(s["wall_s"] * processes * share / 3600, 3) if s["wall_s"] else None}
 
     finished = summarize(run)

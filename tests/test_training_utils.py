@@ -79,6 +79,9 @@ def test_the_training_record_counts_only_the_stages_a_session_trained(tmp_path):
     assert shared["stages"][0]["gpu_hours"] == round(80.0 * 0.25 / 3600, 3) and shared["device_share"] == 0.25
     with pytest.raises(ValueError, match="device-share"):
         summary.session_entry(run, "s", 1, None, "", device="H200", share=0.0)
+    # two data-parallel processes (torchrun) each draw the stage's batch: twice the samples and the CPU time
+    ddp = summary.session_entry(run, "s", 2, None, "", only=("dmd_self_forcing",))
+    assert ddp["stages"][0]["samples"] == 640 and ddp["stages"][0]["cpu_hours"] == round(80.0 * 2 / 3600, 3)
 
 
 def test_a_stopped_dmd_stage_counts_its_last_logged_step(tmp_path):
