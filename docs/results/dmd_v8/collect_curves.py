@@ -1,5 +1,5 @@
-"""Collect the gates of every DMD snapshot of this session's runs (runs/eval8/*.json, made by
-runs/eval8/snap.sh: chunk dynamics at 72 starts, held push at 12, the real-twin policy for 20
+"""Collect the gates of every DMD snapshot of this session's runs (eval/*.json, made by
+snap.sh as runs/eval8/*.json: chunk dynamics at 72 starts, held push at 12, the real-twin policy for 20
 episodes in the dream) into curves.json and curves.png here. v7 (the start of every run) is step 0."""
 import json
 import re
@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 here = Path(__file__).parent
-ev = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/eval8")
+ev = Path(sys.argv[1] if len(sys.argv) > 1 else here / "eval")
 v7_cd = json.loads(Path("docs/results/chunk_dynamics/v7.json").read_text())
 v7_push = json.loads(Path("docs/results/push_response/v7_h200_dmd_abc.json").read_text())
 
@@ -35,9 +35,9 @@ def push_row(d, name_part):
     return None
 
 
+FINAL_STEPS = {"v8": 417, "v8n": 159}  # where the runs with a final model stopped (training_record.json)
 rows = {"v7 (start)": {"0": {"chunk": cd_row(v7_cd, "checkpoints/cartpole"), "push": push_row(v7_push, "final16_A"),
-                             "policy_in_dream": json.loads(Path("runs/eval7/policy_in_dream_A.json").read_text())["mean"]
-                             if Path("runs/eval7/policy_in_dream_A.json").exists() else 44.1}}}
+                             "policy_in_dream": json.loads(Path("docs/results/agents/shipped_policy_in_dream.json").read_text())["mean"]}}}
 for f in sorted(ev.glob("cd_*.json")):
     m = re.match(r"cd_(\w+?)_(\d+|final)\.json", f.name)
     run, step = m.group(1), m.group(2)
@@ -54,8 +54,7 @@ fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
 for run, steps in rows.items():
     if run.startswith("v7"):
         continue
-    xs = sorted((int(s) if s != "final" else 10**6, s) for s in steps)
-    xs = [(x, s) for x, s in xs if x < 10**6]
+    xs = sorted((int(s) if s != "final" else FINAL_STEPS[run], s) for s in steps)
     st = [0] + [x for x, _ in xs]
     for proto, ls in (("clip", "-"), ("image", "--")):
         ax[0].plot(st, [rows["v7 (start)"]["0"]["chunk"][proto]["push"]] + [steps[s]["chunk"][proto]["push"] for _, s in xs], ls,
