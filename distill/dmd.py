@@ -186,11 +186,17 @@ def pair_state_loss(state_head: StateHead, generated: torch.Tensor, states: torc
     return (err[..., list(dims)] if dims is not None else err).mean()
 
 
+def _horizon_end(k: int, horizon: int, T: int) -> int:
+    """The end (exclusive) of the latent frames a regression covers after `k` context frames: `horizon`
+    of them, or all `T` when horizon is 0."""
+    return k + horizon if horizon > 0 else T
+
+
 def data_regression_loss(generated: torch.Tensor, real: torch.Tensor, k: int, horizon: int, real_future: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the generated latents (B, C, T, h, w) against the real ones over the
     latent frames after the `k` context frames (within `horizon` of them; 0: to the end), averaged
     over the rollouts driven by the clip's real actions (`real_future` (B,) bool); 0 when none is."""
-    end = k + horizon if horizon > 0 else generated.shape[2]
+    end = _horizon_end(k, horizon, generated.shape[2])
     per_clip = (generated[:, :, k:end] - real[:, :, k:end]).pow(2).mean(dim=(1, 2, 3, 4))
     w = real_future.to(per_clip.device, per_clip.dtype)
     return (per_clip * w).sum() / w.sum().clamp(min=1)
@@ -203,7 +209,7 @@ def state_loss_mask(action_null: torch.Tensor, real_future: torch.Tensor, k: int
     B = action_null.shape[0]
     acted = ~action_null.view(B, T, -1).all(dim=2)
     frame = torch.arange(T, device=action_null.device)
-    end = k + horizon if horizon > 0 else T
+    end = _horizon_end(k, horizon, T)
     return acted & real_future[:, None].to(acted.device) & ((frame >= k) & (frame < end))[None]
 
 

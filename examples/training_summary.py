@@ -6,8 +6,8 @@ cumulative record of a world model trained across sessions that warm-start from 
         [--gate docs/results/push_response/teacher_curve.json] [--processes 1] [--stages dmd_self_forcing]
 
 With --record, this session's entry (steps, samples = steps x the stage's batch from the run's
-pipeline_config.json x the data-parallel processes, CPU-hours = wall x processes, or GPU-hours with --device NAME for a run on a
-lent GPU, the push-response figures) replaces any entry of the same --session, and the totals over
+pipeline_config.json x the data-parallel processes, CPU-hours = wall x processes, or GPU-hours with
+--device NAME for a run on a lent GPU, the push-response figures) replaces any entry of the same --session, and the totals over
 all sessions are recomputed.
 
 Wall time per stage comes from its `log.jsonl` (each record holds seconds since the stage process

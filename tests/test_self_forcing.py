@@ -114,6 +114,31 @@ def test_overrides_set_values_and_reject_bad_ones():
         apply_overrides(tiny(), ["teacher=3"])
 
 
+def _rollout(model, clips, codec, bank, paired=False):
+    """The student's self-forcing rollout of `clips` after 1 real frame through a 3-frame window, with
+    fixed noise (the evaluation the DMD tests compare before and after training) -> (rollout, batch)."""
+    from distill.batches import make_batch
+
+    rng = np.random.default_rng(0)
+    batch = make_batch(clips, codec, rng)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = self_forcing_rollout(model, batch.latents, 1, batch.cond(model, bank), FlowSchedule().student_timesteps(), 3, 0.0, rng,
+                                   paired=paired)
+    return out, batch
+
+
+def _sensitive_state_head():
+    """A tiny state head whose reading depends on the latents (an untrained one reads almost a
+    constant; a trained one is sensitive to them)."""
+    from models.heads import StateHead, StateHeadConfig
+
+    torch.manual_seed(0)
+    head = StateHead(StateHeadConfig(latent_channels=8, latent_height=8, latent_width=12, frames_per_latent=4)).requires_grad_(False)
+    head.net[-1].weight.mul_(30.0)
+    return head
+
+
 class _FixedClips:
     """Two fixed clips: the generator can only lower its regression error by learning them."""
 
@@ -130,7 +155,7 @@ class _FixedClips:
 def test_self_forcing_dmd_training_lowers_rollout_error(tmp_path):
     """A few self-forcing steps with the data term make the student's own rollouts (through a
     window smaller than the rollout) closer to the real future: the gradient path trains."""
-    from distill.batches import PromptBank, make_batch
+    from distill.batches import PromptBank
     from distill.dmd import DMDConfig, train_dmd
     from models.actions import ActionCodec
     from models.dit import DiT
@@ -142,11 +167,7 @@ def test_self_forcing_dmd_training_lowers_rollout_error(tmp_path):
     schedule = FlowSchedule()
 
     def rollout_error(model):
-        rng = np.random.default_rng(0)
-        batch = make_batch(ds.sample(2, 6, rng, True), codec, rng)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            out = self_forcing_rollout(model, batch.latents, 1, batch.cond(model, bank), schedule.student_timesteps(), 3, 0.0, rng)
+        out, batch = _rollout(model, ds.sample(2, 6, None, True), codec, bank)
         return torch.nn.functional.mse_loss(out[:, :, 1:], batch.latents[:, :, 1:]).item()
 
     cfg = DMDConfig(steps=25, batch_size=2, rollout="self_forcing", rollout_latent_frames=6, window_frames=3, score_frames=4,
@@ -324,28 +345,21 @@ def test_dmd_state_loss_pulls_rollouts_toward_the_real_states_and_checks_its_set
     with the setting's name."""
     import json
 
-    from distill.batches import PromptBank, make_batch
+    from distill.batches import PromptBank
     from distill.dmd import DMDConfig, train_dmd
     from distill.train_teacher import state_readout_loss
     from models.actions import ActionCodec
     from models.dit import DiT
-    from models.heads import StateHead, StateHeadConfig
 
     m = random_model(1)
-    torch.manual_seed(0)
-    head = StateHead(StateHeadConfig(latent_channels=8, latent_height=8, latent_width=12, frames_per_latent=4)).requires_grad_(False)
-    head.net[-1].weight.mul_(30.0)  # an untrained head reads almost a constant; a trained one is sensitive to the latents
+    head = _sensitive_state_head()
     ds = _ClipsWithStates(head)
     bank = PromptBank(["p"], [torch.randn(3, 384)], [torch.ones(3, dtype=torch.bool)])
     codec = ActionCodec(m.config.action_space)
     schedule = FlowSchedule()
 
     def state_error(model):
-        rng = np.random.default_rng(0)
-        batch = make_batch(ds.sample(2, 6, rng, True), codec, rng)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            out = self_forcing_rollout(model, batch.latents, 1, batch.cond(model, bank), schedule.student_timesteps(), 3, 0.0, rng)
+        out, batch = _rollout(model, ds.sample(2, 6, None, True), codec, bank)
         mask = torch.zeros(2, 6, dtype=torch.bool)
         mask[:, 1:] = True
         return state_readout_loss(head, out, batch.states, mask, dims=(0, 2)).item()
@@ -440,16 +454,13 @@ def test_dmd_pair_loss_teaches_the_action_effect_and_checks_its_setting(tmp_path
     branches it is refused with the setting's name."""
     import json
 
-    from distill.batches import PromptBank, make_batch
+    from distill.batches import PromptBank
     from distill.dmd import DMDConfig, pair_state_loss, train_dmd
     from models.actions import ActionCodec
     from models.dit import DiT
-    from models.heads import StateHead, StateHeadConfig
 
     m = random_model(1)
-    torch.manual_seed(0)
-    head = StateHead(StateHeadConfig(latent_channels=8, latent_height=8, latent_width=12, frames_per_latent=4)).requires_grad_(False)
-    head.net[-1].weight.mul_(30.0)
+    head = _sensitive_state_head()
     ds = _ClipsWithStates(head)
     pairs = _Pairs(ds.clips)
     bank = PromptBank(["p"], [torch.randn(3, 384)], [torch.ones(3, dtype=torch.bool)])
@@ -457,12 +468,8 @@ def test_dmd_pair_loss_teaches_the_action_effect_and_checks_its_setting(tmp_path
     schedule = FlowSchedule()
 
     def pair_error(model):
-        rng = np.random.default_rng(0)
-        left, right = pairs.pairs_at_context(2, 1, 4, rng)
-        b = make_batch(left + right, codec, rng)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            out = self_forcing_rollout(model, b.latents, 1, b.cond(model, bank), schedule.student_timesteps(), 3, 0.0, rng, paired=True)
+        left, right = pairs.pairs_at_context(2, 1, 4, None)
+        out, b = _rollout(model, left + right, codec, bank, paired=True)
         return pair_state_loss(head, out[:, :, 1:], b.states[:, 4:], (0, 2)).item()
 
     cfg = DMDConfig(steps=20, batch_size=2, rollout="self_forcing", rollout_latent_frames=6, window_frames=3, score_frames=4,

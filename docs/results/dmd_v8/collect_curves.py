@@ -35,7 +35,9 @@ def push_row(d, name_part):
     return None
 
 
-FINAL_STEPS = {"v8": 417, "v8n": 159}  # where the runs with a final model stopped (training_record.json)
+# where each run stopped (its final model's step), as the training record counts it
+FINAL_STEPS = {Path(e["run"]).name: st["steps"] for e in json.loads(Path("docs/results/training_record.json").read_text())["sessions"]
+               for st in e["stages"] if st["stage"] == "dmd_self_forcing"}
 rows = {"v7 (start)": {"0": {"chunk": cd_row(v7_cd, "checkpoints/cartpole"), "push": push_row(v7_push, "final16_A"),
                              "policy_in_dream": json.loads(Path("docs/results/agents/shipped_policy_in_dream.json").read_text())["mean"]}}}
 for f in sorted(ev.glob("cd_*.json")):
