@@ -51,7 +51,7 @@ from models.io import write_json
 from models.vae import tensor_to_frames
 
 __all__ = ["random_scripts", "real_script_frames", "vae_script_frames", "student_script_frames", "teacher_script_frames", "fit_chunk_dynamics",
-           "chunk_dynamics_report", "COEFFICIENTS"]
+           "ratio_intervals", "ratio_draws", "chunk_dynamics_report", "COEFFICIENTS"]
 
 COEFFICIENTS = ("push", "push_carry_over", "momentum", "lean_gain", "bias")  # a, b, c, e, bias
 GATED = ("push", "push_carry_over", "momentum")
@@ -148,6 +148,36 @@ def fit_chunk_dynamics(angles: np.ndarray, start_angles: np.ndarray, scripts: np
     return {"rows": len(y), "coefficients": dict(zip(COEFFICIENTS, c.round(4).tolist())), "residual_sd_deg": float((y - X @ c).std())}
 
 
+def ratio_intervals(real: np.ndarray, model: np.ndarray, start_angles: np.ndarray, scripts: np.ndarray, *,
+                    boots: int = 1000, level: float = 0.9, seed: int = 0) -> dict:
+    """Bootstrap over starts: the gated ratios (model / real coefficient) refitted on `boots`
+    resamples of the N starts, the real and the model's fit on the same resample (the chunks
+    kept as in `chunk_dynamics_report`). -> {coefficient: [low, high]} at `level`, or None per
+    coefficient when too few resamples could be fitted. `real`, `model`: (N, chunks) angles."""
+    draws = ratio_draws(real, model, start_angles, scripts, boots=boots, seed=seed)
+    lo, hi = 50 * (1 - level), 50 * (1 + level)
+    return {k: (np.nanpercentile(v, [lo, hi]).round(3).tolist() if np.isfinite(v).sum() >= boots // 2 else None)
+            for k, v in draws.items()}
+
+
+def ratio_draws(real: np.ndarray, model: np.ndarray, start_angles: np.ndarray, scripts: np.ndarray, *,
+                boots: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """The bootstrap draws behind `ratio_intervals`: {coefficient: (fitted resamples,) ratios}. The
+    resamples depend only on (N, boots, seed), so two models' draws on the same starts are paired."""
+    real, model, th0, scripts = (np.asarray(x, np.float64) for x in (real, model, start_angles, scripts))
+    keep_real = np.abs(real) < LIMIT_DEG
+    keep_model = keep_real & (np.abs(model) < LIMIT_DEG)
+    rng = np.random.default_rng(seed)
+    out = {k: [] for k in GATED}
+    for _ in range(boots):
+        i = rng.integers(0, len(real), len(real))
+        fr = fit_chunk_dynamics(real[i], th0[i], scripts[i], keep_real[i])["coefficients"]
+        fm = fit_chunk_dynamics(model[i], th0[i], scripts[i], keep_model[i])["coefficients"]
+        for k in GATED:
+            out[k].append(fm[k] / fr[k] if fr and fm and fr[k] else np.nan)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
 def chunk_dynamics_report(probe, real_ends: np.ndarray, model_ends: dict[str, np.ndarray], last_context: np.ndarray,
                           scripts: np.ndarray) -> dict:
     """Fits for the real frames and every model (chunks where both the real and that model's pole are
@@ -169,6 +199,7 @@ def chunk_dynamics_report(probe, real_ends: np.ndarray, model_ends: dict[str, np
         if fit["coefficients"] and rc:
             fit["ratio"] = {k: (fit["coefficients"][k] / rc[k] if rc[k] else None) for k in GATED}
             fit["passes"] = all(v is not None and abs(v - 1.0) <= TOLERANCE for v in fit["ratio"].values())
+            fit["ratio_ci90"] = ratio_intervals(real, got, th0, scripts)
         else:
             fit["ratio"], fit["passes"] = None, False
         out["models"][name] = fit
@@ -179,9 +210,11 @@ def one_line(name: str, protocol: str, fit: dict, real: dict) -> str:
     if not fit.get("ratio"):
         return f"{name} [{protocol}]: too few chunks inside the limit to fit ({fit['rows']} rows)"
     r, c, rc = fit["ratio"], fit["coefficients"], real["coefficients"]
-    return (f"{name} [{protocol}]: push {c['push']:+.2f} vs real {rc['push']:+.2f} ({r['push']:.2f}x), carry-over "
-            f"{c['push_carry_over']:+.2f} vs {rc['push_carry_over']:+.2f} ({r['push_carry_over']:.2f}x), momentum "
-            f"{c['momentum']:.2f} vs {rc['momentum']:.2f} ({r['momentum']:.2f}x); residual {fit['residual_sd_deg']:.2f} vs "
+    ci = fit.get("ratio_ci90") or {}
+    x = lambda k: f"{r[k]:.2f}x" + (f", 90% {ci[k][0]:.2f}-{ci[k][1]:.2f}" if ci.get(k) else "")
+    return (f"{name} [{protocol}]: push {c['push']:+.2f} vs real {rc['push']:+.2f} ({x('push')}), carry-over "
+            f"{c['push_carry_over']:+.2f} vs {rc['push_carry_over']:+.2f} ({x('push_carry_over')}), momentum "
+            f"{c['momentum']:.2f} vs {rc['momentum']:.2f} ({x('momentum')}); residual {fit['residual_sd_deg']:.2f} vs "
             f"{real['residual_sd_deg']:.2f} deg/chunk; angle error at chunk 1/3/6 "
             + "/".join(f"{fit['angle_error_deg'][i]:.1f}" for i in (0, 2, min(5, len(fit['angle_error_deg']) - 1)))
             + ("  PASS" if fit["passes"] else "  fail"))

@@ -181,7 +181,9 @@ def chunk_dynamics_section(r: Path) -> list[str]:
            "with probability 1/2); the probe reads the pole angle at the end of every chunk and "
            "d_t = a u_t + b u_(t-1) + c d_(t-1) + e theta_(t-1) + bias is fitted (d: one chunk's change of angle, u = +-1). "
            "Ratios to the real fit: push (a), carry-over into the next chunk (b), momentum (c); target 0.7-1.3 each. "
-           "Residual: the spread no action explains (degrees per chunk). `python -m evaluation.chunk_dynamics --help`.", ""]
+           "Residual: the spread no action explains (degrees per chunk). In brackets where the JSON has it: the 90% bootstrap "
+           "interval over starts (`python -m evaluation.gate_intervals FILE ...` gives it for any saved gate, with paired "
+           "differences between models). `python -m evaluation.chunk_dynamics --help`.", ""]
     for f in files:
         res = _load(f)
         out += [f"`{f.name}`: {res['starts']} starts, {res['chunks']} chunks; command:", _cmd(res), "",
@@ -196,7 +198,9 @@ def chunk_dynamics_section(r: Path) -> list[str]:
                 r_ = m["ratio"]
                 e = m["angle_error_deg"]
                 idx = (0, 2, min(5, len(e) - 1))
-                out.append(f"| {name} | {proto} | {r_['push']:.2f}x | {r_['push_carry_over']:.2f}x | {r_['momentum']:.2f}x | "
+                ci = m.get("ratio_ci90") or {}
+                x = lambda k: f"{r_[k]:.2f}x" + (f" ({ci[k][0]:.2f}-{ci[k][1]:.2f})" if ci.get(k) else "")
+                out.append(f"| {name} | {proto} | {x('push')} | {x('push_carry_over')} | {x('momentum')} | "
                            f"{m['residual_sd_deg']:.2f} ({real['residual_sd_deg']:.2f}) | "
                            + " / ".join(f"{e[i]:.1f}" for i in idx) + " (" + " / ".join(f"{rep_err[i]:.1f}" for i in idx) + ") | "
                            + ("pass" if m["passes"] else "fail") + " |")

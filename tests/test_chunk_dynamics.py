@@ -100,3 +100,40 @@ def test_results_page_renders_the_gate(tmp_path):
     lines = load_example("compose_results").chunk_dynamics_section(tmp_path)
     row = next(x for x in lines if x.startswith("| same | clip"))
     assert "1.00x" in row and row.endswith("pass |")
+
+
+def _gate_json(path, scripts, th0, models: dict):
+    """A chunk-dynamics JSON as the command writes it, built from simulated angles."""
+    import json
+
+    real = models.pop("real")
+    rep = chunk_dynamics_report(_AngleProbe(), _frames(real), {k: _frames(v) for k, v in models.items()},
+                                _frames(th0[:, None])[:, 0], scripts)
+    path.write_text(json.dumps({"kind": "chunk_dynamics", "scripts": scripts.tolist(), "protocols": {"clip": rep}}))
+    return rep
+
+
+def test_bootstrap_intervals_cover_the_truth_and_pair_models_on_the_same_starts(tmp_path):
+    from evaluation.gate_intervals import main
+
+    scripts = random_scripts(60, 6, seed=2)
+    th0 = np.zeros(60)
+    law = dict(th0=th0, b=-3.0, c=0.9, e=0.0, bias=0.0)
+    real, _ = _simulate(scripts, a=-2.0, noise=0.5, seed=0, **law)
+    close, _ = _simulate(scripts, a=-2.0, noise=0.5, seed=1, **law)
+    weak, _ = _simulate(scripts, a=-0.8, noise=0.5, seed=2, **law)  # push at 0.4x the real one
+    rep = _gate_json(tmp_path / "a.json", scripts, th0, {"real": real, "close": close})
+    lo, hi = rep["models"]["close"]["ratio_ci90"]["push"]
+    assert lo < 1.0 < hi and hi - lo < 0.6
+    rep_b = _gate_json(tmp_path / "b.json", scripts, th0, {"real": real, "weak": weak})
+    assert rep_b["models"]["weak"]["ratio_ci90"]["push"][1] < 0.7  # the interval excludes the band
+    table = main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--boots", "200", "--json", str(tmp_path / "gi.json")])
+    weak_row = table["clip"]["models"]["weak"]["push"]
+    assert table["clip"]["against"] == "close" and weak_row["closer_than_against"]["p_closer"] < 0.05
+    assert weak_row["closer_than_against"]["distance_change_ci90"][0] > 0  # weak is farther from the real push
+    other = random_scripts(60, 6, seed=5)
+    _gate_json(tmp_path / "c.json", other, th0, {"real": _simulate(other, a=-2.0, **law)[0], "x": close})
+    with pytest.raises(ValueError, match="c.json"):
+        main([str(tmp_path / "a.json"), str(tmp_path / "c.json")])
+    with pytest.raises(ValueError, match="--against"):
+        main([str(tmp_path / "a.json"), "--against", "nobody", "--boots", "100"])

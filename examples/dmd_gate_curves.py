@@ -1,30 +1,48 @@
-"""Collect the gates of every DMD snapshot of this session's runs (eval/*.json, made by
-snap.sh as runs/eval8/*.json: chunk dynamics at 72 starts, held push at 12, the real-twin policy for 20
-episodes in the dream) into curves.json and curves.png here. v7 (the start of every run) is step 0."""
+"""Learning curves of the gates over DMD snapshots: every `cd_RUN_STEP.json` (chunk dynamics, 72
+starts), `push_RUN_STEP.json` (held push, 12 starts) and `pid_RUN_STEP.json` (the real-twin policy,
+20 episodes in the dream) in an eval folder, as `examples/gate_dmd_snapshot.sh RUN_DIR STEP EVAL_DIR` writes them,
+collected into OUT/curves.json and OUT/curves.png, with the shipped v7 (the start of every run) at
+step 0 and each chunk-gate ratio's 90% bootstrap interval over starts (`evaluation.gate_intervals`).
+
+    python examples/dmd_gate_curves.py --eval docs/results/dmd_v8/eval --out docs/results/dmd_v8
+"""
+import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-here = Path(__file__).parent
-ev = Path(sys.argv[1] if len(sys.argv) > 1 else here / "eval")
+from evaluation.chunk_dynamics import ratio_intervals
+
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p.add_argument("--eval", required=True, help="folder of cd_/push_/pid_RUN_STEP.json files")
+p.add_argument("--out", required=True, help="folder for curves.json and curves.png")
+a = p.parse_args()
+ev, here = Path(a.eval), Path(a.out)
+if not ev.is_dir():
+    raise SystemExit(f"--eval {ev}: no such folder; point it at the gate JSONs of the snapshots (examples/gate_dmd_snapshot.sh writes them)")
+here.mkdir(parents=True, exist_ok=True)
 v7_cd = json.loads(Path("docs/results/chunk_dynamics/v7.json").read_text())
 v7_push = json.loads(Path("docs/results/push_response/v7_h200_dmd_abc.json").read_text())
 
 
 def cd_row(d, name_part):
     out = {}
+    scripts = np.asarray(d["scripts"])
     for proto, rep in d["protocols"].items():
         for name, fit in rep["models"].items():
             if name_part in name:
+                ang = rep["angles_deg"]
+                ci = fit.get("ratio_ci90") or ratio_intervals(ang["real"], ang[name], ang["start"], scripts)
                 out[proto] = {"push": fit["ratio"]["push"], "carry_over": fit["ratio"]["push_carry_over"],
                               "momentum": fit["ratio"]["momentum"], "residual_deg": fit["residual_sd_deg"],
-                              "angle_error_deg_chunk6": fit["angle_error_deg"][-1]}
+                              "angle_error_deg_chunk6": fit["angle_error_deg"][-1],
+                              "ci90": {"push": ci["push"], "carry_over": ci["push_carry_over"], "momentum": ci["momentum"]}}
     return out
 
 
@@ -35,13 +53,10 @@ def push_row(d, name_part):
     return None
 
 
-# where each run stopped (its final model's step), as the training record counts it
-FINAL_STEPS = {Path(e["run"]).name: st["steps"] for e in json.loads(Path("docs/results/training_record.json").read_text())["sessions"]
-               for st in e["stages"] if st["stage"] == "dmd_self_forcing"}
 rows = {"v7 (start)": {"0": {"chunk": cd_row(v7_cd, "checkpoints/cartpole"), "push": push_row(v7_push, "final16_A"),
                              "policy_in_dream": json.loads(Path("docs/results/agents/shipped_policy_in_dream.json").read_text())["mean"]}}}
 for f in sorted(ev.glob("cd_*.json")):
-    m = re.match(r"cd_(\w+?)_(\d+|final)\.json", f.name)
+    m = re.match(r"cd_(\w+?)_(\d+)\.json", f.name)
     run, step = m.group(1), m.group(2)
     r = {"chunk": cd_row(json.loads(f.read_text()), f"runs/{run}/")}
     pf, df = ev / f"push_{run}_{step}.json", ev / f"pid_{run}_{step}.json"
@@ -56,16 +71,17 @@ fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
 for run, steps in rows.items():
     if run.startswith("v7"):
         continue
-    xs = sorted((int(s) if s != "final" else FINAL_STEPS[run], s) for s in steps)
+    xs = sorted((int(s), s) for s in steps)
     st = [0] + [x for x, _ in xs]
     for proto, ls in (("clip", "-"), ("image", "--")):
-        ax[0].plot(st, [rows["v7 (start)"]["0"]["chunk"][proto]["push"]] + [steps[s]["chunk"][proto]["push"] for _, s in xs], ls,
-                   marker="o", label=f"{run} {proto}")
-        ax[1].plot(st, [rows["v7 (start)"]["0"]["chunk"][proto]["momentum"]] + [steps[s]["chunk"][proto]["momentum"] for _, s in xs],
-                   ls, marker="o", label=f"{run} {proto}")
+        for i, key in ((0, "push"), (1, "momentum")):
+            pts = [rows["v7 (start)"]["0"]["chunk"][proto]] + [steps[s]["chunk"][proto] for _, s in xs]
+            y = np.array([q[key] for q in pts])
+            ci = np.array([q["ci90"][key] or [np.nan, np.nan] for q in pts])
+            ax[i].errorbar(st, y, yerr=[y - ci[:, 0], ci[:, 1] - y], fmt="o" + ls, capsize=2, label=f"{run} {proto}")
     ax[2].plot(st, [rows["v7 (start)"]["0"]["policy_in_dream"]] + [steps[s].get("policy_in_dream", float("nan")) for _, s in xs],
                marker="o", label=run)
-for a, t in zip(ax, ("chunk gate: same-chunk push / real", "chunk gate: momentum / real",
+for a, t in zip(ax, ("chunk gate: same-chunk push / real (90% interval)", "chunk gate: momentum / real (90% interval)",
                      "real-twin policy in the dream (frames, 20 eps)")):
     a.set_title(t, fontsize=9)
     a.set_xlabel("DMD steps from v7 (batch 32)")
