@@ -10,6 +10,11 @@ resample, in distance from the real ratio of 1 (negative = the second model is c
 
     python -m evaluation.gate_intervals docs/results/chunk_dynamics/v7.json docs/results/dmd_v8/eval/cd_v8n_159.json
     python -m evaluation.gate_intervals A.json B.json --against "student causvid_env/checkpoints/cartpole" --json out.json
+
+`--jitter 0.5,1,2` adds what the fit makes of pure reading noise: the real angles with independent
+Gaussian jitter (degrees, per chunk reading) added and refitted. Jitter inflates the residual and,
+because one noisy reading enters two consecutive changes with opposite signs, pulls the momentum
+ratio below 1 by itself; a model's momentum is read against the jitter its residual implies.
 """
 from __future__ import annotations
 
@@ -19,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.chunk_dynamics import GATED, ratio_draws
+from evaluation.chunk_dynamics import GATED, LIMIT_DEG, fit_chunk_dynamics, ratio_draws
 from models.io import write_json
 
-__all__ = ["load_gate_angles", "interval_table", "main"]
+__all__ = ["load_gate_angles", "interval_table", "jitter_bias", "main"]
 
 
 def load_gate_angles(paths: list[str]) -> dict:
@@ -82,17 +87,44 @@ def interval_table(gates: dict, against: str | None = None, boots: int = 1000, s
     return result
 
 
+def jitter_bias(real: np.ndarray, start_angles: np.ndarray, scripts: np.ndarray, sigmas: list[float], repeats: int = 20,
+                seed: int = 0) -> list[dict]:
+    """The gated ratios and the residual a model would get if it were the real simulator plus
+    independent reading jitter of sd `sigma` degrees per chunk (mean over `repeats` draws)."""
+    real, th0 = np.asarray(real, np.float64), np.asarray(start_angles, np.float64)
+    keep = np.abs(real) < LIMIT_DEG
+    rc = fit_chunk_dynamics(real, th0, scripts, keep)["coefficients"]
+    rng = np.random.default_rng(seed)
+    out = []
+    for sigma in sigmas:
+        draws = []
+        for _ in range(repeats):
+            f = fit_chunk_dynamics(real + rng.normal(0.0, sigma, real.shape), th0, scripts, keep)
+            draws.append([f["coefficients"][k] / rc[k] for k in GATED] + [f["residual_sd_deg"]])
+        m = np.mean(draws, 0)
+        out.append({"jitter_deg": float(sigma), "ratio": dict(zip(GATED, m[:3].round(3).tolist())), "residual_sd_deg": round(float(m[3]), 3)})
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description="Bootstrap intervals of chunk-dynamics gate ratios from saved JSONs, with paired "
                                             "differences between models gated on the same starts.")
     p.add_argument("json_files", nargs="+", help="chunk-dynamics JSONs (python -m evaluation.chunk_dynamics --json)")
     p.add_argument("--against", default=None, help="the model the others are compared with (default: the first non-VAE model)")
     p.add_argument("--boots", type=int, default=1000)
+    p.add_argument("--jitter", default="", help="comma list of reading-noise sds (deg) to show the fit's bias from, e.g. 0.5,1,2")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     if a.boots < 100:
         raise ValueError(f"--boots must be at least 100 for a 90% interval, got {a.boots}")
-    table = interval_table(load_gate_angles(a.json_files), a.against, a.boots)
+    try:
+        sigmas = [float(x) for x in a.jitter.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--jitter must be a comma list of numbers (degrees), got {a.jitter!r}") from None
+    if any(x < 0 for x in sigmas):
+        raise ValueError(f"--jitter values must be >= 0 degrees, got {a.jitter!r}")
+    gates = load_gate_angles(a.json_files)
+    table = interval_table(gates, a.against, a.boots)
     for protocol, t in table.items():
         print(f"[{protocol}] paired against: {t['against']}")
         for name, row in t["models"].items():
@@ -104,6 +136,12 @@ def main(argv=None) -> dict:
                     s += f" P(closer)={c['closer_than_against']['p_closer']:.2f}"
                 cells.append(s)
             print(f"  {name}: " + "; ".join(cells))
+        if sigmas:
+            g = gates[protocol]
+            t["jitter_bias"] = jitter_bias(g["real"], g["start"], g["scripts"], sigmas)
+            for row in t["jitter_bias"]:
+                print(f"  real + jitter {row['jitter_deg']:g} deg: " + ", ".join(f"{k} {v:.2f}x" for k, v in row["ratio"].items())
+                      + f", residual {row['residual_sd_deg']:.2f} deg")
     if a.json:
         write_json(a.json, {"kind": "gate_intervals", "files": a.json_files, "boots": a.boots, "protocols": table})
     return table

@@ -137,3 +137,13 @@ def test_bootstrap_intervals_cover_the_truth_and_pair_models_on_the_same_starts(
         main([str(tmp_path / "a.json"), str(tmp_path / "c.json")])
     with pytest.raises(ValueError, match="--against"):
         main([str(tmp_path / "a.json"), "--against", "nobody", "--boots", "100"])
+
+
+def test_reading_jitter_alone_pulls_the_momentum_ratio_down():
+    from evaluation.gate_intervals import jitter_bias
+
+    scripts = random_scripts(60, 6, seed=4)
+    real, th0 = _simulate(scripts, th0=np.zeros(60), a=-2.0, b=-3.0, c=0.9, e=0.0, bias=0.0, noise=0.3)
+    none, big = jitter_bias(real, th0, scripts, [0.0, 2.0], repeats=5)
+    assert all(v == pytest.approx(1.0) for v in none["ratio"].values())
+    assert big["ratio"]["momentum"] < 0.8 and big["residual_sd_deg"] > 2 * none["residual_sd_deg"]
