@@ -104,6 +104,31 @@ def session_entry(run: Path, session: str, processes: int, gate: dict | None, no
             **({"device_share": share} if share != 1.0 else {}), "stages": stages, "push_response": gate, "note": note}
 
 
+def only_what_was_added(entry: dict, earlier: list[dict]) -> dict:
+    """A run resumed in a later session (its stage continued from state.pt) reports the steps and wall
+    time of every session so far; the entry keeps only what this session added on top of what the
+    earlier sessions' entries for the same run already count."""
+    for st in entry["stages"]:
+        prior = [s for e in earlier if e["run"] == entry["run"] for s in e["stages"] if s["stage"] == st["stage"]]
+        if not prior:
+            continue
+        steps0 = sum(s["steps"] or 0 for s in prior)
+        wall0 = sum(s["wall_s"] or 0.0 for s in prior)
+        if (st["steps"] or 0) < steps0:
+            raise ValueError(f"{entry['run']} {st['stage']}: {st['steps']} steps now, but earlier sessions already count {steps0}; "
+                             "a run can only grow: record a new run directory under a new --run")
+        hours = "cpu_hours" if "cpu_hours" in st else "gpu_hours"
+        scale = (st[hours] / st["wall_s"]) if st.get(hours) and st["wall_s"] else 0.0
+        st["steps"] = st["steps"] - steps0
+        st["wall_s"] = max((st["wall_s"] or 0.0) - wall0, 0.0)
+        st["wall"] = _hms(st["wall_s"])
+        if st.get("samples") is not None:
+            st["samples"] = st["steps"] * st["batch_size"] * entry["processes"]
+        st[hours] = round(st["wall_s"] * scale, 3)
+        st["note"] = (st.get("note") or "") + f" (continued: {steps0} earlier steps counted in earlier sessions)"
+    return entry
+
+
 def totals(sessions: list[dict]) -> dict:
     """Per stage, summed over sessions: steps, samples, CPU-hours and GPU-hours."""
     out: dict = {}
@@ -164,6 +189,7 @@ def update_record(path: Path, run: Path, session: str, processes: int, gate_json
         gate = {"file": gate_json, "curve": g.get("curve"),
                 "models": {k: {p: v["protocols"][p]["ratio"] for p in v["protocols"]} for k, v in g.get("models", {}).items()}}
     entry = session_entry(run, session, processes, gate, note, device, only, share)
+    entry = only_what_was_added(entry, [e for e in record["sessions"] if e["session"] != session])
     record["sessions"] = [e for e in record["sessions"] if e["session"] != session] + [entry]
     record["cumulative"] = totals(record["sessions"])
     write_json(path, record)

@@ -97,3 +97,26 @@ def test_a_stopped_dmd_stage_counts_its_last_logged_step(tmp_path):
     e = summary.session_entry(run, "s", 1, None, "", only=("dmd_self_forcing",))
     assert [(s["stage"], s["steps"], s["samples"]) for s in e["stages"]] == [("dmd_self_forcing", 15, 120)]
     assert "not finished" in e["stages"][0]["note"] and e["stages"][0]["cpu_hours"] == round(45.0 / 3600, 3)
+
+
+def test_a_run_resumed_in_a_later_session_records_only_the_steps_it_added(tmp_path):
+    import json
+
+    from tests.test_evaluation import load_example
+
+    summary = load_example("training_summary")
+    run, record = tmp_path / "run", tmp_path / "record.json"
+    (run / "dmd_self_forcing").mkdir(parents=True)
+    (run / "pipeline_config.json").write_text(json.dumps({"dmd": {"batch_size": 8}}))
+    log = run / "dmd_self_forcing" / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "time": s * 3.0}) + "\n" for s in (5, 10)))
+    summary.update_record(record, run, "day 1", 2, None, "", only=("dmd_self_forcing",))
+    # resumed next session: the clock restarts, the steps go on
+    log.write_text(log.read_text() + "".join(json.dumps({"step": s, "time": (s - 10) * 3.0}) + "\n" for s in (15, 20, 25)))
+    rec = summary.update_record(record, run, "day 2", 2, None, "", only=("dmd_self_forcing",))
+    day2 = rec["sessions"][-1]["stages"][0]
+    assert (day2["steps"], day2["samples"], day2["wall_s"]) == (15, 15 * 8 * 2, 45.0)
+    assert day2["cpu_hours"] == round(45.0 * 2 / 3600, 3) and "continued" in day2["note"]
+    assert rec["cumulative"]["dmd_self_forcing"]["steps"] == 25
+    rec = summary.update_record(record, run, "day 2", 2, None, "", only=("dmd_self_forcing",))  # re-recording replaces it
+    assert rec["cumulative"]["dmd_self_forcing"]["steps"] == 25
