@@ -100,6 +100,14 @@ def session_entry(run: Path, session: str, processes: int, gate: dict | None, no
             wall = wall_seconds(d / "log.jsonl")
             stages.append(row({"stage": name, "steps": last["step"], "wall_s": wall, "wall": _hms(wall),
                                "note": f"not finished: its last logged step (resumes from {name}/state.pt)"}))
+    for s in stages:  # a stage branched from another run's state counts only the steps taken after the branch
+        b = run / s["stage"] / "BRANCH.json"
+        if b.is_file() and s["steps"] is not None:
+            info = json.loads(b.read_text())
+            s["steps"] -= int(info["step"])
+            if s.get("samples") is not None:
+                s["samples"] = s["steps"] * s["batch_size"] * processes
+            s["note"] = (s.get("note") or "") + f" (branched from {info['from']} at step {info['step']}, counted there)"
     return {"session": session, "run": str(run), "init_from": cfg.get("init_from") or None, "processes": processes, "device": device,
             **({"device_share": share} if share != 1.0 else {}), "stages": stages, "push_response": gate, "note": note}
 

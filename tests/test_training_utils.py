@@ -120,3 +120,11 @@ def test_a_run_resumed_in_a_later_session_records_only_the_steps_it_added(tmp_pa
     assert rec["cumulative"]["dmd_self_forcing"]["steps"] == 25
     rec = summary.update_record(record, run, "day 2", 2, None, "", only=("dmd_self_forcing",))  # re-recording replaces it
     assert rec["cumulative"]["dmd_self_forcing"]["steps"] == 25
+    # a branch of the run (its state copied at step 20 into a new run, BRANCH.json beside it) counts its own steps only
+    branch = tmp_path / "branch"
+    (branch / "dmd_self_forcing").mkdir(parents=True)
+    (branch / "pipeline_config.json").write_text(json.dumps({"dmd": {"batch_size": 8}}))
+    (branch / "dmd_self_forcing" / "BRANCH.json").write_text(json.dumps({"from": str(run), "step": 20}))
+    (branch / "dmd_self_forcing" / "log.jsonl").write_text("".join(json.dumps({"step": s, "time": (s - 20) * 3.0}) + "\n" for s in (25, 30)))
+    e = summary.session_entry(branch, "day 2", 2, None, "", only=("dmd_self_forcing",))["stages"][0]
+    assert (e["steps"], e["samples"], e["wall_s"]) == (10, 10 * 8 * 2, 30.0) and "branched" in e["note"]
