@@ -5,6 +5,7 @@ collected into OUT/curves.json and OUT/curves.png, with the shipped v7 (the star
 step 0 and each chunk-gate ratio's 90% bootstrap interval over starts (`evaluation.gate_intervals`).
 
     python examples/dmd_gate_curves.py --eval docs/results/dmd_v8/eval --out docs/results/dmd_v8
+    python examples/dmd_gate_curves.py --eval docs/results/dmd_v9/eval --out docs/results/dmd_v9 --branch v9h=v8n@300 --branch v9g=v8n@159
 """
 import argparse
 import json
@@ -22,7 +23,15 @@ from evaluation.chunk_dynamics import ratio_intervals
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--eval", required=True, help="folder of cd_/push_/pid_RUN_STEP.json files")
 p.add_argument("--out", required=True, help="folder for curves.json and curves.png")
+p.add_argument("--branch", action="append", default=[], metavar="RUN=PARENT@STEP",
+               help="RUN was branched from PARENT's state at STEP: its curve starts from PARENT's gate there (default: from v7)")
 a = p.parse_args()
+branches = {}
+for b in a.branch:
+    m = re.fullmatch(r"(\w+)=(\w+)@(\d+)", b)
+    if not m:
+        raise SystemExit(f"--branch {b!r}: expected RUN=PARENT@STEP, e.g. v9g=v8n@159")
+    branches[m.group(1)] = (m.group(2), m.group(3))
 ev, here = Path(a.eval), Path(a.out)
 if not ev.is_dir():
     raise SystemExit(f"--eval {ev}: no such folder; point it at the gate JSONs of the snapshots (examples/gate_dmd_snapshot.sh writes them)")
@@ -67,28 +76,33 @@ for f in sorted(ev.glob("cd_*.json")):
     rows.setdefault(run, {})[step] = r
 (here / "curves.json").write_text(json.dumps({"source": str(ev), "runs": rows}, indent=1))
 
-fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+fig, ax = plt.subplots(1, 4, figsize=(17, 3.8))
+start0 = ("v7 (start)", "0")
 for run, steps in rows.items():
     if run.startswith("v7"):
         continue
+    parent = branches.get(run, start0)
+    if parent[0] not in rows or parent[1] not in rows[parent[0]]:
+        raise SystemExit(f"--branch {run}={parent[0]}@{parent[1]}: no gate of {parent[0]} at step {parent[1]} in {ev}")
+    first = rows[parent[0]][parent[1]]
     xs = sorted((int(s), s) for s in steps)
-    st = [0] + [x for x, _ in xs]
+    st = [int(parent[1])] + [x for x, _ in xs]
     for proto, ls in (("clip", "-"), ("image", "--")):
-        for i, key in ((0, "push"), (1, "momentum")):
-            pts = [rows["v7 (start)"]["0"]["chunk"][proto]] + [steps[s]["chunk"][proto] for _, s in xs]
+        for i, key in ((0, "push"), (1, "carry_over"), (2, "momentum")):
+            pts = [first["chunk"][proto]] + [steps[s]["chunk"][proto] for _, s in xs]
             y = np.array([q[key] for q in pts])
             ci = np.array([q["ci90"][key] or [np.nan, np.nan] for q in pts])
             ax[i].errorbar(st, y, yerr=[y - ci[:, 0], ci[:, 1] - y], fmt="o" + ls, capsize=2, label=f"{run} {proto}")
-    ax[2].plot(st, [rows["v7 (start)"]["0"]["policy_in_dream"]] + [steps[s].get("policy_in_dream", float("nan")) for _, s in xs],
+    ax[3].plot(st, [first.get("policy_in_dream", float("nan"))] + [steps[s].get("policy_in_dream", float("nan")) for _, s in xs],
                marker="o", label=run)
-for a, t in zip(ax, ("chunk gate: same-chunk push / real (90% interval)", "chunk gate: momentum / real (90% interval)",
-                     "real-twin policy in the dream (frames, 20 eps)")):
-    a.set_title(t, fontsize=9)
-    a.set_xlabel("DMD steps from v7 (batch 32)")
-for a in ax[:2]:
-    a.axhspan(0.7, 1.3, color="g", alpha=0.1)
+for a_, t in zip(ax, ("chunk gate: same-chunk push / real (90% interval)", "chunk gate: carry-over / real (90% interval)",
+                      "chunk gate: momentum / real (90% interval)", "real-twin policy in the dream (frames, 20 eps)")):
+    a_.set_title(t, fontsize=9)
+    a_.set_xlabel("DMD steps from v7 (batch 32)")
+for a_ in ax[:3]:
+    a_.axhspan(0.7, 1.3, color="g", alpha=0.1)
 ax[0].legend(fontsize=7)
-ax[2].legend(fontsize=7)
+ax[3].legend(fontsize=7)
 fig.tight_layout()
 fig.savefig(here / "curves.png", dpi=110)
 print(json.dumps({r: {s: {"clip_push": v["chunk"]["clip"]["push"], "image_push": v["chunk"]["image"]["push"],
