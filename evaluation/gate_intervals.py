@@ -9,7 +9,7 @@ are seeded), so two models' ratios can be compared *paired*: the interval of the
 resample, in distance from the real ratio of 1 (negative = the second model is closer).
 
     python -m evaluation.gate_intervals docs/results/chunk_dynamics/v7.json docs/results/dmd_v8/eval/cd_v8n_159.json
-    python -m evaluation.gate_intervals A.json B.json --against "student causvid_env/checkpoints/cartpole" --json out.json
+    python -m evaluation.gate_intervals A.json B.json --against "student causvid_env/checkpoints/cartpole [v7.json]" --json out.json
 
 `--jitter 0.5,1,2` adds what the fit makes of pure reading noise: the real angles with independent
 Gaussian jitter (degrees, per chunk reading) added and refitted. Jitter inflates the residual and,
@@ -33,7 +33,7 @@ __all__ = ["load_gate_angles", "interval_table", "jitter_bias", "main"]
 def load_gate_angles(paths: list[str]) -> dict:
     """{protocol: {"start", "real", "scripts", "models": {label: angles}}} from chunk-dynamics JSONs.
     Every file must share starts and scripts (same --starts/--chunks); the VAE bound is read once.
-    A model in several files keeps one entry per file (labelled `name [file]`)."""
+    With several files every model is labelled `name [file name]` (one model may be gated in several)."""
     out: dict = {}
     for path in paths:
         p = Path(path)
@@ -57,7 +57,7 @@ def load_gate_angles(paths: list[str]) -> dict:
                 if name.startswith("VAE bound"):
                     slot["models"].setdefault(name, np.asarray(a))
                 else:
-                    label = name if name not in slot["models"] else f"{name} [{p.name}]"
+                    label = f"{name} [{p.name}]" if len(paths) > 1 else name
                     slot["models"][label] = np.asarray(a)
     return out
 

@@ -128,8 +128,8 @@ def test_bootstrap_intervals_cover_the_truth_and_pair_models_on_the_same_starts(
     rep_b = _gate_json(tmp_path / "b.json", scripts, th0, {"real": real, "weak": weak})
     assert rep_b["models"]["weak"]["ratio_ci90"]["push"][1] < 0.7  # the interval excludes the band
     table = main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--boots", "200", "--json", str(tmp_path / "gi.json")])
-    weak_row = table["clip"]["models"]["weak"]["push"]
-    assert table["clip"]["against"] == "close" and weak_row["closer_than_against"]["p_closer"] < 0.05
+    weak_row = table["clip"]["models"]["weak [b.json]"]["push"]
+    assert table["clip"]["against"] == "close [a.json]" and weak_row["closer_than_against"]["p_closer"] < 0.05
     assert weak_row["closer_than_against"]["distance_change_ci90"][0] > 0  # weak is farther from the real push
     other = random_scripts(60, 6, seed=5)
     _gate_json(tmp_path / "c.json", other, th0, {"real": _simulate(other, a=-2.0, **law)[0], "x": close})
