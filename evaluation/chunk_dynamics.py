@@ -51,7 +51,7 @@ from models.io import write_json
 from models.vae import tensor_to_frames
 
 __all__ = ["random_scripts", "real_script_frames", "vae_script_frames", "student_script_frames", "teacher_script_frames", "fit_chunk_dynamics",
-           "ratio_intervals", "ratio_draws", "chunk_dynamics_report", "COEFFICIENTS"]
+           "ratio_intervals", "ratio_draws", "draw_interval", "chunk_dynamics_report", "COEFFICIENTS"]
 
 COEFFICIENTS = ("push", "push_carry_over", "momentum", "lean_gain", "bias")  # a, b, c, e, bias
 GATED = ("push", "push_carry_over", "momentum")
@@ -154,28 +154,40 @@ def ratio_intervals(real: np.ndarray, model: np.ndarray, start_angles: np.ndarra
     resamples of the N starts, the real and the model's fit on the same resample (the chunks
     kept as in `chunk_dynamics_report`). -> {coefficient: [low, high]} at `level`, or None per
     coefficient when too few resamples could be fitted. `real`, `model`: (N, chunks) angles."""
-    draws = ratio_draws(real, model, start_angles, scripts, boots=boots, seed=seed)
-    lo, hi = 50 * (1 - level), 50 * (1 + level)
-    return {k: (np.nanpercentile(v, [lo, hi]).round(3).tolist() if np.isfinite(v).sum() >= boots // 2 else None)
-            for k, v in draws.items()}
+    draws = ratio_draws(real, {"model": model}, start_angles, scripts, boots=boots, seed=seed)["model"]
+    return {k: draw_interval(v, level) for k, v in draws.items()}
 
 
-def ratio_draws(real: np.ndarray, model: np.ndarray, start_angles: np.ndarray, scripts: np.ndarray, *,
-                boots: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
-    """The bootstrap draws behind `ratio_intervals`: {coefficient: (fitted resamples,) ratios}. The
-    resamples depend only on (N, boots, seed), so two models' draws on the same starts are paired."""
-    real, model, th0, scripts = (np.asarray(x, np.float64) for x in (real, model, start_angles, scripts))
+def draw_interval(draws: np.ndarray, level: float = 0.9) -> list[float] | None:
+    """The central `level` interval of bootstrap draws (NaN: a resample that could not be fitted), or
+    None when fewer than half of the draws could be fitted."""
+    if np.isfinite(draws).sum() < len(draws) // 2:
+        return None
+    return np.nanpercentile(draws, [50 * (1 - level), 50 * (1 + level)]).round(3).tolist()
+
+
+def ratio_draws(real: np.ndarray, models: dict[str, np.ndarray], start_angles: np.ndarray, scripts: np.ndarray, *,
+                boots: int = 1000, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """The bootstrap draws behind `ratio_intervals` for several models at once: {model: {coefficient:
+    (boots,) ratios}} (NaN where a resample could not be fitted). The real fit is done once per
+    resample and every model is read on the same resamples, so their draws are paired."""
+    real, th0, scripts = (np.asarray(x, np.float64) for x in (real, start_angles, scripts))
     keep_real = np.abs(real) < LIMIT_DEG
-    keep_model = keep_real & (np.abs(model) < LIMIT_DEG)
+    models = {name: np.asarray(a, np.float64) for name, a in models.items()}
+    keep = {name: keep_real & (np.abs(a) < LIMIT_DEG) for name, a in models.items()}
     rng = np.random.default_rng(seed)
-    out = {k: [] for k in GATED}
-    for _ in range(boots):
+    out = {name: {k: np.full(boots, np.nan) for k in GATED} for name in models}
+    for b in range(boots):
         i = rng.integers(0, len(real), len(real))
         fr = fit_chunk_dynamics(real[i], th0[i], scripts[i], keep_real[i])["coefficients"]
-        fm = fit_chunk_dynamics(model[i], th0[i], scripts[i], keep_model[i])["coefficients"]
-        for k in GATED:
-            out[k].append(fm[k] / fr[k] if fr and fm and fr[k] else np.nan)
-    return {k: np.asarray(v) for k, v in out.items()}
+        if not fr:
+            continue
+        for name, a in models.items():
+            fm = fit_chunk_dynamics(a[i], th0[i], scripts[i], keep[name][i])["coefficients"]
+            for k in GATED:
+                if fm and fr[k]:
+                    out[name][k][b] = fm[k] / fr[k]
+    return out
 
 
 def chunk_dynamics_report(probe, real_ends: np.ndarray, model_ends: dict[str, np.ndarray], last_context: np.ndarray,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.chunk_dynamics import GATED, LIMIT_DEG, fit_chunk_dynamics, ratio_draws
+from evaluation.chunk_dynamics import GATED, LIMIT_DEG, draw_interval, fit_chunk_dynamics, ratio_draws
 from models.io import write_json
 
 __all__ = ["load_gate_angles", "interval_table", "jitter_bias", "main"]
@@ -68,19 +68,18 @@ def interval_table(gates: dict, against: str | None = None, boots: int = 1000, s
     difference in |ratio - 1| against the `against` model (90% interval; < 0: closer to the real)."""
     result: dict = {}
     for protocol, g in gates.items():
-        draws = {name: ratio_draws(g["real"], a, g["start"], g["scripts"], boots=boots, seed=seed) for name, a in g["models"].items()}
+        draws = ratio_draws(g["real"], g["models"], g["start"], g["scripts"], boots=boots, seed=seed)
         base = against if against is not None else next((n for n in draws if not n.startswith("VAE bound")), None)
         if base is not None and base not in draws:
             raise ValueError(f"--against {base!r}: no such model in the {protocol} gate; choose from {sorted(draws)}")
         rows = {}
         for name, dr in draws.items():
-            row = {k: {"median": round(float(np.nanmedian(v)), 3),
-                       "ci90": np.nanpercentile(v, [5, 95]).round(3).tolist()} for k, v in dr.items()}
+            row = {k: {"median": round(float(np.nanmedian(v)), 3), "ci90": draw_interval(v)} for k, v in dr.items()}
             if base is not None and name != base:
                 for k in GATED:
                     diff = np.abs(dr[k] - 1.0) - np.abs(draws[base][k] - 1.0)
                     row[k]["closer_than_against"] = {
-                        "distance_change_ci90": np.nanpercentile(diff, [5, 95]).round(3).tolist(),
+                        "distance_change_ci90": draw_interval(diff),
                         "p_closer": round(float(np.nanmean(diff < 0)), 3)}
             rows[name] = row
         result[protocol] = {"against": base, "models": rows}
@@ -131,7 +130,7 @@ def main(argv=None) -> dict:
             cells = []
             for k in GATED:
                 c = row[k]
-                s = f"{k} {c['median']:.2f} ({c['ci90'][0]:.2f}-{c['ci90'][1]:.2f})"
+                s = f"{k} {c['median']:.2f} " + (f"({c['ci90'][0]:.2f}-{c['ci90'][1]:.2f})" if c["ci90"] else "(too few fits)")
                 if "closer_than_against" in c:
                     s += f" P(closer)={c['closer_than_against']['p_closer']:.2f}"
                 cells.append(s)

@@ -73,15 +73,20 @@ BATCH_KEYS = {"vae": "vae", "vae_decoder": "vae_decoder", "teacher": "teacher", 
 
 
 def session_entry(run: Path, session: str, processes: int, gate: dict | None, note: str, device: str = "cpu",
-                  only: tuple[str, ...] | None = None, share: float = 1.0) -> dict:
+                  only: tuple[str, ...] | None = None, share: float = 1.0, counted: dict | None = None) -> dict:
     """One session's stages with batch sizes, samples and CPU-hours (GPU-hours when `device` is a GPU's name).
     `only`: the stages this session trained (a run that copied finished stages in from another run
     counts only its own); None: every finished stage. `share`: the part of the device the run held
-    (1/3 for one of three runs side by side on one GPU), so concurrent runs add up to the device's time."""
+    (1/3 for one of three runs side by side on one GPU), so concurrent runs add up to the device's time.
+    Only what this session added is counted: a stage branched from another run's state (`BRANCH.json`:
+    {"from", "step"}) leaves out the steps before the branch, and `counted` ({stage: (steps, wall_s)},
+    what earlier sessions' entries for this run already count, `counted_before`) is left out of a
+    stage resumed in a later session."""
     if not 0.0 < share <= 1.0:
         raise ValueError(f"--device-share: expected a fraction in (0, 1], got {share}")
     hours = "cpu_hours" if device == "cpu" else "gpu_hours"
     cfg = json.loads((run / "pipeline_config.json").read_text())
+    counted = counted or {}
 
     def row(s: dict) -> dict:
         section = BATCH_KEYS.get(s["stage"])
@@ -91,50 +96,43 @@ def session_entry(run: Path, session: str, processes: int, gate: dict | None, no
                     hours: round(s["wall_s"] * processes * share / 3600, 3) if s["wall_s"] else None}
 
     finished = summarize(run)
-    stages = [row(s) for s in finished if only is None or s["stage"] in only]
+    stages = [s for s in finished if only is None or s["stage"] in only]
     # a training stage still running (or stopped) has no DONE: count its last logged step
     for name in STAGES:
         d = run / name
         if (only is None or name in only) and name not in {s["stage"] for s in finished} and (d / "log.jsonl").is_file():
             last = [json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()][-1]
             wall = wall_seconds(d / "log.jsonl")
-            stages.append(row({"stage": name, "steps": last["step"], "wall_s": wall, "wall": _hms(wall),
-                               "note": f"not finished: its last logged step (resumes from {name}/state.pt)"}))
-    for s in stages:  # a stage branched from another run's state counts only the steps taken after the branch
+            stages.append({"stage": name, "steps": last["step"], "wall_s": wall, "wall": _hms(wall),
+                           "note": f"not finished: its last logged step (resumes from {name}/state.pt)"})
+    for s in stages:
         b = run / s["stage"] / "BRANCH.json"
         if b.is_file() and s["steps"] is not None:
             info = json.loads(b.read_text())
             s["steps"] -= int(info["step"])
-            if s.get("samples") is not None:
-                s["samples"] = s["steps"] * s["batch_size"] * processes
             s["note"] = (s.get("note") or "") + f" (branched from {info['from']} at step {info['step']}, counted there)"
+        if s["stage"] in counted:
+            steps0, wall0 = counted[s["stage"]]
+            if (s["steps"] or 0) < steps0:
+                raise ValueError(f"{run} {s['stage']}: {s['steps']} steps now, but earlier sessions already count {steps0}; "
+                                 "a run can only grow: record a new run directory under a new --run")
+            s["steps"] -= steps0
+            s["wall_s"] = max((s["wall_s"] or 0.0) - wall0, 0.0)
+            s["wall"] = _hms(s["wall_s"])
+            s["note"] = (s.get("note") or "") + f" (continued: {steps0} earlier steps counted in earlier sessions)"
     return {"session": session, "run": str(run), "init_from": cfg.get("init_from") or None, "processes": processes, "device": device,
-            **({"device_share": share} if share != 1.0 else {}), "stages": stages, "push_response": gate, "note": note}
+            **({"device_share": share} if share != 1.0 else {}), "stages": [row(s) for s in stages], "push_response": gate, "note": note}
 
 
-def only_what_was_added(entry: dict, earlier: list[dict]) -> dict:
-    """A run resumed in a later session (its stage continued from state.pt) reports the steps and wall
-    time of every session so far; the entry keeps only what this session added on top of what the
-    earlier sessions' entries for the same run already count."""
-    for st in entry["stages"]:
-        prior = [s for e in earlier if e["run"] == entry["run"] for s in e["stages"] if s["stage"] == st["stage"]]
-        if not prior:
-            continue
-        steps0 = sum(s["steps"] or 0 for s in prior)
-        wall0 = sum(s["wall_s"] or 0.0 for s in prior)
-        if (st["steps"] or 0) < steps0:
-            raise ValueError(f"{entry['run']} {st['stage']}: {st['steps']} steps now, but earlier sessions already count {steps0}; "
-                             "a run can only grow: record a new run directory under a new --run")
-        hours = "cpu_hours" if "cpu_hours" in st else "gpu_hours"
-        scale = (st[hours] / st["wall_s"]) if st.get(hours) and st["wall_s"] else 0.0
-        st["steps"] = st["steps"] - steps0
-        st["wall_s"] = max((st["wall_s"] or 0.0) - wall0, 0.0)
-        st["wall"] = _hms(st["wall_s"])
-        if st.get("samples") is not None:
-            st["samples"] = st["steps"] * st["batch_size"] * entry["processes"]
-        st[hours] = round(st["wall_s"] * scale, 3)
-        st["note"] = (st.get("note") or "") + f" (continued: {steps0} earlier steps counted in earlier sessions)"
-    return entry
+def counted_before(run: Path, earlier: list[dict]) -> dict:
+    """{stage: (steps, wall_s)} that earlier sessions' entries for the same run already count."""
+    out: dict = {}
+    for e in earlier:
+        if e["run"] == str(run):
+            for s in e["stages"]:
+                steps0, wall0 = out.get(s["stage"], (0, 0.0))
+                out[s["stage"]] = (steps0 + (s["steps"] or 0), wall0 + (s["wall_s"] or 0.0))
+    return out
 
 
 def totals(sessions: list[dict]) -> dict:
@@ -196,9 +194,9 @@ def update_record(path: Path, run: Path, session: str, processes: int, gate_json
         g = json.loads(Path(gate_json).read_text())
         gate = {"file": gate_json, "curve": g.get("curve"),
                 "models": {k: {p: v["protocols"][p]["ratio"] for p in v["protocols"]} for k, v in g.get("models", {}).items()}}
-    entry = session_entry(run, session, processes, gate, note, device, only, share)
-    entry = only_what_was_added(entry, [e for e in record["sessions"] if e["session"] != session])
-    record["sessions"] = [e for e in record["sessions"] if e["session"] != session] + [entry]
+    earlier = [e for e in record["sessions"] if e["session"] != session]
+    entry = session_entry(run, session, processes, gate, note, device, only, share, counted_before(run, earlier))
+    record["sessions"] = earlier + [entry]
     record["cumulative"] = totals(record["sessions"])
     write_json(path, record)
     print(json.dumps(record["cumulative"], indent=2))
