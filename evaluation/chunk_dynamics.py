@@ -203,15 +203,16 @@ def chunk_dynamics_report(probe, real_ends: np.ndarray, model_ends: dict[str, np
            "repeat_last_frame_angle_error_deg": np.abs(real - th0[:, None]).mean(0).round(3).tolist(), "models": {},
            "angles_deg": {"start": th0.round(3).tolist(), "real": real.round(3).tolist()}}
     rc = out["real"]["coefficients"]
-    for name, ends in model_ends.items():
-        got = read(ends)
+    angles = {name: read(ends) for name, ends in model_ends.items()}
+    draws = ratio_draws(real, angles, th0, scripts)  # one bootstrap for every model: the real fit once per resample
+    for name, got in angles.items():
         fit = fit_chunk_dynamics(got, th0, scripts, inside_real & (np.abs(got) < LIMIT_DEG))
         fit["angle_error_deg"] = np.abs(got - real).mean(0).round(3).tolist()
         out["angles_deg"][name] = got.round(3).tolist()
         if fit["coefficients"] and rc:
             fit["ratio"] = {k: (fit["coefficients"][k] / rc[k] if rc[k] else None) for k in GATED}
             fit["passes"] = all(v is not None and abs(v - 1.0) <= TOLERANCE for v in fit["ratio"].values())
-            fit["ratio_ci90"] = ratio_intervals(real, got, th0, scripts)
+            fit["ratio_ci90"] = {k: draw_interval(v) for k, v in draws[name].items()}
         else:
             fit["ratio"], fit["passes"] = None, False
         out["models"][name] = fit
