@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from distill.batches import PromptBank, draw_context_noise, make_batch, with_random_actions
 from distill.train_teacher import state_readout_loss
-from distill.training_utils import StageRunner
+from distill.training_utils import StageRunner, update_ema
 from models.actions import ActionCodec
 from models.dit import DiT
 from models.heads import StateHead
@@ -90,6 +90,7 @@ class DMDConfig:
     p_random_actions: float = 0.0  # self-forcing: share of rollouts driven by a random script after the context
     random_action_keep: float = 0.5  # that script keeps the previous chunk's action with this probability
     seed: int = 0
+    ema_decay: float = 0.0  # > 0: keep an EMA of the generator (Self-Forcing uses 0.99); it is what model/ and model_stepN/ hold
     snapshot_every: int = 0  # also keep the generator's weights every N steps (model_stepN/), for equal-budget ablations
     save_every: int = 25
     max_seconds: float = 0.0  # wall-clock budget of the stage (0: none): it ends, saved and done, at the step reached
@@ -257,9 +258,18 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
     real_score = real_score.eval().requires_grad_(False).to(dev)
     opt_g = torch.optim.AdamW(G.parameters(), lr=cfg.lr_generator, betas=(0.0, 0.999))
     opt_f = torch.optim.AdamW(fake.parameters(), lr=cfg.lr_fake, betas=(0.0, 0.999))
-    runner.resume({"generator": G, "fake": fake}, {"opt_g": opt_g, "opt_f": opt_f})
+    modules = {"generator": G, "fake": fake}
+    ema = None
+    if cfg.ema_decay > 0:  # the rollouts use the live generator; the EMA is what the stage hands on
+        ema = modules["generator_ema"] = copy.deepcopy(G).eval().requires_grad_(False)
+    runner.resume(modules, {"opt_g": opt_g, "opt_f": opt_f}, optional=("generator_ema",))
+    if ema is not None and "generator_ema" in runner.missing_modules:  # a state saved without one: start it here
+        ema.load_state_dict(G.state_dict())
     G_w, fake_w, opt_g, opt_f = runner.prepare(G, fake, opt_g, opt_f)
     G_raw, fake_raw = runner.unwrap(G_w), runner.unwrap(fake_w)
+    if ema is not None:
+        ema.to(dev)
+    handed_on = ema if ema is not None else G_raw  # model/ and model_stepN/
     if state_head is not None:
         state_head = state_head.to(dev).eval().requires_grad_(False)
     tf_gen = TeacherForcingGenerator(schedule)
@@ -350,9 +360,13 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             _sync_grads(G_raw, runner.acc)
         gn = runner.clip_grad_norm_(G_w.parameters(), cfg.grad_clip)
         opt_g.step()
+        if ema is not None:
+            update_ema(ema, G_raw, cfg.ema_decay)
         n = step + 1  # generator steps taken
         if cfg.snapshot_every and n % cfg.snapshot_every == 0 and runner.is_main:
-            G_raw.save_pretrained(runner.stage_dir / f"model_step{n}")
+            handed_on.save_pretrained(runner.stage_dir / f"model_step{n}")
+            if ema is not None:
+                G_raw.save_pretrained(runner.stage_dir / f"raw_step{n}")
         return ({"losses/dmd": loss_dmd.item(), "losses/data": loss_data.item(), "losses/fake_score": loss_f.item(),
                  "losses/state": loss_state.item(), "losses/pair": loss_pair.item(),
                  "charts/generator_grad_norm": gn, "charts/dmd_grad_abs": grad.abs().mean(), "charts/context_noise": ctx_noise,
@@ -361,5 +375,5 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
 
     steps = runner.run(train_step)
     runner.finish({"steps": steps, "rollout": cfg.rollout, "causal_teacher": causal_teacher},
-                  lambda: G_raw.save_pretrained(runner.stage_dir / "model"))
+                  lambda: handed_on.save_pretrained(runner.stage_dir / "model"))
     return {"steps": steps}

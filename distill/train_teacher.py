@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from distill.batches import PromptBank, make_batch
-from distill.training_utils import StageRunner
+from distill.training_utils import StageRunner, update_ema
 from models.actions import ActionCodec
 from models.dit import DiT, DiTConfig
 from models.heads import StateHead
@@ -234,9 +234,7 @@ def train_teacher(dataset, codec: ActionCodec, bank: PromptBank, cfg: TeacherTra
         opt.step()
         with torch.no_grad():
             n = step + 1  # optimiser steps taken
-            d = min(cfg.ema_decay, (1 + n) / (10 + n))
-            for pe, pm in zip(ema.parameters(), raw.parameters()):
-                pe.lerp_(pm.detach(), 1 - d)
+            update_ema(ema, raw, min(cfg.ema_decay, (1 + n) / (10 + n)))
         if cfg.snapshot_every and n % cfg.snapshot_every == 0 and runner.is_main:
             ema.save_pretrained(runner.stage_dir / f"model_step{n}")
         logged = {f"losses/{tag}": loss.item(), "charts/grad_norm": float(gnorm), "charts/lr": lr_at(n, cfg)}

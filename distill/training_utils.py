@@ -71,18 +71,39 @@ def save_training_state(stage_dir: str | os.PathLike, step: int, modules: dict, 
     atomic_torch_save(state, Path(stage_dir) / "state.pt")
 
 
-def load_training_state(stage_dir: str | os.PathLike, modules: dict, optimizers: dict) -> tuple[int, dict]:
-    """Restore in place; returns (step, extra). Step 0 and {} when there is nothing to resume."""
+def load_training_state(stage_dir: str | os.PathLike, modules: dict, optimizers: dict,
+                        optional: tuple = ()) -> tuple[int, dict]:
+    """Restore in place; returns (step, extra). Step 0 and {} when there is nothing to resume.
+    A module named in `optional` that state.pt lacks (it was added to the stage after that state
+    was saved, e.g. a generator EMA) is left as it is and listed in extra["missing_modules"]."""
     path = Path(stage_dir) / "state.pt"
     if not path.is_file():
         return 0, {}
     state = torch.load(path, map_location="cpu", weights_only=False)
+    missing = [k for k in modules if k not in state["modules"]]
+    if set(missing) - set(optional):
+        raise ValueError(f"{path} holds no state for {sorted(set(missing) - set(optional))}: it was saved by a different "
+                         "stage; move it away to start the stage afresh")
     for k, m in modules.items():
+        if k in missing:
+            continue
         m.load_state_dict(state["modules"][k])
     for k, o in optimizers.items():
         o.load_state_dict(state["optimizers"][k])
     set_rng_state(state["rng"])
-    return int(state["step"]), state.get("extra", {})
+    extra = dict(state.get("extra") or {})
+    if missing:
+        extra["missing_modules"] = missing
+    return int(state["step"]), extra
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (buffers are copied)."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
 
 
 def is_done(stage_dir: str | os.PathLike) -> bool:
@@ -120,6 +141,7 @@ class StageRunner:
         self.stage_dir, self.name, self.cfg = Path(stage_dir), name, cfg
         self.done = is_done(self.stage_dir)
         self.step, self.modules, self.optimizers = 0, {}, {}
+        self.missing_modules: list = []
         self.stopped_early = False  # `run` ended on the wall-clock budget (cfg.max_seconds) before cfg.steps
         self.persistent_rng = persistent_rng
         self.acc = None
@@ -135,10 +157,12 @@ class StageRunner:
         seed_everything(cfg.seed + self.process_index)
         self.data_rng = np.random.default_rng(cfg.seed) if persistent_rng else None
 
-    def resume(self, modules: dict, optimizers: dict) -> int:
-        """Register what state.pt holds (unwrapped modules, optimisers) and restore it if present."""
+    def resume(self, modules: dict, optimizers: dict, optional: tuple = ()) -> int:
+        """Register what state.pt holds (unwrapped modules, optimisers) and restore it if present.
+        `optional`: modules an older state.pt may lack; those it lacked are in `self.missing_modules`."""
         self.modules, self.optimizers = modules, optimizers
-        self.step, extra = load_training_state(self.stage_dir, modules, optimizers)
+        self.step, extra = load_training_state(self.stage_dir, modules, optimizers, optional)
+        self.missing_modules = list(extra.pop("missing_modules", []))
         if self.persistent_rng and "data_rng" in extra:
             self.data_rng.bit_generator.state = extra["data_rng"]
         return self.step

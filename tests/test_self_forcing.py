@@ -484,3 +484,38 @@ def test_dmd_pair_loss_teaches_the_action_effect_and_checks_its_setting(tmp_path
         train_dmd(m, m, ds, codec, bank, schedule, DMDConfig(pair_weight=1.0), tmp_path / "bad", state_head=head)
     with pytest.raises(ValueError, match="dmd.pair_weight > 0 needs a trained state head"):
         train_dmd(m, m, ds, codec, bank, schedule, DMDConfig(pair_weight=1.0), tmp_path / "bad2", branches=pairs)
+
+
+def test_dmd_generator_ema_is_what_the_stage_hands_on_and_starts_on_an_older_state(tmp_path):
+    """With `ema_decay` the stage keeps an EMA of the generator: model/ and model_stepN/ hold it,
+    raw_stepN/ the live generator, and it equals the hand-computed average of the raw steps. A
+    state.pt saved before the EMA existed resumes, the EMA starting at the generator it restores."""
+    from distill.batches import PromptBank
+    from distill.dmd import DMDConfig, train_dmd
+    from models.actions import ActionCodec
+    from models.dit import DiT
+
+    m = random_model(1)
+    bank = PromptBank(["p"], [torch.randn(3, 384)], [torch.ones(3, dtype=torch.bool)])
+    codec = ActionCodec(m.config.action_space)
+    base = DMDConfig(steps=2, batch_size=2, rollout_latent_frames=4, window_frames=3, score_frames=3, max_context_frames=1,
+                     p_from_start=1.0, ttur=1, data_weight=1.0, lr_generator=1e-3, save_every=1, log_every=1, snapshot_every=1)
+    cfg = dataclasses.replace(base, ema_decay=0.5)
+    stage = tmp_path / "dmd"
+    train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), cfg, stage)
+    raw1, raw2, model, snap2 = (DiT.from_pretrained(stage / d).state_dict() for d in ("raw_step1", "raw_step2", "model", "model_step2"))
+    init = m.state_dict()
+    k = next(k for k in init if init[k].is_floating_point() and not torch.equal(raw2[k], init[k]))
+    expect = 0.25 * init[k] + 0.25 * raw1[k] + 0.5 * raw2[k]  # ema0 = init; ema <- (ema + raw) / 2 per step
+    torch.testing.assert_close(model[k], expect)
+    torch.testing.assert_close(snap2[k], expect)
+    assert not torch.equal(model[k], raw2[k])
+    assert "generator_ema" in torch.load(stage / "state.pt", weights_only=False)["modules"]
+
+    old = tmp_path / "old"  # a stage trained without the EMA, continued with one
+    train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), dataclasses.replace(base, steps=1), old)
+    (old / "DONE").unlink()
+    before = DiT.from_pretrained(old / "model").state_dict()
+    train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), cfg, old)
+    raw, ema = (DiT.from_pretrained(old / d).state_dict() for d in ("raw_step2", "model"))
+    torch.testing.assert_close(ema[k], 0.5 * before[k] + 0.5 * raw[k])

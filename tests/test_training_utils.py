@@ -128,3 +128,17 @@ def test_a_run_resumed_in_a_later_session_records_only_the_steps_it_added(tmp_pa
     (branch / "dmd_self_forcing" / "log.jsonl").write_text("".join(json.dumps({"step": s, "time": (s - 20) * 3.0}) + "\n" for s in (25, 30)))
     e = summary.session_entry(branch, "day 2", 2, None, "", only=("dmd_self_forcing",))["stages"][0]
     assert (e["steps"], e["samples"], e["wall_s"]) == (10, 10 * 8 * 2, 30.0) and "branched" in e["note"]
+
+
+def test_a_state_without_a_module_resumes_only_where_that_module_is_optional(tmp_path):
+    from distill.training_utils import save_training_state
+
+    net, extra_net = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    save_training_state(tmp_path, 3, {"net": net}, {})
+    with pytest.raises(ValueError, match="no state for \\['ema'\\]"):
+        load_training_state(tmp_path, {"net": torch.nn.Linear(2, 1), "ema": extra_net}, {})
+    fresh = torch.nn.Linear(2, 1)
+    before = extra_net.weight.clone()
+    step, extra = load_training_state(tmp_path, {"net": fresh, "ema": extra_net}, {}, optional=("ema",))
+    assert step == 3 and extra["missing_modules"] == ["ema"]
+    assert torch.equal(fresh.weight, net.weight) and torch.equal(extra_net.weight, before)
