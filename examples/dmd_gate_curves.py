@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 from evaluation.chunk_dynamics import ratio_intervals
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument("--eval", required=True, help="folder of cd_/push_/pid_RUN_STEP.json files")
+p.add_argument("--eval", required=True, action="append", help="folder of cd_/push_/pid_RUN_STEP.json files (repeatable: a run's earlier sessions)")
 p.add_argument("--out", required=True, help="folder for curves.json and curves.png")
 p.add_argument("--branch", action="append", default=[], metavar="RUN=PARENT@STEP",
                help="RUN was branched from PARENT's state at STEP: its curve starts from PARENT's gate there (default: from v7)")
@@ -32,9 +32,10 @@ for b in a.branch:
     if not m:
         raise SystemExit(f"--branch {b!r}: expected RUN=PARENT@STEP, e.g. v9g=v8n@159")
     branches[m.group(1)] = (m.group(2), m.group(3))
-ev, here = Path(a.eval), Path(a.out)
-if not ev.is_dir():
-    raise SystemExit(f"--eval {ev}: no such folder; point it at the gate JSONs of the snapshots (examples/gate_dmd_snapshot.sh writes them)")
+evs, here = [Path(e) for e in a.eval], Path(a.out)
+for ev in evs:
+    if not ev.is_dir():
+        raise SystemExit(f"--eval {ev}: no such folder; point it at the gate JSONs of the snapshots (examples/gate_dmd_snapshot.sh writes them)")
 here.mkdir(parents=True, exist_ok=True)
 v7_cd = json.loads(Path("docs/results/chunk_dynamics/v7.json").read_text())
 v7_push = json.loads(Path("docs/results/push_response/v7_h200_dmd_abc.json").read_text())
@@ -64,9 +65,11 @@ def push_row(d, name_part):
 
 rows = {"v7 (start)": {"0": {"chunk": cd_row(v7_cd, "checkpoints/cartpole"), "push": push_row(v7_push, "final16_A"),
                              "policy_in_dream": json.loads(Path("docs/results/agents/shipped_policy_in_dream.json").read_text())["mean"]}}}
-for f in sorted(ev.glob("cd_*.json")):
-    m = re.match(r"cd_(\w+?)_(\d+)\.json", f.name)
-    run, step = m.group(1), m.group(2)
+for f in sorted(f for ev in evs for f in ev.glob("cd_*.json")):
+    m = re.fullmatch(r"cd_(\w+?)_(\d+)\.json", f.name)
+    if m is None:  # not a snapshot's gate
+        continue
+    ev, run, step = f.parent, m.group(1), m.group(2)
     r = {"chunk": cd_row(json.loads(f.read_text()), f"runs/{run}/")}
     pf, df = ev / f"push_{run}_{step}.json", ev / f"pid_{run}_{step}.json"
     if pf.exists():
@@ -74,7 +77,7 @@ for f in sorted(ev.glob("cd_*.json")):
     if df.exists():
         r["policy_in_dream"] = json.loads(df.read_text())["mean"]
     rows.setdefault(run, {})[step] = r
-(here / "curves.json").write_text(json.dumps({"source": str(ev), "runs": rows}, indent=1))
+(here / "curves.json").write_text(json.dumps({"source": [str(ev) for ev in evs] if len(evs) > 1 else str(evs[0]), "runs": rows}, indent=1))
 
 fig, ax = plt.subplots(1, 4, figsize=(17, 3.8))
 start0 = ("v7 (start)", "0")
@@ -83,7 +86,7 @@ for run, steps in rows.items():
         continue
     parent = branches.get(run, start0)
     if parent[0] not in rows or parent[1] not in rows[parent[0]]:
-        raise SystemExit(f"--branch {run}={parent[0]}@{parent[1]}: no gate of {parent[0]} at step {parent[1]} in {ev}")
+        raise SystemExit(f"--branch {run}={parent[0]}@{parent[1]}: no gate of {parent[0]} at step {parent[1]} in {[str(e) for e in evs]}")
     first = rows[parent[0]][parent[1]]
     xs = sorted((int(s), s) for s in steps)
     st = [int(parent[1])] + [x for x, _ in xs]
