@@ -74,6 +74,8 @@ class DMDConfig:
     window_frames: int = 16  # the KV-cache window of the rollout (= the env's default window)
     rollout_latent_frames: int = 24  # real context + generated frames per rollout (> window: eviction is trained)
     score_frames: int = 8  # the window of the rollout the teacher judges (<= its training clip length)
+    score_from_context: bool = False  # True: that window always starts inside the real context, so the teacher never
+    # reads a generated frame as clean context (which asks the next chunk to make up for the last one's miss)
     max_context_frames: int = 4  # real context frames when a rollout starts mid-episode
     p_from_start: float = 0.5  # rollouts from an episode's still first chunk (an image reset)
     # shared ---------------------------------------------------------------------------------
@@ -236,6 +238,10 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         raise ValueError(f"dmd.rollout: expected one of {ROLLOUTS}, got {cfg.rollout!r}")
     if cfg.rollout == "self_forcing" and not (cfg.score_frames <= cfg.rollout_latent_frames):
         raise ValueError(f"dmd.score_frames={cfg.score_frames} must be <= dmd.rollout_latent_frames={cfg.rollout_latent_frames}")
+    if cfg.score_from_context and cfg.max_context_frames - 1 + cfg.score_frames > cfg.rollout_latent_frames:
+        raise ValueError(f"dmd.score_from_context: a window of dmd.score_frames={cfg.score_frames} starting inside the real context "
+                         f"(up to dmd.max_context_frames={cfg.max_context_frames}) must fit in dmd.rollout_latent_frames="
+                         f"{cfg.rollout_latent_frames}; lower score_frames or raise rollout_latent_frames")
     if not 0.0 <= cfg.p_random_actions <= 1.0:
         raise ValueError(f"dmd.p_random_actions: expected a probability in [0, 1], got {cfg.p_random_actions}")
     if cfg.p_random_actions > 0 and cfg.rollout != "self_forcing":
@@ -300,7 +306,10 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             cond_g = batch.cond(G_raw, bank)
             full = self_forcing_rollout(G_raw, batch.latents, k, cond_g, student_ts, cfg.window_frames, ctx_noise, rng)
             n_score = cfg.score_frames
-            s0 = int(rng.integers(0, full.shape[2] - n_score + 1))
+            if cfg.score_from_context:  # the window starts inside the real context: its context is real
+                s0 = int(rng.integers(0, k))
+            else:
+                s0 = int(rng.integers(0, full.shape[2] - n_score + 1))
             kc = max(k - s0, 1)  # the teacher reads the window's first frame(s) as context
         else:
             k = 0 if rng.random() < cfg.p_no_context else cfg.context_frames

@@ -519,3 +519,23 @@ def test_dmd_generator_ema_is_what_the_stage_hands_on_and_starts_on_an_older_sta
     train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), cfg, old)
     raw, ema = (DiT.from_pretrained(old / d).state_dict() for d in ("raw_step2", "model"))
     torch.testing.assert_close(ema[k], 0.5 * before[k] + 0.5 * raw[k])
+
+
+def test_dmd_score_windows_from_the_real_context_train_and_check_they_fit(tmp_path):
+    """`score_from_context`: the teacher's window starts inside the real context (never on a generated
+    frame read as clean context); it trains, and a window that cannot fit is a clear error."""
+    from distill.batches import PromptBank
+    from distill.dmd import DMDConfig, train_dmd
+    from models.actions import ActionCodec
+    from models.dit import DiT
+
+    m = random_model(1)
+    bank = PromptBank(["p"], [torch.randn(3, 384)], [torch.ones(3, dtype=torch.bool)])
+    codec = ActionCodec(m.config.action_space)
+    cfg = DMDConfig(steps=2, batch_size=2, rollout_latent_frames=4, window_frames=3, score_frames=3, max_context_frames=2,
+                    p_from_start=0.0, ttur=1, save_every=1, log_every=1, score_from_context=True)
+    train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), cfg, tmp_path / "dmd")
+    assert (tmp_path / "dmd" / "DONE").exists()
+    assert not torch.equal(DiT.from_pretrained(tmp_path / "dmd" / "model").state_dict()["final_adaLN.1.weight"], m.state_dict()["final_adaLN.1.weight"])
+    with pytest.raises(ValueError, match="score_from_context"):
+        train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), dataclasses.replace(cfg, score_frames=4), tmp_path / "bad")
