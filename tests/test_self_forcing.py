@@ -521,7 +521,7 @@ def test_dmd_generator_ema_is_what_the_stage_hands_on_and_starts_on_an_older_sta
     torch.testing.assert_close(ema[k], 0.5 * before[k] + 0.5 * raw[k])
 
 
-def test_dmd_score_windows_from_the_real_context_train_and_check_they_fit(tmp_path):
+def test_dmd_score_windows_from_the_real_context_train_and_check_they_fit(tmp_path, monkeypatch):
     """`score_from_context`: the teacher's window starts inside the real context (never on a generated
     frame read as clean context); it trains, and a window that cannot fit is a clear error."""
     from distill.batches import PromptBank
@@ -534,8 +534,20 @@ def test_dmd_score_windows_from_the_real_context_train_and_check_they_fit(tmp_pa
     codec = ActionCodec(m.config.action_space)
     cfg = DMDConfig(steps=2, batch_size=2, rollout_latent_frames=4, window_frames=3, score_frames=3, max_context_frames=2,
                     p_from_start=0.0, ttur=1, save_every=1, log_every=1, score_from_context=True)
-    train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), cfg, tmp_path / "dmd")
+    import distill.dmd as dmd_module
+
+    clips, firsts = _FixedClips(), []
+    real_frames = [torch.from_numpy(c["latents"][j]) for c in clips.clips for j in range(cfg.max_context_frames)]
+    score = dmd_module._score
+
+    def recording_score(net, x, t, cond, causal, guidance, clean):
+        firsts.append(clean[:, :, 0].detach().clone())  # the window's first frame: the teacher's clean context
+        return score(net, x, t, cond, causal, guidance, clean)
+
+    monkeypatch.setattr(dmd_module, "_score", recording_score)
+    train_dmd(copy.deepcopy(m), copy.deepcopy(m), clips, codec, bank, FlowSchedule(), cfg, tmp_path / "dmd")
     assert (tmp_path / "dmd" / "DONE").exists()
     assert not torch.equal(DiT.from_pretrained(tmp_path / "dmd" / "model").state_dict()["final_adaLN.1.weight"], m.state_dict()["final_adaLN.1.weight"])
+    assert firsts and all(any(torch.equal(row, r) for r in real_frames) for f in firsts for row in f)
     with pytest.raises(ValueError, match="score_from_context"):
         train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), dataclasses.replace(cfg, score_frames=4), tmp_path / "bad")
