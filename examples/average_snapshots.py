@@ -1,5 +1,5 @@
 """Average the weights of several DiT snapshots of one run (post-hoc weight averaging: a cheap
-stand-in for an EMA of the generator, which the DMD stage does not keep).
+stand-in for an EMA of the generator in runs trained without `dmd.ema_decay`).
 
 DMD snapshots a few dozen steps apart swing across the gates' bands (held push 0.70x / 0.78x /
 0.68x at v9g's steps 350 / 450 / 600); the mean of neighbouring snapshots sits in the middle of
