@@ -106,6 +106,16 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         be.copy_(bm)
 
 
+def snapshot_dirs(stage_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, directory) of a stage's weight snapshots `model_stepN/` (`snapshot_every`), by step."""
+    found = []
+    for p in Path(stage_dir).glob("model_step*"):
+        n = p.name.removeprefix("model_step")
+        if n.isdigit() and (p / "config.json").is_file():
+            found.append((int(n), p))
+    return sorted(found)
+
+
 def is_done(stage_dir: str | os.PathLike) -> bool:
     return (Path(stage_dir) / "DONE").is_file()
 

@@ -43,6 +43,7 @@ from causvid_env.env import CausVidEnv
 from causvid_env.policies import make_cartpole_noisy_balance, play_episode
 from causvid_env.rendering import Simulator
 from causvid_env.worlds import get_world
+from distill.training_utils import snapshot_dirs
 from evaluation.probe import load_probe
 from evaluation.rollouts import PromptTexts, _encode_episode_latents, decode_with_heads
 from models.actions import ActionCodec
@@ -244,11 +245,6 @@ def student_gate(model: WorldModel, world: str = "cartpole", **kw) -> dict:
     return gate(lambda st, a, c: student_finals(model, world, st, a, c), world, vae=model.vae, **kw)
 
 
-def _teacher_dirs(stage_dir: Path) -> list[tuple[int, Path]]:
-    """(step, directory) of a teacher stage's EMA snapshots model_stepN/, by step (the final model/ is the last one)."""
-    return sorted((int(p.name.removeprefix("model_step")), p) for p in stage_dir.glob("model_step*") if (p / "config.json").is_file())
-
-
 def _curve_row(step: int, name: str, res: dict) -> dict:
     return {"step": step, "model": name, **{f"{proto}_{q}": res["protocols"][proto]["ratio"][q]
                                             for proto in PROTOCOLS for q in ("pole_angle_deg", "cart_x_m")}}
@@ -323,7 +319,7 @@ def main(argv=None) -> dict:
     if a.curve:
         curve = []
         cache = Path(a.curve_dir) if a.curve_dir else None
-        for step, path in _teacher_dirs(Path(a.curve)):
+        for step, path in snapshot_dirs(a.curve):
             total = a.curve_offset + step
             saved = cache / f"step{total}.json" if cache else None
             if saved is not None and saved.is_file():  # gated before (the curve grows while training runs)

@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.dit import DiT  # noqa: E402
+from distill.training_utils import snapshot_dirs  # noqa: E402
 from models.config_utils import config_to_dict  # noqa: E402
 
 
@@ -30,8 +31,7 @@ def snapshots_in(run: str | Path, first: int, last: int) -> list[Path]:
     stage = Path(run) / "dmd_self_forcing"
     if not stage.is_dir():
         raise FileNotFoundError(f"--run {str(run)!r} has no dmd_self_forcing/ stage: pass a pipeline run directory")
-    found = sorted((int(p.name.removeprefix("model_step")), p) for p in stage.glob("model_step*")
-                   if p.name.removeprefix("model_step").isdigit())
+    found = snapshot_dirs(stage)
     chosen = [p for n, p in found if first <= n <= last]
     if not chosen:
         kept = [n for n, _ in found]
