@@ -92,6 +92,8 @@ class DMDConfig:
     p_random_actions: float = 0.0  # self-forcing: share of rollouts driven by a random script after the context
     random_action_keep: float = 0.5  # that script keeps the previous chunk's action with this probability
     seed: int = 0
+    cache_grad: bool = False  # self-forcing: the gradient also flows through the cache into the chunks a chunk read, so a
+    # loss on a later chunk can correct the earlier one instead of teaching the later one to make up for it
     ema_decay: float = 0.0  # > 0: keep an EMA of the generator (Self-Forcing uses 0.99); it is what model/ and model_stepN/ hold
     snapshot_every: int = 0  # also keep the generator's weights every N steps (model_stepN/), for equal-budget ablations
     save_every: int = 25
@@ -103,11 +105,14 @@ ROLLOUTS = ("self_forcing", "teacher_forcing")
 
 
 def self_forcing_rollout(G: DiT, real: torch.Tensor, k: int, cond: Cond, timesteps: torch.Tensor, window_frames: int,
-                         context_noise: float, rng: np.random.Generator, paired: bool = False) -> torch.Tensor:
+                         context_noise: float, rng: np.random.Generator, paired: bool = False,
+                         cache_grad: bool = False) -> torch.Tensor:
     """Generate frames k.. of a clip (B, C, T, h, w) after writing its first k real frames to a
     fresh sliding-window cache, chunk by chunk as the env does. -> (B, C, T, h, w): the real
     context followed by the generated frames, which carry the gradient of their exit step.
-    `paired`: rows i and i + B/2 draw the same noise (a left/right pair differs only in its actions)."""
+    `paired`: rows i and i + B/2 draw the same noise (a left/right pair differs only in its actions).
+    `cache_grad`: each chunk's exit step also reads the chunk before through the cache with its
+    gradient, so a loss on a chunk reaches the chunks it followed (`student_sample_chunk`)."""
     B, C, T, h, w = real.shape
     chunk, F_ = G.config.latent_frames_per_chunk, G.config.frames_per_latent
     cache = G.new_cache(B, window_frames=window_frames, device=real.device)
@@ -122,7 +127,8 @@ def self_forcing_rollout(G: DiT, real: torch.Tensor, k: int, cond: Cond, timeste
         else:
             noise = torch.randn(B, C, c1 - c0, h, w, device=real.device)
         x0, _ = student_sample_chunk(G, cache, noise, cond.frames(c0, c1, F_),
-                                     timesteps, exit_step=exit_step, context_noise=context_noise, grad_at_exit=True)
+                                     timesteps, exit_step=exit_step, context_noise=context_noise, grad_at_exit=True,
+                                     cache_grad=cache_grad)
         outs.append(x0)
     return torch.cat(outs, dim=2)
 
@@ -247,6 +253,8 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
     if cfg.p_random_actions > 0 and cfg.rollout != "self_forcing":
         raise ValueError("dmd.p_random_actions needs dmd.rollout=self_forcing (teacher forcing denoises against the real "
                          "future, which a random script did not make); set it to 0")
+    if cfg.cache_grad and cfg.rollout != "self_forcing":
+        raise ValueError("dmd.cache_grad needs dmd.rollout=self_forcing (teacher forcing reads a real context); set it to false")
     for name in ("state_weight", "pair_weight"):
         if getattr(cfg, name) > 0 and state_head is None:
             raise ValueError(f"dmd.{name} > 0 needs a trained state head (the pipeline's state_head stage); set it to 0 "
@@ -304,7 +312,8 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
                 batch = with_random_actions(batch, scripted, k * F_, codec, F_ * G_raw.config.latent_frames_per_chunk, rng,
                                             cfg.random_action_keep)
             cond_g = batch.cond(G_raw, bank)
-            full = self_forcing_rollout(G_raw, batch.latents, k, cond_g, student_ts, cfg.window_frames, ctx_noise, rng)
+            full = self_forcing_rollout(G_raw, batch.latents, k, cond_g, student_ts, cfg.window_frames, ctx_noise, rng,
+                                        cache_grad=cfg.cache_grad)
             n_score = cfg.score_frames
             if cfg.score_from_context:  # the window starts inside the real context: its context is real
                 s0 = int(rng.integers(0, k))
@@ -360,7 +369,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             if pb.states is None:
                 raise ValueError("dmd.pair_weight > 0 needs branch clips with per-frame 'states'")
             pair = self_forcing_rollout(G_raw, pb.latents, kp, pb.cond(G_raw, bank), student_ts, cfg.window_frames, ctx_noise, rng,
-                                        paired=True)
+                                        paired=True, cache_grad=cfg.cache_grad)
             loss_pair = pair_state_loss(state_head, pair[:, :, kp:], pb.states[:, kp * F_:], cfg.state_dims)
             loss_g = loss_g + cfg.pair_weight * loss_pair
         opt_g.zero_grad(set_to_none=True)

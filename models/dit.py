@@ -113,6 +113,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], -1).flatten(-2)
 
 
+@dataclass
+class GradKV:
+    """One layer's share of a gradient through the KV cache (self-forcing training, `keep_grad`).
+    `prev`: (keys, values) of the whole cache buffer as the writing passes that kept their gradient
+    made it, carrying their graph: a gradient-carrying pass attends to it instead of the cache's
+    detached buffer (the same numbers), so a loss on this chunk reaches the chunks it reads.
+    `keep`: where a writing pass that keeps its gradient leaves its (slots, keys, values)."""
+    prev: tuple | None = None
+    keep: list | None = None
+
+
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -122,11 +133,12 @@ class SelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(self.hd, eps=1e-6)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, cos, sin, attn_mask, cache_kv=None, slots=None, slot_range=None):
+    def forward(self, x, cos, sin, attn_mask, cache_kv=None, slots=None, slot_range=None, grad_kv: "GradKV | None" = None):
         """x (B, L, D). Without a cache: attend within x under attn_mask (Lq, Lk) or (B,1,Lq,Lk).
         With a cache (k_buf, v_buf (B, H, S, hd)): write this chunk's keys/values into `slots`
         (B, L) and attend to the whole buffer under attn_mask (B, 1, 1, S). `slot_range`: the same
-        slots as one range shared by every env, when they are (a slice copy instead of a scatter)."""
+        slots as one range shared by every env, when they are (a slice copy instead of a scatter).
+        `grad_kv`: this layer's share of a gradient through the cache (training only, see `GradKV`)."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.h, self.hd).permute(2, 0, 3, 1, 4)  # each (B, H, L, hd)
         q = apply_rope(rms_norm(q, self.q_norm), cos, sin)
@@ -136,9 +148,17 @@ class SelfAttention(nn.Module):
             k, v = k.to(k_buf.dtype), v.to(v_buf.dtype)  # the cache keeps its dtype under autocast
             idx = slots[:, None, :, None].expand(B, self.h, L, self.hd)
             if torch.is_grad_enabled() and k.requires_grad:
-                # a gradient-carrying denoising step (self-forcing training): attend to a copy with
-                # this chunk's keys in its slots; the cache itself stays detached and unchanged
-                k, v = k_buf.scatter(2, idx, k), v_buf.scatter(2, idx, v)
+                # a gradient-carrying pass (self-forcing training): attend to a copy with this chunk's
+                # keys in its slots; the cache itself stays detached
+                base_k, base_v = k_buf, v_buf
+                if grad_kv is not None and grad_kv.prev is not None:  # the written chunks, with their gradient
+                    used = k_buf.shape[2]
+                    base_k, base_v = grad_kv.prev[0][:, :, :used], grad_kv.prev[1][:, :, :used]
+                if grad_kv is not None and grad_kv.keep is not None:  # a writing pass that keeps its gradient:
+                    k_buf.scatter_(2, idx, k.detach())  # the cache gets the values (what inference writes),
+                    v_buf.scatter_(2, idx, v.detach())
+                    grad_kv.keep.append((idx, k, v))  # forward_chunk the graph
+                k, v = base_k.scatter(2, idx, k), base_v.scatter(2, idx, v)
             elif slot_range is not None:
                 k_buf[:, :, slot_range] = k
                 v_buf[:, :, slot_range] = v
@@ -184,13 +204,14 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
 
-    def forward(self, x, c, cos, sin, attn_mask, text, cache_kv=None, slots=None, text_kv=None, mod=None, slot_range=None):
+    def forward(self, x, c, cos, sin, attn_mask, text, cache_kv=None, slots=None, text_kv=None, mod=None, slot_range=None,
+                grad_kv: "GradKV | None" = None):
         """x (B, T, N, D) tokens; c (B, T, D) per-frame conditioning; `mod` (B, T, 6D): adaLN(c)
         when already computed (the chunk sampler computes it once for all its passes)."""
         B, T, N, D = x.shape
         sh1, sc1, g1, sh2, sc2, g2 = (self.adaLN(c) if mod is None else mod).chunk(6, dim=-1)  # each (B, T, D)
         h = modulate(self.norm1(x), sh1, sc1).reshape(B, T * N, D)
-        x = x + g1[:, :, None] * self.attn(h, cos, sin, attn_mask, cache_kv, slots, slot_range).view(B, T, N, D)
+        x = x + g1[:, :, None] * self.attn(h, cos, sin, attn_mask, cache_kv, slots, slot_range, grad_kv).view(B, T, N, D)
         kv = text_kv if text_kv is not None else self.cross.text_kv(text.tokens)
         x = x + self.cross(self.norm2(x).reshape(B, T * N, D), kv, text.mask).view(B, T, N, D)
         x = x + g2[:, :, None] * self.mlp(modulate(self.norm3(x), sh2, sc2))
@@ -411,15 +432,23 @@ class DiT(nn.Module, PretrainedMixin):
         return [PassModulation(c[:, p], [m[:, p] for m in blocks], final[:, p]) for p in range(P)]
 
     def forward_chunk(self, x, t, action_feats, action_null, text: TextCond, cache: KVCache, write: bool,
-                      plan: ChunkPlan | None = None, mod: PassModulation | None = None):
+                      plan: ChunkPlan | None = None, mod: PassModulation | None = None, keep_grad: bool = False):
         """One chunk (B, C, c, h, w) attending to the cache and to itself. Its keys/values are
         written to the chunk's slots; `write=True` (the clean pass at t = 0) keeps them for the
         following chunks, `write=False` (a denoising step) leaves the slots to be overwritten.
 
         `plan` / `mod`: this chunk's shared constants and this pass's conditioning, when the caller
         computed them once for all passes (`plan_chunk`, `pass_modulations`; `t` must then be the
-        level `mod` was made for). Without them they are computed here: the same numbers."""
+        level `mod` was made for). Without them they are computed here: the same numbers.
+
+        `keep_grad` (a writing pass under autograd, self-forcing training): the written keys/values
+        keep their graph, and later chunks' gradient-carrying passes attend to them, so a loss on a
+        later chunk also reaches this one (its input and this pass's weights) instead of only teaching
+        the later chunk to make up for it. The cache's buffers get the same values, detached: the
+        numbers every pass computes are unchanged. A write without it ends the gradient path."""
         self._check(x, t, action_feats, action_null)
+        if keep_grad and not (write and torch.is_grad_enabled()):
+            raise ValueError("forward_chunk: keep_grad needs write=True under autograd (torch.enable_grad)")
         if text.kv is None:
             text.kv = [blk.cross.text_kv(text.tokens) for blk in self.blocks]
         c_frames = x.shape[2]
@@ -429,10 +458,17 @@ class DiT(nn.Module, PretrainedMixin):
             raise ValueError(f"plan: made for {plan.frames} latent frames, the chunk has {c_frames}")
         tokens = self.patchify(x)
         c = self.frame_conditioning(t, action_feats, action_null, text) if mod is None else mod.c
+        prev, kept = cache.grad_kv, ([] if keep_grad else None)
         for i, blk in enumerate(self.blocks):
             kv = (cache.k[i][:, :, :plan.used], cache.v[i][:, :, :plan.used])  # views: writes land in the cache
+            gkv = GradKV(None if prev is None else prev[i], kept) if (prev is not None or keep_grad) else None
             tokens = blk(tokens, c, plan.cos, plan.sin, plan.attn_mask, text, cache_kv=kv, slots=plan.slots, text_kv=text.kv[i],
-                         mod=None if mod is None else mod.blocks[i], slot_range=plan.slot_range)
+                         mod=None if mod is None else mod.blocks[i], slot_range=plan.slot_range, grad_kv=gkv)
         if write:
+            if keep_grad:  # the buffers with the graph of every chunk written so (the detached ones hold the same numbers)
+                base = prev if prev is not None else [(cache.k[i], cache.v[i]) for i in range(len(self.blocks))]
+                cache.grad_kv = [(bk.scatter(2, idx, k), bv.scatter(2, idx, v)) for (bk, bv), (idx, k, v) in zip(base, kept)]
+            else:  # a detached write ends the gradient path
+                cache.grad_kv = None
             cache.advance(c_frames)
         return self._head(tokens, c, None if mod is None else mod.final)

@@ -43,6 +43,8 @@ class KVCache:
         self.next_frame = torch.zeros(batch_size, dtype=torch.long)
         self.batch_size = batch_size
         self.device = torch.device(device)
+        # training only: per layer, (keys, values) buffers that carry the graph of the writes (`DiT.forward_chunk(keep_grad=True)`)
+        self.grad_kv: list | None = None
 
     # -- bookkeeping -------------------------------------------------------------------------
     def chunk_frame_index(self, num_frames: int | None = None) -> torch.Tensor:
@@ -121,6 +123,7 @@ class KVCache:
 
     def reset(self, env_mask: torch.Tensor | None = None) -> None:
         """Empty the cache of the envs in `env_mask` (all when None)."""
+        self.grad_kv = None
         if env_mask is None:
             self.slot_frame.fill_(-1)
             self.next_frame.zero_()

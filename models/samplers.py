@@ -121,7 +121,7 @@ def write_context(model: DiT, cache: KVCache, latents: torch.Tensor, cond: Cond,
 def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: Cond, timesteps: torch.Tensor,
                          renoise: list[torch.Tensor] | None = None, exit_step: int | None = None,
                          write: bool = True, context_noise: float = 0.0, context_eps: torch.Tensor | None = None,
-                         grad_at_exit: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                         grad_at_exit: bool = False, cache_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Few-step generation of one chunk attending to the cache.
 
     At each student level t_i: predict x0, then re-noise it with fresh noise to t_{i+1}; the last
@@ -131,8 +131,12 @@ def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: 
     (context-noise augmentation) -- re-noised to level c with `context_eps` and tagged with t = c.
 
     `grad_at_exit` (self-forcing training): every step runs without gradient except the exit step,
-    whose prediction carries the gradient; the cache stays detached. Returns (x0, input at the exit
-    step)."""
+    whose prediction carries the gradient; the cache stays detached, unless `cache_grad`: then the
+    writing pass runs under autograd too and keeps its keys/values' graph for later chunks' exit
+    steps (a gradient through the cache; the numbers are unchanged).
+    Returns (x0, input at the exit step)."""
+    if cache_grad and not (grad_at_exit and write):
+        raise ValueError("student_sample_chunk: cache_grad needs grad_at_exit=True and write=True")
     B, _, c = noise.shape[:3]
     x = noise
     last = len(timesteps) - 1 if exit_step is None else exit_step
@@ -153,7 +157,11 @@ def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: 
             eps = renoise[i] if renoise is not None else torch.randn_like(x0)
             tn = float(timesteps[i + 1])
             x = (1 - tn) * x0 + tn * eps
-    if write:
+    if write and cache_grad and torch.is_grad_enabled():
+        pw = pending_write(x0, cond, context_noise, context_eps)
+        model.forward_chunk(pw.x, torch.full((B, c), pw.level, device=noise.device), cond.action_feats, cond.action_null,
+                            cond.text, cache, write=True, plan=plan, mod=mods[-1], keep_grad=True)
+    elif write:
         write_chunk(model, cache, x0.detach(), cond, context_noise, context_eps, plan=plan, mod=mods[-1])
     return x0, x_in
 

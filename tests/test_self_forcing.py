@@ -551,3 +551,84 @@ def test_dmd_score_windows_from_the_real_context_train_and_check_they_fit(tmp_pa
     assert firsts and all(any(torch.equal(row, r) for r in real_frames) for f in firsts for row in f)
     with pytest.raises(ValueError, match="score_from_context"):
         train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), dataclasses.replace(cfg, score_frames=4), tmp_path / "bad")
+
+
+@pytest.mark.parametrize("level", [0.0, 0.1])
+def test_gradient_through_the_cache_equals_the_block_causal_forward(level):
+    """`keep_grad`: a later chunk's gradient-carrying pass reads the written chunks with their graph.
+    Its output and its gradient with respect to the written chunks' x0 and to the weights equal
+    those of the full block-causal (teacher-forcing) forward; without it the written chunks get none."""
+    m = random_model(1)
+    B, T = 2, 3
+    noisy, t, af, an, text = inputs(m, B=B, T=T)
+    x0 = torch.randn_like(noisy).requires_grad_(True)
+    eps = torch.randn_like(noisy)
+    cond = Cond(af, an, text)
+    # full forward: chunk T-1 (noisy) attends to the clean copy of chunks 0..T-2 at the context level
+    ctx = (1 - level) * x0 + level * eps
+    full = m(noisy, t, af, an, text, frame_mask=teacher_forcing_mask(T, 1), x_clean=ctx, t_clean=torch.full((B, T), level))
+    g_full_x, g_full_w = torch.autograd.grad(full[:, :, -1].pow(2).sum(), [x0, m.final_adaLN[1].weight])
+
+    def cached(keep: bool):
+        cache = m.new_cache(B, window_frames=10)
+        for s in range(T - 1):
+            sub = cond.frames(s, s + 1, 4)
+            if keep:
+                xs = (1 - level) * x0[:, :, s:s + 1] + level * eps[:, :, s:s + 1]
+                m.forward_chunk(xs, torch.full((B, 1), level), sub.action_feats, sub.action_null, text, cache, write=True,
+                                keep_grad=True)
+            else:
+                write_chunk(m, cache, x0[:, :, s:s + 1].detach(), sub, level, eps[:, :, s:s + 1])
+        sub = cond.frames(T - 1, T, 4)
+        return m.forward_chunk(noisy[:, :, -1:], t[:, -1:], sub.action_feats, sub.action_null, text, cache, write=False)
+
+    y = cached(keep=True)
+    assert torch.allclose(y, full[:, :, -1:], atol=1e-5)
+    g_x, g_w = torch.autograd.grad(y.pow(2).sum(), [x0, m.final_adaLN[1].weight])
+    assert all(g_x[:, :, s].abs().sum() > 0 for s in range(T - 1))
+    assert torch.allclose(g_x, g_full_x, atol=1e-5), (g_x - g_full_x).abs().max()
+    assert torch.allclose(g_w, g_full_w, atol=1e-4)
+    y_detached = cached(keep=False)
+    assert torch.allclose(y_detached, y, atol=1e-6)
+    (g_none,) = torch.autograd.grad(y_detached.pow(2).sum(), [x0], allow_unused=True)
+    assert g_none is None or g_none.abs().sum() == 0
+    with pytest.raises(ValueError, match="keep_grad"):
+        with torch.no_grad():
+            m.forward_chunk(noisy[:, :, :1], t[:, :1], af[:, :4], an[:, :4], text, m.new_cache(B, window_frames=4), write=True,
+                            keep_grad=True)
+
+
+def test_self_forcing_rollout_with_cache_gradient_computes_the_same_and_reaches_earlier_chunks():
+    m = random_model(1)
+    B, T, k, window = 2, 5, 1, 3
+    ts = FlowSchedule().student_timesteps()
+    outs, grads = [], []
+    for cache_grad in (False, True):
+        real, _, af, an, text = inputs(m, B=B, T=T)  # a fresh prompt: its keys/values carry a graph once used
+        cond = Cond(af, an, text)
+        torch.manual_seed(5)
+        out = self_forcing_rollout(m, real, k, cond, ts, window, 0.1, np.random.default_rng(0), cache_grad=cache_grad)
+        outs.append(out.detach())
+        m.zero_grad()
+        out[:, :, -1].pow(2).sum().backward()  # a loss on the last chunk only
+        grads.append(m.blocks[0].attn.qkv.weight.grad.clone())
+    assert torch.allclose(outs[0], outs[1], atol=1e-6), "the gradient path must not change the numbers"
+    assert not torch.allclose(grads[0], grads[1]), "a loss on the last chunk must also reach the chunks before it"
+
+
+def test_dmd_with_gradient_through_the_cache_trains_and_checks_its_setting(tmp_path):
+    from distill.batches import PromptBank
+    from distill.dmd import DMDConfig, train_dmd
+    from models.actions import ActionCodec
+    from models.dit import DiT
+
+    m = random_model(1)
+    bank = PromptBank(["p"], [torch.randn(3, 384)], [torch.ones(3, dtype=torch.bool)])
+    codec = ActionCodec(m.config.action_space)
+    cfg = DMDConfig(steps=2, batch_size=2, rollout_latent_frames=4, window_frames=3, score_frames=3, max_context_frames=2,
+                    ttur=1, save_every=1, log_every=1, cache_grad=True)
+    train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), cfg, tmp_path / "dmd")
+    trained = DiT.from_pretrained(tmp_path / "dmd" / "model").state_dict()
+    assert not torch.equal(trained["final_adaLN.1.weight"], m.state_dict()["final_adaLN.1.weight"])
+    with pytest.raises(ValueError, match="cache_grad"):
+        train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), dataclasses.replace(cfg, rollout="teacher_forcing"), tmp_path / "bad")
