@@ -5,6 +5,7 @@ with the KV cache (4 steps of predict-x0-then-renoise, then the clean pass that 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -133,7 +134,8 @@ def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: 
     `grad_at_exit` (self-forcing training): every step runs without gradient except the exit step,
     whose prediction carries the gradient; the cache stays detached, unless `cache_grad`: then the
     writing pass runs under autograd too and keeps its keys/values' graph for later chunks' exit
-    steps (a gradient through the cache; the numbers are unchanged).
+    steps: a gradient through the cache to the chunks' content, with the writing pass's weights
+    held fixed (they also encode the real context). The numbers are unchanged.
     Returns (x0, input at the exit step)."""
     if cache_grad and not (grad_at_exit and write):
         raise ValueError("student_sample_chunk: cache_grad needs grad_at_exit=True and write=True")
@@ -158,12 +160,29 @@ def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: 
             tn = float(timesteps[i + 1])
             x = (1 - tn) * x0 + tn * eps
     if write and cache_grad and torch.is_grad_enabled():
+        # the gradient reaches the chunk's content, not the writing pass's weights: they also read the
+        # real context, which a loss on generated chunks must not retune
         pw = pending_write(x0, cond, context_noise, context_eps)
-        model.forward_chunk(pw.x, torch.full((B, c), pw.level, device=noise.device), cond.action_feats, cond.action_null,
-                            cond.text, cache, write=True, plan=plan, mod=mods[-1], keep_grad=True)
+        with frozen_parameters(model):
+            wmod = model.pass_modulations([pw.level], cond.action_feats, cond.action_null, cond.text)[0]
+            model.forward_chunk(pw.x, torch.full((B, c), pw.level, device=noise.device), cond.action_feats, cond.action_null,
+                                cond.text, cache, write=True, plan=plan, mod=wmod, keep_grad=True)
     elif write:
         write_chunk(model, cache, x0.detach(), cond, context_noise, context_eps, plan=plan, mod=mods[-1])
     return x0, x_in
+
+
+@contextmanager
+def frozen_parameters(model: torch.nn.Module):
+    """Inside: no parameter of `model` requires grad (autograd still tracks the inputs); restored on exit."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
 
 
 @torch.no_grad()

@@ -599,7 +599,7 @@ def test_gradient_through_the_cache_equals_the_block_causal_forward(level):
 
 
 def test_self_forcing_rollout_with_cache_gradient_computes_the_same_and_reaches_earlier_chunks():
-    m = random_model(1)
+    m = random_model(1).requires_grad_(True)
     B, T, k, window = 2, 5, 1, 3
     ts = FlowSchedule().student_timesteps()
     outs, grads = [], []
@@ -612,6 +612,7 @@ def test_self_forcing_rollout_with_cache_gradient_computes_the_same_and_reaches_
         m.zero_grad()
         out[:, :, -1].pow(2).sum().backward()  # a loss on the last chunk only
         grads.append(m.blocks[0].attn.qkv.weight.grad.clone())
+    assert all(p.requires_grad for p in m.parameters()), "the writing passes' frozen weights must be restored"
     assert torch.allclose(outs[0], outs[1], atol=1e-6), "the gradient path must not change the numbers"
     assert not torch.allclose(grads[0], grads[1]), "a loss on the last chunk must also reach the chunks before it"
 
