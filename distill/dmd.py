@@ -277,6 +277,9 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
     if cfg.ema_decay > 0:  # the rollouts use the live generator; the EMA is what the stage hands on
         ema = modules["generator_ema"] = copy.deepcopy(G).eval().requires_grad_(False)
     runner.resume(modules, {"opt_g": opt_g, "opt_f": opt_f}, optional=("generator_ema",))
+    for opt, lr in ((opt_g, cfg.lr_generator), (opt_f, cfg.lr_fake)):  # a resumed optimiser keeps its moments, not its old rate
+        for g in opt.param_groups:
+            g["lr"] = lr
     if ema is not None and "generator_ema" in runner.missing_modules:  # a state saved without one: start it here
         ema.load_state_dict(G.state_dict())
     G_w, fake_w, opt_g, opt_f = runner.prepare(G, fake, opt_g, opt_f)

@@ -519,6 +519,12 @@ def test_dmd_generator_ema_is_what_the_stage_hands_on_and_starts_on_an_older_sta
     train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), cfg, old)
     raw, ema = (DiT.from_pretrained(old / d).state_dict() for d in ("raw_step2", "model"))
     torch.testing.assert_close(ema[k], 0.5 * before[k] + 0.5 * raw[k])
+    # a resumed stage runs at the rates it is given now, not at the ones its optimisers were saved with
+    (old / "DONE").unlink()
+    train_dmd(copy.deepcopy(m), copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(),
+              dataclasses.replace(cfg, steps=3, lr_generator=3e-4, lr_fake=7e-4), old)
+    opts = torch.load(old / "state.pt", weights_only=False)["optimizers"]
+    assert [g["lr"] for g in opts["opt_g"]["param_groups"]] == [3e-4] and [g["lr"] for g in opts["opt_f"]["param_groups"]] == [7e-4]
 
 
 def test_dmd_score_windows_from_the_real_context_train_and_check_they_fit(tmp_path, monkeypatch):
