@@ -111,8 +111,8 @@ def self_forcing_rollout(G: DiT, real: torch.Tensor, k: int, cond: Cond, timeste
     fresh sliding-window cache, chunk by chunk as the env does. -> (B, C, T, h, w): the real
     context followed by the generated frames, which carry the gradient of their exit step.
     `paired`: rows i and i + B/2 draw the same noise (a left/right pair differs only in its actions).
-    `cache_grad`: each chunk's exit step also reads the chunk before through the cache with its
-    gradient, so a loss on a chunk reaches the chunks it followed (`student_sample_chunk`)."""
+    `cache_grad`: each chunk's exit step reads the generated chunks before it through the cache
+    with their gradient, so a loss on a chunk reaches the chunks it followed (`student_sample_chunk`)."""
     B, C, T, h, w = real.shape
     chunk, F_ = G.config.latent_frames_per_chunk, G.config.frames_per_latent
     cache = G.new_cache(B, window_frames=window_frames, device=real.device)

@@ -157,7 +157,7 @@ class SelfAttention(nn.Module):
                 if grad_kv is not None and grad_kv.keep is not None:  # a writing pass that keeps its gradient:
                     k_buf.scatter_(2, idx, k.detach())  # the cache gets the values (what inference writes),
                     v_buf.scatter_(2, idx, v.detach())
-                    grad_kv.keep.append((idx, k, v))  # forward_chunk the graph
+                    grad_kv.keep.append((idx, k, v))  # and forward_chunk keeps the graph
                 k, v = base_k.scatter(2, idx, k), base_v.scatter(2, idx, v)
             elif slot_range is not None:
                 k_buf[:, :, slot_range] = k
@@ -465,7 +465,7 @@ class DiT(nn.Module, PretrainedMixin):
             tokens = blk(tokens, c, plan.cos, plan.sin, plan.attn_mask, text, cache_kv=kv, slots=plan.slots, text_kv=text.kv[i],
                          mod=None if mod is None else mod.blocks[i], slot_range=plan.slot_range, grad_kv=gkv)
         if write:
-            if keep_grad:  # the buffers with the graph of every chunk written so (the detached ones hold the same numbers)
+            if keep_grad:  # the buffers with the graph of every chunk written so far (the detached ones hold the same numbers)
                 base = prev if prev is not None else [(cache.k[i], cache.v[i]) for i in range(len(self.blocks))]
                 cache.grad_kv = [(bk.scatter(2, idx, k), bv.scatter(2, idx, v)) for (bk, bv), (idx, k, v) in zip(base, kept)]
             else:  # a detached write ends the gradient path
