@@ -162,9 +162,9 @@ def student_sample_chunk(model: DiT, cache: KVCache, noise: torch.Tensor, cond: 
     if write and cache_grad and torch.is_grad_enabled():
         # the gradient reaches the chunk's content, not the writing pass's weights: they also read the
         # real context, which a loss on generated chunks must not retune
-        pw = pending_write(x0, cond, context_noise, context_eps)
+        pw, m = pending_write(x0, cond, context_noise, context_eps), mods[-1]
+        wmod = PassModulation(m.c.detach(), [b.detach() for b in m.blocks], m.final.detach())  # the conditioning's weights too
         with frozen_parameters(model):
-            wmod = model.pass_modulations([pw.level], cond.action_feats, cond.action_null, cond.text)[0]
             model.forward_chunk(pw.x, torch.full((B, c), pw.level, device=noise.device), cond.action_feats, cond.action_null,
                                 cond.text, cache, write=True, plan=plan, mod=wmod, keep_grad=True)
     elif write:
