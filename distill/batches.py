@@ -70,6 +70,45 @@ def with_random_actions(batch: "LatentBatch", rows: np.ndarray, start_frame: int
     return LatentBatch(batch.latents, feats, null, batch.prompts, batch.rewards, batch.terminated, batch.states)
 
 
+def other_chunk_actions(codec: ActionCodec, feats: np.ndarray, frames_per_chunk: int, rng: np.random.Generator) -> np.ndarray:
+    """For a script `feats` (n_chunks * frames_per_chunk, A) held per chunk, a script of the same
+    shape whose every chunk holds a different action from the space (the other side of a
+    left/right contrast)."""
+    codec.space.seed(int(rng.integers(2**31 - 1)))
+    out = feats.copy()
+    for c in range(0, len(feats), frames_per_chunk):
+        for _ in range(100):
+            f = codec.to_features(np.asarray([codec.space.sample()]))[0]
+            if not np.allclose(f, feats[c]):
+                break
+        else:
+            raise ValueError(f"action space {codec.space}: no action differs from the chunk's, so no contrast can be drawn")
+        out[c:c + frames_per_chunk] = f
+    return out
+
+
+def contrast_pairs(batch: "LatentBatch", start_frame: int, codec: ActionCodec, frames_per_chunk: int, rng: np.random.Generator,
+                   p_keep: float = 0.5) -> "LatentBatch":
+    """A batch of 2B rows from B clips: row i (i < B) is clip i with a random script from video
+    frame `start_frame` on (`random_chunk_actions`), row B + i the same clip with a different action
+    in every one of those chunks (`other_chunk_actions`). Context (the frames before) and prompt
+    are shared, so what differs between the two rows is the action alone. Rewards, terminations and
+    simulator states are the clip's own, not those of the new scripts."""
+    n = batch.action_feats.shape[1] - start_frame
+    if n <= 0 or n % frames_per_chunk:
+        raise ValueError(f"start_frame: {start_frame} leaves {n} frames, not one or more whole chunks of {frames_per_chunk}")
+    a_feats, b_feats = batch.action_feats.clone(), batch.action_feats.clone()
+    a_null, b_null = batch.action_null.clone(), batch.action_null.clone()
+    for i in range(a_feats.shape[0]):
+        f = random_chunk_actions(codec, n // frames_per_chunk, frames_per_chunk, rng, p_keep)
+        g = other_chunk_actions(codec, f, frames_per_chunk, rng)
+        a_feats[i, start_frame:], b_feats[i, start_frame:] = torch.from_numpy(f), torch.from_numpy(g)
+        a_null[i, start_frame:] = b_null[i, start_frame:] = False
+    two = lambda x: None if x is None else torch.cat([x, x])
+    return LatentBatch(two(batch.latents), torch.cat([a_feats, b_feats]), torch.cat([a_null, b_null]), batch.prompts * 2,
+                       two(batch.rewards), two(batch.terminated), two(batch.states))
+
+
 def draw_context_noise(rng: np.random.Generator, max_level: float, p: float) -> float:
     """Context-noise augmentation: with probability `p` a level uniform in [0, max_level] at which
     the context (the cache) is noised for this step, else 0 (never drawn when max_level is 0)."""

@@ -29,23 +29,51 @@ class ODEInitConfig:
     save_every: int = 100
     max_seconds: float = 0.0  # wall-clock budget of the stage (0: none): it ends, saved and done, at the step reached
     log_every: int = 10
+    contrast_weight: float = 0.0  # weight of the contrast loss on contrast shards (`contrast_loss`), drawn ...
+    p_contrast: float = 0.5  # ... for this fraction of steps when the pairs hold contrast shards
 
 
 def pair_batch(shards: list[dict], B: int, rng: np.random.Generator):
-    """B pairs from one random shard (pairs in a shard share the context length)."""
+    """B pairs from one random shard (pairs in a shard share the context length); from a contrast
+    shard, B/2 contrast pairs, kept as rows i and B/2 + i."""
     s = shards[rng.integers(len(shards))]
-    idx = torch.from_numpy(rng.choice(s["x0"].shape[0], size=min(B, s["x0"].shape[0]), replace=False))
+    n = s["x0"].shape[0]
+    if s.get("contrast", False):
+        half = torch.from_numpy(rng.choice(n // 2, size=min(B // 2, n // 2), replace=False))
+        idx = torch.cat([half, half + n // 2])
+    else:
+        idx = torch.from_numpy(rng.choice(n, size=min(B, n), replace=False))
     return {k: (v[idx] if torch.is_tensor(v) and v.ndim > 0 and k != "states" else v) for k, v in s.items()} | {"states": s["states"][:, idx]}
 
 
+def contrast_shards(shards: list[dict], want: bool) -> list[dict]:
+    return [s for s in shards if s.get("contrast", False) == want]
+
+
+def contrast_loss(x0_pred: torch.Tensor, x_clean: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the action's effect: rows i and B/2 + i are one context under two action
+    scripts, and the student's difference between them is regressed onto the teacher's, over the
+    generated frames (`mask` (B, T)). Zero when the student reproduces the teacher's difference,
+    whatever both rows share."""
+    h = x0_pred.shape[0] // 2
+    d_pred, d_true = x0_pred[:h] - x0_pred[h:], x_clean[:h] - x_clean[h:]
+    err = (d_pred - d_true).pow(2).mean(dim=(1, 3, 4))
+    m = mask[:h]
+    return (err * m).sum() / m.sum()
+
+
 def student_inputs(pairs: dict, schedule: FlowSchedule, chunk: int, rng: np.random.Generator):
-    """Per chunk an independent student level: -> x_in (B, C, T, h, w), t (B, T), loss mask (B, T)."""
+    """Per chunk an independent student level: -> x_in (B, C, T, h, w), t (B, T), loss mask (B, T).
+    Contrast pairs (rows i and B/2 + i) share their levels."""
     real, states, k = pairs["real"], pairs["states"], pairs["context_frames"]
     S, B, C, Tg = states.shape[:4]
     T = real.shape[2]
     ts = schedule.student_timesteps()
     n_chunks = -(-T // chunk)
-    s_idx = torch.from_numpy(rng.integers(0, S, size=(B, n_chunks))).repeat_interleave(chunk, 1)[:, :T]  # (B, T)
+    rows = B // 2 if pairs.get("contrast", False) else B
+    s_idx = torch.from_numpy(rng.integers(0, S, size=(rows, n_chunks))).repeat_interleave(chunk, 1)[:, :T]  # (rows, T)
+    if rows < B:
+        s_idx = s_idx.repeat(2, 1)
     gen_idx = s_idx[:, k:]  # (B, Tg)
     onehot = torch.nn.functional.one_hot(gen_idx, S).permute(2, 0, 1).float()  # (S, B, Tg)
     x_gen = (states * onehot[:, :, None, :, None, None]).sum(0)  # (B, C, Tg, h, w): state at each frame's level
@@ -78,14 +106,27 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     raw = runner.unwrap(model)
     chunk = raw.config.latent_frames_per_chunk
 
+    plain, paired = contrast_shards(shards, False), contrast_shards(shards, True)
+    use_contrast = cfg.contrast_weight > 0 and bool(paired)
+    if cfg.contrast_weight > 0 and not paired:
+        raise ValueError("ode_init.contrast_weight: the ODE pairs hold no contrast shards; generate them with "
+                         "ode_pairs.num_contrast_pairs > 0 or set ode_init.contrast_weight=0")
+
     def train_step(step: int, rng: np.random.Generator):
-        pairs = pair_batch(shards, cfg.batch_size, rng)
+        contrast = use_contrast and rng.random() < cfg.p_contrast
+        pairs = pair_batch(paired if contrast else (plain if use_contrast else shards), cfg.batch_size, rng)
         x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
         T = x_in.shape[2]
         x_clean = torch.cat([pairs["real"][:, :, :pairs["context_frames"]], pairs["x0"]], dim=2)
         level = draw_context_noise(rng, cfg.context_noise_max, cfg.p_context_noise)
         t_clean = torch.full(t.shape, level)
-        ctx_in = schedule.add_noise(x_clean, torch.randn_like(x_clean), t_clean) if level > 0 else x_clean
+        ctx_in = x_clean
+        if level > 0:
+            ctx_noise = torch.randn_like(x_clean)
+            if pairs.get("contrast", False):  # both rows of a pair see the same noised context
+                h = ctx_noise.shape[0] // 2
+                ctx_noise[h:] = ctx_noise[:h]
+            ctx_in = schedule.add_noise(x_clean, ctx_noise, t_clean)
         dev = runner.device
         x_in, t, mask, x_clean, ctx_in, t_clean = (a.to(dev) for a in (x_in, t, mask, x_clean, ctx_in, t_clean))
         cond = student_cond(raw, bank, pairs)
@@ -94,11 +135,16 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
         x0_pred = schedule.x0_from_v(x_in, v, t)
         err = (x0_pred - x_clean).pow(2).mean(dim=(1, 3, 4))
         loss = (err * mask).sum() / mask.sum()
+        scalars = {"losses/ode_init": loss.item()}
+        if contrast:
+            c_loss = contrast_loss(x0_pred, x_clean, mask)
+            scalars["losses/ode_contrast"] = c_loss.item()
+            loss = loss + cfg.contrast_weight * c_loss
         opt.zero_grad(set_to_none=True)
         runner.backward(loss)
         runner.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        return {"losses/ode_init": loss.item()}, {"loss": f"{loss.item():.4f}"}
+        return scalars, {"loss": f"{scalars['losses/ode_init']:.4f}"}
 
     steps = runner.run(train_step)
     return runner.finish({"steps": steps}, lambda: raw.save_pretrained(runner.stage_dir / "model"))

@@ -58,7 +58,7 @@ def summarize(run: Path) -> list[dict]:
         info = json.loads(done.read_text() or "{}")
         wall = wall_seconds(d / "log.jsonl")
         if name == "ode_pairs":
-            shards = sorted(d.glob("pairs_*.safetensors"), key=lambda p: p.stat().st_mtime)
+            shards = sorted([*d.glob("pairs_*.safetensors"), *d.glob("contrast_*.safetensors")], key=lambda p: p.stat().st_mtime)
             if len(shards) > 1:  # first shard's own time estimated as the mean of the others
                 span = shards[-1].stat().st_mtime - shards[0].stat().st_mtime
                 wall = span * len(shards) / (len(shards) - 1)

@@ -38,3 +38,69 @@ def test_ode_pairs_reject_a_max_context_that_leaves_nothing_to_generate(tiny_lat
     cfg = ODEPairsConfig(num_pairs=2, batch_size=2, clip_latent_frames=4, num_steps=2, max_context_frames=bad)
     with pytest.raises(ValueError, match="ode_pairs.max_context_frames"):
         generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
+
+
+def _perturb(teacher):
+    """A teacher whose output depends on its inputs (a new one's last layers are zero)."""
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+
+def test_contrast_shards_share_context_prompt_and_noise_and_differ_in_every_generated_chunk(tiny_latents, tmp_path):
+    teacher, codec, bank = _setup(tiny_latents)
+    _perturb(teacher)
+    cfg = ODEPairsConfig(num_pairs=2, batch_size=4, clip_latent_frames=4, num_steps=2, context_frames=1, max_context_frames=2,
+                         p_no_context=0.0, num_contrast_pairs=8)
+    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
+    shards = load_ode_pairs(tmp_path / "p")
+    paired = [s for s in shards if s["contrast"]]
+    assert len(paired) == 2 and len(shards) == 3
+    F = teacher.config.frames_per_latent
+    for s in paired:
+        k, h = s["context_frames"], 2
+        assert torch.equal(s["real"][:h], s["real"][h:]) and torch.equal(s["prompt_index"][:h], s["prompt_index"][h:])
+        near = (s["states"][0, :h] - s["states"][0, h:]).abs().max()  # at t = 0.9997: the same starting noise ...
+        assert near < 1e-2 < (s["x0"][:h] - s["x0"][h:]).abs().max()  # ... to different results
+        a, b = s["action_feats"][:h], s["action_feats"][h:]
+        assert torch.equal(a[:, :k * F], b[:, :k * F])  # the context's actions are the clip's own
+        gen_a, gen_b = a[:, k * F:].reshape(h, -1, F, a.shape[-1]), b[:, k * F:].reshape(h, -1, F, b.shape[-1])
+        assert (gen_a != gen_b).any(-1).all()  # every generated frame's action differs
+        assert (gen_a == gen_a[:, :, :1]).all() and (gen_b == gen_b[:, :, :1]).all()  # held for the chunk
+        assert not s["action_null"][:, k * F:].bool().any()
+
+
+def test_contrast_loss_is_zero_for_the_teachers_difference_and_counts_a_muted_action():
+    from distill.ode_init import contrast_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 2, 2)
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[:, :2] = False
+    shifted = x + torch.randn(1, 3, 5, 2, 2)  # what both rows share may be wrong: no contrast error
+    assert contrast_loss(shifted, x, mask).item() == pytest.approx(0.0, abs=1e-6)
+    muted = x.clone()
+    muted[2:] = muted[:2]  # the student ignores the action: the loss is the teacher's difference, on generated frames only
+    want = (x[:2, :, 2:] - x[2:, :, 2:]).pow(2).mean()
+    assert contrast_loss(muted, x, mask).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_ode_init_trains_with_the_contrast_loss_and_asks_for_contrast_shards(tiny_latents, tmp_path):
+    from distill.ode_init import ODEInitConfig, train_ode_init
+
+    teacher, codec, bank = _setup(tiny_latents)
+    _perturb(teacher)
+    cfg = ODEPairsConfig(num_pairs=4, batch_size=4, clip_latent_frames=3, num_steps=2, p_no_context=0.0)
+    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "plain")
+    with pytest.raises(ValueError, match="ode_init.contrast_weight"):
+        train_ode_init(teacher, load_ode_pairs(tmp_path / "plain"), bank, FlowSchedule(),
+                       ODEInitConfig(steps=2, batch_size=4, contrast_weight=1.0), tmp_path / "init0")
+    cfg.num_contrast_pairs = 4
+    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "both")
+    train_ode_init(teacher, load_ode_pairs(tmp_path / "both"), bank, FlowSchedule(),
+                   ODEInitConfig(steps=10, batch_size=4, contrast_weight=1.0, p_contrast=0.5, log_every=1), tmp_path / "init")
+    import json
+    rows = [json.loads(l) for l in open(tmp_path / "init" / "log.jsonl")]
+    c = [r["losses/ode_contrast"] for r in rows if "losses/ode_contrast" in r]
+    assert 0 < len(c) < len(rows) and all(v > 0 for v in c)  # about half the steps, a real error
+    assert (tmp_path / "init" / "model").is_dir()
