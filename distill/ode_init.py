@@ -31,6 +31,7 @@ class ODEInitConfig:
     log_every: int = 10
     contrast_weight: float = 0.0  # weight of the contrast loss on contrast shards (`contrast_loss`), drawn ...
     p_contrast: float = 0.5  # ... for this fraction of steps when the pairs hold contrast shards
+    contrast_chunks: int = 0  # generated chunks the contrast loss covers (0: all; 1: the first, where the context is shared)
 
 
 def pair_batch(shards: list[dict], B: int, rng: np.random.Generator):
@@ -137,7 +138,11 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
         loss = (err * mask).sum() / mask.sum()
         scalars = {"losses/ode_init": loss.item()}
         if contrast:
-            c_loss = contrast_loss(x0_pred, x_clean, mask)
+            c_mask = mask
+            if cfg.contrast_chunks > 0:  # only the first generated chunks: later ones also differ by their clean context
+                c_mask = mask.clone()
+                c_mask[:, pairs["context_frames"] + cfg.contrast_chunks * chunk:] = False
+            c_loss = contrast_loss(x0_pred, x_clean, c_mask)
             scalars["losses/ode_contrast"] = c_loss.item()
             loss = loss + cfg.contrast_weight * c_loss
         opt.zero_grad(set_to_none=True)

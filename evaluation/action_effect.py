@@ -34,10 +34,27 @@ from models.masks import teacher_forcing_mask
 from models.schedule import FlowSchedule, ScheduleConfig
 
 
+def probe_readout(vae, probe, frames_per_latent: int):
+    """latents (B, C, T, h, w) -> (B, T, Q): the probe's reading (pole angle in degrees, cart x in
+    metres, ...) of the last decoded video frame of every latent frame."""
+    from models.vae import tensor_to_frames
+
+    def read(z: torch.Tensor) -> torch.Tensor:
+        frames = tensor_to_frames(vae.decode(z))  # (B, T*F, H, W, 3)
+        last = frames[:, frames_per_latent - 1::frames_per_latent]
+        B, T = last.shape[:2]
+        return torch.from_numpy(probe.predict(last.reshape(B * T, *last.shape[2:]))).view(B, T, -1)
+
+    return read
+
+
 @torch.no_grad()
-def effect_ratios(model: DiT, shards: list[dict], bank, schedule: FlowSchedule, causal: bool) -> dict:
+def effect_ratios(model: DiT, shards: list[dict], bank, schedule: FlowSchedule, causal: bool, readout=None,
+                  readout_names: tuple = ()) -> dict:
     """{'level': [{ratio, miss} per student level], 'chunk': [{ratio, miss} per generated chunk, all levels],
-    'level_chunk0': [...]} summed over every contrast pair in `shards`."""
+    'level_chunk0': [...]} summed over every contrast pair in `shards`. With `readout` (latents ->
+    (B, T, Q), e.g. `probe_readout`) also 'read_level_chunk0' and 'read_level': the same ratios of
+    what the readout sees (per quantity, named by `readout_names`), from decoded frames."""
     from distill.ode_init import student_cond
 
     ts = schedule.student_timesteps()
@@ -50,6 +67,10 @@ def effect_ratios(model: DiT, shards: list[dict], bank, schedule: FlowSchedule, 
         norm[key] = norm.get(key, 0.0) + float(d_t.pow(2).sum())
         err[key] = err.get(key, 0.0) + float((d_m - d_t).pow(2).sum())
 
+    def add_read(kind, s, r_m, r_t):  # readings (h, Tg, Q) of the two rows' difference
+        for q in range(r_t.shape[-1]):
+            add((kind, (s, q)), r_m[..., q], r_t[..., q])
+
     for sh in shards:
         if not sh.get("contrast", False):
             continue
@@ -59,6 +80,9 @@ def effect_ratios(model: DiT, shards: list[dict], bank, schedule: FlowSchedule, 
         cond = student_cond(model, bank, sh)
         x_clean = torch.cat([real[:, :, :k], x0], dim=2)
         d_true = x0[:h] - x0[h:]
+        if readout is not None:
+            r_true = readout(x_clean)[:, k:]
+            rd_true = r_true[:h] - r_true[h:]
         for s in range(S):
             x_in = torch.cat([real[:, :, :k], sh["states"][s]], dim=2)
             t = torch.cat([torch.zeros(B, k), torch.full((B, T - k), float(ts[s]))], dim=1)
@@ -69,6 +93,11 @@ def effect_ratios(model: DiT, shards: list[dict], bank, schedule: FlowSchedule, 
                 v = model(x_in, t, cond.action_feats, cond.action_null, cond.text)
             pred = schedule.x0_from_v(x_in, v, t)[:, :, k:]
             d_pred = pred[:h] - pred[h:]
+            if readout is not None:
+                r = readout(torch.cat([real[:, :, :k], pred], dim=2))[:, k:]
+                rd = r[:h] - r[h:]
+                add_read("read_level_chunk0", s, rd[:, :chunk], rd_true[:, :chunk])
+                add_read("read_level", s, rd, rd_true)
             for c0 in range(0, T - k, chunk):  # generated chunks, counted from the first after the context
                 ci = c0 // chunk
                 sl = slice(c0, c0 + chunk)
@@ -81,6 +110,12 @@ def effect_ratios(model: DiT, shards: list[dict], bank, schedule: FlowSchedule, 
     for kind in ("level", "chunk", "level_chunk0"):
         keys = sorted(i for (kk, i) in dot if kk == kind)
         out[kind] = [{"index": i, "ratio": dot[(kind, i)] / norm[(kind, i)], "miss": err[(kind, i)] / norm[(kind, i)]} for i in keys]
+    for kind in ("read_level_chunk0", "read_level"):
+        keys = sorted(i for (kk, i) in dot if kk == kind)
+        if keys:
+            names = list(readout_names) or [str(q) for q in range(max(q for _, q in keys) + 1)]
+            out[kind] = [{"level": s, "quantity": names[q], "ratio": dot[(kind, (s, q))] / max(norm[(kind, (s, q))], 1e-12),
+                          "miss": err[(kind, (s, q))] / max(norm[(kind, (s, q))], 1e-12)} for s, q in keys]
     if not out["level"]:
         raise ValueError("shards: no contrast shards among them; generate them with ode_pairs.num_contrast_pairs > 0")
     tot_dot = sum(v for (kk, _), v in dot.items() if kk == "level")
@@ -126,6 +161,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--prompts", default=None, help="prompts.pt of the run (default: --make-from's)")
     ap.add_argument("--model", action="append", default=[], help="NAME=DIR of a causal student (repeatable)")
     ap.add_argument("--teacher", action="append", default=[], help="NAME=DIR of a bidirectional teacher (repeatable)")
+    ap.add_argument("--probe-checkpoint", default=None,
+                    help="a world-model checkpoint whose VAE and probe/ also read the effect off decoded frames (pole angle, cart x)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
@@ -143,18 +180,32 @@ def main(argv=None) -> dict:
     bank = PromptBank.from_state(torch.load(prompts))
     shards = load_ode_pairs(pairs)
     schedule = run_schedule(Path(a.make_from)) if a.make_from else FlowSchedule()
+    readout, names = None, ()
+    if a.probe_checkpoint:
+        from causvid_env.checkpoint import load_world_model
+        from evaluation.probe import load_probe
+
+        wm = load_world_model(a.probe_checkpoint)
+        probe, _ = load_probe(Path(a.probe_checkpoint) / "probe")
+        readout, names = probe_readout(wm.vae.float().eval(), probe, wm.student.config.frames_per_latent), tuple(probe.config.target_names)
     res = {"pairs": str(pairs), "contrast_pairs": int(sum(s["x0"].shape[0] // 2 for s in shards if s["contrast"])), "models": {}}
     for spec, causal in [(m, True) for m in a.model] + [(m, False) for m in a.teacher]:
         if "=" not in spec:
             raise ValueError(f"--model/--teacher: expected NAME=DIR, got {spec!r}")
         name, d = spec.split("=", 1)
         model = DiT.from_pretrained(d).float().eval()
-        r = effect_ratios(model, shards, bank, schedule, causal)
+        r = effect_ratios(model, shards, bank, schedule, causal, readout, names)
         res["models"][name] = {"dir": d, "causal": causal, **r}
         lv = " ".join(f"{x['ratio']:.2f}" for x in r["level_chunk0"])
         ch = " ".join(f"{x['ratio']:.2f}" for x in r["chunk"])
         print(f"{name:>24}: effect ratio {r['all']['ratio']:.2f} (miss {r['all']['miss']:.2f}); first chunk by level {lv}; "
               f"by chunk {ch}", flush=True)
+        if "read_level_chunk0" in r:
+            for q in names:
+                rows = [x for x in r["read_level_chunk0"] if x["quantity"] == q]
+                allc = [x for x in r["read_level"] if x["quantity"] == q]
+                print(f"{'':>24}  {q}: first chunk by level " + " ".join(f"{x['ratio']:.2f}" for x in rows)
+                      + "; all chunks by level " + " ".join(f"{x['ratio']:.2f}" for x in allc), flush=True)
     if a.json:
         write_json(a.json, res)
     return res

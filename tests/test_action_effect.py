@@ -23,8 +23,11 @@ def test_an_action_blind_model_scores_zero_at_the_first_step_and_the_teacher_kee
         for name, p in blind.named_parameters():
             if "frame_embed" in name and name.endswith("weight"):
                 p.zero_()  # every action embeds alike
+    mean_read = lambda z: torch.stack([z.mean(dim=(1, 3, 4)), z[:, 0].amax(dim=(2, 3))], dim=-1)  # (B, T, 2)
     for causal in (True, False):
-        r = effect_ratios(blind, shards, bank, FlowSchedule(), causal=causal)
+        r = effect_ratios(blind, shards, bank, FlowSchedule(), causal=causal, readout=mean_read, readout_names=("mean", "max"))
+        read0 = [x for x in r["read_level_chunk0"] if x["level"] == 0]
+        assert [x["quantity"] for x in read0] == ["mean", "max"] and all(abs(x["ratio"]) < 0.05 for x in read0)
         # the first step, the first chunk: the inputs of the two rows differ only by the action (and by the teacher's
         # step from t = 1 to 0.9997), so a model blind to it has no effect; later the noisy states and (causal) the
         # clean copy of earlier chunks carry the teacher's effect, which even a blind model passes on in part

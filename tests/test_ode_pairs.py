@@ -85,7 +85,8 @@ def test_contrast_loss_is_zero_for_the_teachers_difference_and_counts_a_muted_ac
     assert contrast_loss(muted, x, mask).item() == pytest.approx(want.item(), rel=1e-5)
 
 
-def test_ode_init_trains_with_the_contrast_loss_and_asks_for_contrast_shards(tiny_latents, tmp_path):
+@pytest.mark.parametrize("chunks", [0, 1])
+def test_ode_init_trains_with_the_contrast_loss_and_asks_for_contrast_shards(tiny_latents, tmp_path, chunks):
     from distill.ode_init import ODEInitConfig, train_ode_init
 
     teacher, codec, bank = _setup(tiny_latents)
@@ -98,7 +99,7 @@ def test_ode_init_trains_with_the_contrast_loss_and_asks_for_contrast_shards(tin
     cfg.num_contrast_pairs = 4
     generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "both")
     train_ode_init(teacher, load_ode_pairs(tmp_path / "both"), bank, FlowSchedule(),
-                   ODEInitConfig(steps=10, batch_size=4, contrast_weight=1.0, p_contrast=0.5, log_every=1), tmp_path / "init")
+                   ODEInitConfig(steps=10, batch_size=4, contrast_weight=1.0, p_contrast=0.5, contrast_chunks=chunks, log_every=1), tmp_path / "init")
     import json
     rows = [json.loads(l) for l in open(tmp_path / "init" / "log.jsonl")]
     c = [r["losses/ode_contrast"] for r in rows if "losses/ode_contrast" in r]
