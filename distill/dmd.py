@@ -33,6 +33,12 @@ generated chunks by a random script that knows nothing of the state (`random_chu
 previous chunk's action kept with probability `random_action_keep`, else a fresh draw), so the
 student is judged by the teacher on the chunk-to-chunk action changes an agent makes, not only on
 the data's controllers. Those rollouts have no real future: the data regression skips them.
+
+`ode_weight` / `ode_contrast_weight` > 0 (self-forcing only) keep the ODE initialisation's losses on
+as an anchor: each step the student regresses a batch of the teacher's ODE pairs (block-causal, as in
+`distill.ode_init`), and on contrast shards (one context, two action scripts, the same noise) the
+difference between its two predictions onto the teacher's: the action's effect as the teacher draws
+it, which DMD's gradient alone was measured to erode.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.batches import PromptBank, draw_context_noise, make_batch, with_random_actions
+from distill.ode_init import contrast_shards, ode_pair_losses, pair_batch
 from distill.train_teacher import state_readout_loss
 from distill.training_utils import StageRunner, update_ema
 from models.actions import ActionCodec
@@ -91,6 +98,10 @@ class DMDConfig:
     pair_frames: int = 3  # generated latent frames per pair rollout (<= the branches' chunks)
     p_random_actions: float = 0.0  # self-forcing: share of rollouts driven by a random script after the context
     random_action_keep: float = 0.5  # that script keeps the previous chunk's action with this probability
+    ode_weight: float = 0.0  # self-forcing: an anchor on the ODE pairs, the ODE initialisation's regression (`ode_pair_losses`) ...
+    ode_contrast_weight: float = 0.0  # ... and its contrast loss on contrast shards (the teacher's action effect), each step
+    ode_batch_size: int = 8  # pairs per step (and process) of that anchor
+    ode_contrast_chunks: int = 1  # generated chunks the contrast loss covers (0: all)
     seed: int = 0
     cache_grad: bool = False  # self-forcing: the gradient also flows through the cache into the chunks a chunk read, so a
     # loss on a later chunk can correct the earlier one instead of teaching the later one to make up for it
@@ -235,11 +246,12 @@ def _sync_grads(model: torch.nn.Module, acc) -> None:
 
 def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, bank: PromptBank, schedule: FlowSchedule,
               cfg: DMDConfig, stage_dir, causal_teacher: bool = False, accelerator=None,
-              state_head: StateHead | None = None, branches=None) -> dict:
+              state_head: StateHead | None = None, branches=None, ode_shards: list[dict] | None = None) -> dict:
     """Asymmetric DMD: the generator (student) and the fake score, two models with their own
     optimisers (TTUR: `cfg.ttur` fake-score steps per generator step). `state_head`: the frozen reader
     of the auxiliary state loss (needed when `cfg.state_weight` or `cfg.pair_weight` > 0); `branches`:
-    a `distill.branches.BranchSampler` (needed when `cfg.pair_weight` > 0). Resumable."""
+    a `distill.branches.BranchSampler` (needed when `cfg.pair_weight` > 0); `ode_shards`: the ODE pairs
+    (`distill.ode_pairs.load_ode_pairs`, needed when `cfg.ode_weight` or `cfg.ode_contrast_weight` > 0). Resumable."""
     if cfg.rollout not in ROLLOUTS:
         raise ValueError(f"dmd.rollout: expected one of {ROLLOUTS}, got {cfg.rollout!r}")
     if cfg.rollout == "self_forcing" and not (cfg.score_frames <= cfg.rollout_latent_frames):
@@ -263,6 +275,15 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             raise ValueError(f"dmd.{name} > 0 needs dmd.rollout=self_forcing; set it to 0")
     if cfg.pair_weight > 0 and branches is None:
         raise ValueError("dmd.pair_weight > 0 needs branching episodes (branches.points_per_episode > 0); set it to 0")
+    ode_on = cfg.ode_weight > 0 or cfg.ode_contrast_weight > 0
+    if ode_on and cfg.rollout != "self_forcing":
+        raise ValueError("dmd.ode_weight / dmd.ode_contrast_weight > 0 need dmd.rollout=self_forcing; set them to 0")
+    if ode_on and not ode_shards:
+        raise ValueError("dmd.ode_weight / dmd.ode_contrast_weight > 0 need the ODE pairs (the ode_pairs stage); set them to 0")
+    ode_pool = (contrast_shards(ode_shards, True) if cfg.ode_contrast_weight > 0 else ode_shards) if ode_on else []
+    if cfg.ode_contrast_weight > 0 and not ode_pool:
+        raise ValueError("dmd.ode_contrast_weight > 0: the ODE pairs hold no contrast shards; generate them with "
+                         "ode_pairs.num_contrast_pairs > 0 or set it to 0")
     runner = StageRunner(stage_dir, f"dmd ({cfg.rollout})", cfg, accelerator)
     if runner.done:
         return {}
@@ -375,6 +396,15 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
                                         paired=True, cache_grad=cfg.cache_grad)
             loss_pair = pair_state_loss(state_head, pair[:, :, kp:], pb.states[:, kp * F_:], cfg.state_dims)
             loss_g = loss_g + cfg.pair_weight * loss_pair
+        loss_ode, loss_ode_c = torch.zeros(()), torch.zeros(())
+        if ode_on:
+            pairs = pair_batch(ode_pool, cfg.ode_batch_size, rng)
+            loss_ode, c = ode_pair_losses(G_raw, G_raw, bank, schedule, pairs, rng, dev, cfg.context_noise_max, cfg.p_context_noise,
+                                          cfg.ode_contrast_chunks)
+            loss_g = loss_g + cfg.ode_weight * loss_ode
+            if c is not None and cfg.ode_contrast_weight > 0:
+                loss_ode_c = c
+                loss_g = loss_g + cfg.ode_contrast_weight * c
         opt_g.zero_grad(set_to_none=True)
         runner.backward(loss_g)
         if cfg.rollout == "self_forcing":  # the rollout bypassed the DDP wrapper
@@ -390,6 +420,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
                 G_raw.save_pretrained(runner.stage_dir / f"raw_step{n}")
         return ({"losses/dmd": loss_dmd.item(), "losses/data": loss_data.item(), "losses/fake_score": loss_f.item(),
                  "losses/state": loss_state.item(), "losses/pair": loss_pair.item(),
+                 "losses/ode": loss_ode.item(), "losses/ode_contrast": loss_ode_c.item(),
                  "charts/generator_grad_norm": gn, "charts/dmd_grad_abs": grad.abs().mean(), "charts/context_noise": ctx_noise,
                  "charts/scripted_rollouts": float(scripted.mean())},
                 {"dmd": f"{loss_dmd.item():.4f}", "data": f"{loss_data.item():.4f}", "fake": f"{loss_f.item():.4f}"})

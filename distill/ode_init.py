@@ -93,6 +93,42 @@ def student_cond(model: DiT, bank: PromptBank, pairs: dict) -> Cond:
     return Cond(pairs["action_feats"].to(dev), pairs["action_null"].to(dev), model.encode_text(tok.to(dev), m.to(dev), null.to(dev)))
 
 
+def ode_pair_losses(model, raw: DiT, bank: PromptBank, schedule: FlowSchedule, pairs: dict, rng: np.random.Generator, dev,
+                    context_noise_max: float = 0.0, p_context_noise: float = 0.5, contrast_chunks: int = 0):
+    """The student (`model`, `raw` its unwrapped module) on a batch of ODE pairs, block-causal with the
+    clean copy (re-noised to a drawn context-noise level): -> (mean squared error of its clean
+    prediction against the teacher's results over the generated frames, `contrast_loss` over the
+    first `contrast_chunks` generated chunks (0: all) when the pairs are a contrast batch, else None)."""
+    chunk = raw.config.latent_frames_per_chunk
+    x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
+    T = x_in.shape[2]
+    x_clean = torch.cat([pairs["real"][:, :, :pairs["context_frames"]], pairs["x0"]], dim=2)
+    level = draw_context_noise(rng, context_noise_max, p_context_noise)
+    t_clean = torch.full(t.shape, level)
+    ctx_in = x_clean
+    if level > 0:
+        ctx_noise = torch.randn_like(x_clean)
+        if pairs.get("contrast", False):  # both rows of a pair see the same noised context
+            h = ctx_noise.shape[0] // 2
+            ctx_noise[h:] = ctx_noise[:h]
+        ctx_in = schedule.add_noise(x_clean, ctx_noise, t_clean)
+    x_in, t, mask, x_clean, ctx_in, t_clean = (a.to(dev) for a in (x_in, t, mask, x_clean, ctx_in, t_clean))
+    cond = student_cond(raw, bank, pairs)
+    v = model(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk, device=dev),
+              x_clean=ctx_in, t_clean=t_clean)
+    x0_pred = schedule.x0_from_v(x_in, v, t)
+    err = (x0_pred - x_clean).pow(2).mean(dim=(1, 3, 4))
+    loss = (err * mask).sum() / mask.sum()
+    c_loss = None
+    if pairs.get("contrast", False):
+        c_mask = mask
+        if contrast_chunks > 0:  # only the first generated chunks: later ones also differ by their clean context
+            c_mask = mask.clone()
+            c_mask[:, pairs["context_frames"] + contrast_chunks * chunk:] = False
+        c_loss = contrast_loss(x0_pred, x_clean, c_mask)
+    return loss, c_loss
+
+
 def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule: FlowSchedule, cfg: ODEInitConfig, stage_dir, accelerator=None,
                    init_from: DiT | None = None) -> dict:
     """Regress a copy of the teacher (or of `init_from`, a warm start such as the shipped student) onto
@@ -105,8 +141,6 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     runner.resume({"model": student}, {"opt": opt})
     model, opt = runner.prepare(student, opt)
     raw = runner.unwrap(model)
-    chunk = raw.config.latent_frames_per_chunk
-
     plain, paired = contrast_shards(shards, False), contrast_shards(shards, True)
     use_contrast = cfg.contrast_weight > 0 and bool(paired)
     if cfg.contrast_weight > 0 and not paired:
@@ -116,33 +150,10 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     def train_step(step: int, rng: np.random.Generator):
         contrast = use_contrast and rng.random() < cfg.p_contrast
         pairs = pair_batch(paired if contrast else (plain if use_contrast else shards), cfg.batch_size, rng)
-        x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
-        T = x_in.shape[2]
-        x_clean = torch.cat([pairs["real"][:, :, :pairs["context_frames"]], pairs["x0"]], dim=2)
-        level = draw_context_noise(rng, cfg.context_noise_max, cfg.p_context_noise)
-        t_clean = torch.full(t.shape, level)
-        ctx_in = x_clean
-        if level > 0:
-            ctx_noise = torch.randn_like(x_clean)
-            if pairs.get("contrast", False):  # both rows of a pair see the same noised context
-                h = ctx_noise.shape[0] // 2
-                ctx_noise[h:] = ctx_noise[:h]
-            ctx_in = schedule.add_noise(x_clean, ctx_noise, t_clean)
-        dev = runner.device
-        x_in, t, mask, x_clean, ctx_in, t_clean = (a.to(dev) for a in (x_in, t, mask, x_clean, ctx_in, t_clean))
-        cond = student_cond(raw, bank, pairs)
-        v = model(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk, device=dev),
-                  x_clean=ctx_in, t_clean=t_clean)
-        x0_pred = schedule.x0_from_v(x_in, v, t)
-        err = (x0_pred - x_clean).pow(2).mean(dim=(1, 3, 4))
-        loss = (err * mask).sum() / mask.sum()
+        loss, c_loss = ode_pair_losses(model, raw, bank, schedule, pairs, rng, runner.device, cfg.context_noise_max,
+                                       cfg.p_context_noise, cfg.contrast_chunks)
         scalars = {"losses/ode_init": loss.item()}
-        if contrast:
-            c_mask = mask
-            if cfg.contrast_chunks > 0:  # only the first generated chunks: later ones also differ by their clean context
-                c_mask = mask.clone()
-                c_mask[:, pairs["context_frames"] + cfg.contrast_chunks * chunk:] = False
-            c_loss = contrast_loss(x0_pred, x_clean, c_mask)
+        if c_loss is not None:
             scalars["losses/ode_contrast"] = c_loss.item()
             loss = loss + cfg.contrast_weight * c_loss
         opt.zero_grad(set_to_none=True)

@@ -340,8 +340,9 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
         dmd_dir = base / f"dmd_{cfg.dmd.rollout}"
         if not is_done(dmd_dir):
             log(f"stage dmd ({cfg.dmd.rollout}, ablation={ablation})")
+            ode_shards = load_ode_pairs(out / "ode_pairs") if cfg.dmd.ode_weight > 0 or cfg.dmd.ode_contrast_weight > 0 else None
             train_dmd(init, real_score, train_clips, codec, bank, schedule, cfg.dmd, dmd_dir, causal_teacher=causal, accelerator=acc,
-                      state_head=state_head, branches=branches)
+                      state_head=state_head, branches=branches, ode_shards=ode_shards)
         student = DiT.from_pretrained(dmd_dir / "model")
 
     # 10. the checkpoint the env loads --------------------------------------------------------------

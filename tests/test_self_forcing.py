@@ -639,3 +639,41 @@ def test_dmd_with_gradient_through_the_cache_trains_and_checks_its_setting(tmp_p
     assert not torch.equal(trained["final_adaLN.1.weight"], m.state_dict()["final_adaLN.1.weight"])
     with pytest.raises(ValueError, match="cache_grad"):
         train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), dataclasses.replace(cfg, rollout="teacher_forcing"), tmp_path / "bad")
+
+
+def test_dmd_with_the_ode_anchor_logs_its_losses_and_checks_its_setting(tmp_path):
+    """The ODE pairs' regression and contrast loss kept on during self-forcing DMD: both are logged
+    each step (a real error from a student that is not the teacher); without pairs, without contrast
+    shards, or under teacher forcing it is refused with the setting's name."""
+    import json
+
+    from distill.batches import PromptBank
+    from distill.dmd import DMDConfig, train_dmd
+    from distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs
+    from models.actions import ActionCodec
+
+    m = random_model(1)
+    bank = PromptBank(["p"], [torch.randn(3, 384)], [torch.ones(3, dtype=torch.bool)])
+    codec = ActionCodec(m.config.action_space)
+    pcfg = ODEPairsConfig(num_pairs=2, batch_size=4, clip_latent_frames=4, num_steps=2, context_frames=1, p_no_context=0.0)
+    generate_ode_pairs(m, _FixedClips(), codec, bank, FlowSchedule(), pcfg, tmp_path / "plain")
+    pcfg.num_contrast_pairs = 4
+    generate_ode_pairs(m, _FixedClips(), codec, bank, FlowSchedule(), pcfg, tmp_path / "pairs")
+    student = copy.deepcopy(m)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    cfg = DMDConfig(steps=3, batch_size=2, rollout_latent_frames=4, window_frames=3, score_frames=3, max_context_frames=1,
+                    ttur=1, save_every=3, log_every=1, ode_weight=1.0, ode_contrast_weight=2.0, ode_batch_size=4)
+    train_dmd(student, copy.deepcopy(m), _FixedClips(), codec, bank, FlowSchedule(), cfg, tmp_path / "dmd",
+              ode_shards=load_ode_pairs(tmp_path / "pairs"))
+    rows = [json.loads(x) for x in (tmp_path / "dmd" / "log.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "losses/ode" in r]
+    assert len(logged) == 3 and all(r["losses/ode"] > 0 and r["losses/ode_contrast"] > 0 for r in logged)
+    with pytest.raises(ValueError, match="ode_pairs stage"):
+        train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), cfg, tmp_path / "bad")
+    with pytest.raises(ValueError, match="no contrast shards"):
+        train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), cfg, tmp_path / "bad2", ode_shards=load_ode_pairs(tmp_path / "plain"))
+    with pytest.raises(ValueError, match="ode_weight"):
+        train_dmd(m, m, _FixedClips(), codec, bank, FlowSchedule(), dataclasses.replace(cfg, rollout="teacher_forcing"), tmp_path / "bad3",
+                  ode_shards=load_ode_pairs(tmp_path / "pairs"))
