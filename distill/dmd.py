@@ -282,7 +282,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         raise ValueError("dmd.ode_weight / dmd.ode_contrast_weight > 0 need the ODE pairs (the ode_pairs stage); set them to 0")
     ode_pool = (contrast_shards(ode_shards, True) if cfg.ode_contrast_weight > 0 else ode_shards) if ode_on else []
     if cfg.ode_contrast_weight > 0 and not ode_pool:
-        raise ValueError("dmd.ode_contrast_weight > 0: the ODE pairs hold no contrast shards; generate them with "
+        raise ValueError("dmd.ode_contrast_weight > 0: the ODE pairs hold no contrast shards with a real context; generate them with "
                          "ode_pairs.num_contrast_pairs > 0 or set it to 0")
     runner = StageRunner(stage_dir, f"dmd ({cfg.rollout})", cfg, accelerator)
     if runner.done:

@@ -48,7 +48,12 @@ def pair_batch(shards: list[dict], B: int, rng: np.random.Generator):
 
 
 def contrast_shards(shards: list[dict], want: bool) -> list[dict]:
-    return [s for s in shards if s.get("contrast", False) == want]
+    """want=False: the plain shards; True: the contrast shards with a real context. From a prompt alone
+    (no context) the bidirectional teacher draws a different first scene for each script (a first-
+    chunk difference 10-50x that of a pushed chunk, measured), which no causal model could answer."""
+    if not want:
+        return [s for s in shards if not s.get("contrast", False)]
+    return [s for s in shards if s.get("contrast", False) and s["context_frames"] > 0]
 
 
 def contrast_loss(x0_pred: torch.Tensor, x_clean: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -98,7 +103,8 @@ def ode_pair_losses(model, raw: DiT, bank: PromptBank, schedule: FlowSchedule, p
     """The student (`model`, `raw` its unwrapped module) on a batch of ODE pairs, block-causal with the
     clean copy (re-noised to a drawn context-noise level): -> (mean squared error of its clean
     prediction against the teacher's results over the generated frames, `contrast_loss` over the
-    first `contrast_chunks` generated chunks (0: all) when the pairs are a contrast batch, else None)."""
+    first `contrast_chunks` generated chunks (0: all) when the pairs are a contrast batch with a real
+    context (see `contrast_shards`), else None)."""
     chunk = raw.config.latent_frames_per_chunk
     x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
     T = x_in.shape[2]
@@ -120,7 +126,7 @@ def ode_pair_losses(model, raw: DiT, bank: PromptBank, schedule: FlowSchedule, p
     err = (x0_pred - x_clean).pow(2).mean(dim=(1, 3, 4))
     loss = (err * mask).sum() / mask.sum()
     c_loss = None
-    if pairs.get("contrast", False):
+    if pairs.get("contrast", False) and pairs["context_frames"] > 0:
         c_mask = mask
         if contrast_chunks > 0:  # only the first generated chunks: later ones also differ by their clean context
             c_mask = mask.clone()
@@ -144,7 +150,7 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     plain, paired = contrast_shards(shards, False), contrast_shards(shards, True)
     use_contrast = cfg.contrast_weight > 0 and bool(paired)
     if cfg.contrast_weight > 0 and not paired:
-        raise ValueError("ode_init.contrast_weight: the ODE pairs hold no contrast shards; generate them with "
+        raise ValueError("ode_init.contrast_weight: the ODE pairs hold no contrast shards with a real context; generate them with "
                          "ode_pairs.num_contrast_pairs > 0 or set ode_init.contrast_weight=0")
 
     def train_step(step: int, rng: np.random.Generator):

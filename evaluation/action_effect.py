@@ -9,7 +9,8 @@ clean prediction from the teacher's own state at each student level gives two pr
     miss  = |d_model - d_teacher|^2 / |d_teacher|^2          (0: the teacher's effect exactly)
 
 per student level (level 0 is the first step, from noise) and per generated chunk (chunk 0 is the
-first after the real context, where a push first shows). A causal student is run as in ODE
+first after the real context, where a push first shows). Pairs without a real context are left out
+(from a prompt alone the bidirectional teacher draws a different scene for each script). A causal student is run as in ODE
 initialisation (block-causal, the clean copy of earlier chunks being the teacher's results); the
 bidirectional teacher sees every generated frame at the level, as it does in DMD's real score.
 
@@ -55,7 +56,7 @@ def effect_ratios(model: DiT, shards: list[dict], bank, schedule: FlowSchedule, 
     'level_chunk0': [...]} summed over every contrast pair in `shards`. With `readout` (latents ->
     (B, T, Q), e.g. `probe_readout`) also 'read_level_chunk0' and 'read_level': the same ratios of
     what the readout sees (per quantity, named by `readout_names`), from decoded frames."""
-    from distill.ode_init import student_cond
+    from distill.ode_init import contrast_shards, student_cond
 
     ts = schedule.student_timesteps()
     S = len(ts)
@@ -71,9 +72,7 @@ def effect_ratios(model: DiT, shards: list[dict], bank, schedule: FlowSchedule, 
         for q in range(r_t.shape[-1]):
             add((kind, (s, q)), r_m[..., q], r_t[..., q])
 
-    for sh in shards:
-        if not sh.get("contrast", False):
-            continue
+    for sh in contrast_shards(shards, True):  # those with a real context
         k, real, x0 = sh["context_frames"], sh["real"], sh["x0"]
         B, T = real.shape[0], real.shape[2]
         h = B // 2
@@ -169,6 +168,7 @@ def main(argv=None) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     from distill.batches import PromptBank
+    from distill.ode_init import contrast_shards
     from distill.ode_pairs import load_ode_pairs
 
     pairs = Path(a.pairs)
@@ -188,7 +188,8 @@ def main(argv=None) -> dict:
         wm = load_world_model(a.probe_checkpoint)
         probe, _ = load_probe(Path(a.probe_checkpoint) / "probe")
         readout, names = probe_readout(wm.vae.float().eval(), probe, wm.student.config.frames_per_latent), tuple(probe.config.target_names)
-    res = {"pairs": str(pairs), "contrast_pairs": int(sum(s["x0"].shape[0] // 2 for s in shards if s["contrast"])), "models": {}}
+    used = contrast_shards(shards, True)
+    res = {"pairs": str(pairs), "contrast_pairs": int(sum(s["x0"].shape[0] // 2 for s in used)), "models": {}}
     for spec, causal in [(m, True) for m in a.model] + [(m, False) for m in a.teacher]:
         if "=" not in spec:
             raise ValueError(f"--model/--teacher: expected NAME=DIR, got {spec!r}")

@@ -105,3 +105,17 @@ def test_ode_init_trains_with_the_contrast_loss_and_asks_for_contrast_shards(tin
     c = [r["losses/ode_contrast"] for r in rows if "losses/ode_contrast" in r]
     assert 0 < len(c) < len(rows) and all(v > 0 for v in c)  # about half the steps, a real error
     assert (tmp_path / "init" / "model").is_dir()
+
+
+def test_contrast_pairs_without_a_real_context_are_left_out_of_the_contrast_loss(tiny_latents, tmp_path):
+    """From a prompt alone the teacher draws a different scene per script: no contrast to learn."""
+    from distill.ode_init import ODEInitConfig, contrast_shards, train_ode_init
+
+    teacher, codec, bank = _setup(tiny_latents)
+    cfg = ODEPairsConfig(num_pairs=0, batch_size=4, clip_latent_frames=3, num_steps=2, p_no_context=1.0, num_contrast_pairs=4)
+    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
+    shards = load_ode_pairs(tmp_path / "p")
+    assert len(shards) == 1 and shards[0]["contrast"] and shards[0]["context_frames"] == 0
+    assert contrast_shards(shards, True) == [] and contrast_shards(shards, False) == []
+    with pytest.raises(ValueError, match="no contrast shards with a real context"):
+        train_ode_init(teacher, shards, bank, FlowSchedule(), ODEInitConfig(steps=2, batch_size=4, contrast_weight=1.0), tmp_path / "i")
