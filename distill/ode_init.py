@@ -32,6 +32,8 @@ class ODEInitConfig:
     contrast_weight: float = 0.0  # weight of the contrast loss on contrast shards (`contrast_loss`), drawn ...
     p_contrast: float = 0.5  # ... for this fraction of steps when the pairs hold contrast shards
     contrast_chunks: int = 0  # generated chunks the contrast loss covers (0: all; 1: the first, where the context is shared)
+    regression_weight: float = 1.0  # weight of the regression onto the teacher's results; 0 with contrast_weight > 0: a
+    # contrast-only fine-tune (every batch a contrast batch), e.g. of a DMD student, whose own samples are left alone
 
 
 def pair_batch(shards: list[dict], B: int, rng: np.random.Generator):
@@ -152,13 +154,18 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     if cfg.contrast_weight > 0 and not paired:
         raise ValueError("ode_init.contrast_weight: the ODE pairs hold no contrast shards with a real context; generate them with "
                          "ode_pairs.num_contrast_pairs > 0 or set ode_init.contrast_weight=0")
+    if cfg.regression_weight < 0 or cfg.contrast_weight < 0 or cfg.regression_weight + cfg.contrast_weight == 0:
+        raise ValueError(f"ode_init.regression_weight={cfg.regression_weight}, ode_init.contrast_weight={cfg.contrast_weight}: both must be "
+                         ">= 0 and one of them > 0 (regression_weight=0 needs contrast_weight > 0: a contrast-only fine-tune)")
+    p_contrast = 1.0 if cfg.regression_weight == 0 else cfg.p_contrast
 
     def train_step(step: int, rng: np.random.Generator):
-        contrast = use_contrast and rng.random() < cfg.p_contrast
+        contrast = use_contrast and rng.random() < p_contrast
         pairs = pair_batch(paired if contrast else (plain if use_contrast else shards), cfg.batch_size, rng)
         loss, c_loss = ode_pair_losses(model, raw, bank, schedule, pairs, rng, runner.device, cfg.context_noise_max,
                                        cfg.p_context_noise, cfg.contrast_chunks)
         scalars = {"losses/ode_init": loss.item()}
+        loss = cfg.regression_weight * loss
         if c_loss is not None:
             scalars["losses/ode_contrast"] = c_loss.item()
             loss = loss + cfg.contrast_weight * c_loss

@@ -119,3 +119,23 @@ def test_contrast_pairs_without_a_real_context_are_left_out_of_the_contrast_loss
     assert contrast_shards(shards, True) == [] and contrast_shards(shards, False) == []
     with pytest.raises(ValueError, match="no contrast shards with a real context"):
         train_ode_init(teacher, shards, bank, FlowSchedule(), ODEInitConfig(steps=2, batch_size=4, contrast_weight=1.0), tmp_path / "i")
+
+
+def test_a_contrast_only_fine_tune_draws_every_batch_from_the_contrast_shards(tiny_latents, tmp_path):
+    """regression_weight=0: the student (e.g. a DMD one) is taught the teacher's action effect only."""
+    import json
+
+    from distill.ode_init import ODEInitConfig, train_ode_init
+
+    teacher, codec, bank = _setup(tiny_latents)
+    _perturb(teacher)
+    cfg = ODEPairsConfig(num_pairs=4, batch_size=4, clip_latent_frames=3, num_steps=2, p_no_context=0.0, num_contrast_pairs=4)
+    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
+    shards = load_ode_pairs(tmp_path / "p")
+    with pytest.raises(ValueError, match="ode_init.regression_weight"):
+        train_ode_init(teacher, shards, bank, FlowSchedule(), ODEInitConfig(steps=2, batch_size=4, regression_weight=0.0), tmp_path / "i0")
+    train_ode_init(teacher, shards, bank, FlowSchedule(),
+                   ODEInitConfig(steps=6, batch_size=4, regression_weight=0.0, contrast_weight=1.0, p_contrast=0.1, log_every=1),
+                   tmp_path / "i")
+    rows = [json.loads(l) for l in open(tmp_path / "i" / "log.jsonl")]
+    assert len(rows) == 6 and all(r.get("losses/ode_contrast", 0) > 0 for r in rows)
