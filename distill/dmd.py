@@ -399,7 +399,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         loss_ode, loss_ode_c = torch.zeros(()), torch.zeros(())
         if ode_on:
             pairs = pair_batch(ode_pool, cfg.ode_batch_size, rng)
-            loss_ode, c = ode_pair_losses(G_raw, G_raw, bank, schedule, pairs, rng, dev, cfg.context_noise_max, cfg.p_context_noise,
+            loss_ode, c, _ = ode_pair_losses(G_raw, G_raw, bank, schedule, pairs, rng, dev, cfg.context_noise_max, cfg.p_context_noise,
                                           cfg.ode_contrast_chunks)
             loss_g = loss_g + cfg.ode_weight * loss_ode
             if c is not None and cfg.ode_contrast_weight > 0:

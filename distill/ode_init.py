@@ -33,7 +33,9 @@ class ODEInitConfig:
     p_contrast: float = 0.5  # ... for this fraction of steps when the pairs hold contrast shards
     contrast_chunks: int = 0  # generated chunks the contrast loss covers (0: all; 1: the first, where the context is shared)
     regression_weight: float = 1.0  # weight of the regression onto the teacher's results; 0 with contrast_weight > 0: a
-    # contrast-only fine-tune (every batch a contrast batch), e.g. of a DMD student, whose own samples are left alone
+    # contrast-only fine-tune (every batch a contrast batch), e.g. of a DMD student, whose own samples it should keep ...
+    keep_weight: float = 0.0  # ... by this loss: the common mode of each contrast pair (what the contrast loss does not
+    # see) regressed onto the starting weights' own (frozen), so only the action's effect moves (`keep_loss`)
 
 
 def pair_batch(shards: list[dict], B: int, rng: np.random.Generator):
@@ -70,6 +72,17 @@ def contrast_loss(x0_pred: torch.Tensor, x_clean: torch.Tensor, mask: torch.Tens
     return (err * m).sum() / m.sum()
 
 
+def keep_loss(x0_pred: torch.Tensor, x0_frozen: torch.Tensor, mask: torch.Tensor, contrast: bool) -> torch.Tensor:
+    """Mean squared error between the student's and the frozen starting model's predictions over the
+    generated frames; for a contrast batch only their common mode (the mean of rows i and B/2 + i), so
+    it leaves the action's effect, the difference of the rows, to the contrast loss."""
+    if contrast:
+        h = x0_pred.shape[0] // 2
+        x0_pred, x0_frozen, mask = (x0_pred[:h] + x0_pred[h:]) / 2, (x0_frozen[:h] + x0_frozen[h:]) / 2, mask[:h]
+    err = (x0_pred - x0_frozen).pow(2).mean(dim=(1, 3, 4))
+    return (err * mask).sum() / mask.sum()
+
+
 def student_inputs(pairs: dict, schedule: FlowSchedule, chunk: int, rng: np.random.Generator):
     """Per chunk an independent student level: -> x_in (B, C, T, h, w), t (B, T), loss mask (B, T).
     Contrast pairs (rows i and B/2 + i) share their levels."""
@@ -101,12 +114,13 @@ def student_cond(model: DiT, bank: PromptBank, pairs: dict) -> Cond:
 
 
 def ode_pair_losses(model, raw: DiT, bank: PromptBank, schedule: FlowSchedule, pairs: dict, rng: np.random.Generator, dev,
-                    context_noise_max: float = 0.0, p_context_noise: float = 0.5, contrast_chunks: int = 0):
+                    context_noise_max: float = 0.0, p_context_noise: float = 0.5, contrast_chunks: int = 0, frozen: DiT | None = None):
     """The student (`model`, `raw` its unwrapped module) on a batch of ODE pairs, block-causal with the
     clean copy (re-noised to a drawn context-noise level): -> (mean squared error of its clean
     prediction against the teacher's results over the generated frames, `contrast_loss` over the
     first `contrast_chunks` generated chunks (0: all) when the pairs are a contrast batch with a real
-    context (see `contrast_shards`), else None)."""
+    context (see `contrast_shards`), else None, and with `frozen` (the starting weights) `keep_loss`
+    on the same inputs, else None)."""
     chunk = raw.config.latent_frames_per_chunk
     x_in, t, mask = student_inputs(pairs, schedule, chunk, rng)
     T = x_in.shape[2]
@@ -127,14 +141,20 @@ def ode_pair_losses(model, raw: DiT, bank: PromptBank, schedule: FlowSchedule, p
     x0_pred = schedule.x0_from_v(x_in, v, t)
     err = (x0_pred - x_clean).pow(2).mean(dim=(1, 3, 4))
     loss = (err * mask).sum() / mask.sum()
-    c_loss = None
-    if pairs.get("contrast", False) and pairs["context_frames"] > 0:
+    c_loss = k_loss = None
+    is_contrast = pairs.get("contrast", False) and pairs["context_frames"] > 0
+    if frozen is not None:
+        with torch.no_grad():
+            v0 = frozen(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk, device=dev),
+                        x_clean=ctx_in, t_clean=t_clean)
+        k_loss = keep_loss(x0_pred, schedule.x0_from_v(x_in, v0, t), mask, is_contrast)
+    if is_contrast:
         c_mask = mask
         if contrast_chunks > 0:  # only the first generated chunks: later ones also differ by their clean context
             c_mask = mask.clone()
             c_mask[:, pairs["context_frames"] + contrast_chunks * chunk:] = False
         c_loss = contrast_loss(x0_pred, x_clean, c_mask)
-    return loss, c_loss
+    return loss, c_loss, k_loss
 
 
 def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule: FlowSchedule, cfg: ODEInitConfig, stage_dir, accelerator=None,
@@ -145,6 +165,7 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     if runner.done:
         return {}
     student = copy.deepcopy(teacher if init_from is None else init_from).train()
+    frozen = copy.deepcopy(student).eval().requires_grad_(False) if cfg.keep_weight > 0 else None
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     runner.resume({"model": student}, {"opt": opt})
     model, opt = runner.prepare(student, opt)
@@ -154,6 +175,10 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     if cfg.contrast_weight > 0 and not paired:
         raise ValueError("ode_init.contrast_weight: the ODE pairs hold no contrast shards with a real context; generate them with "
                          "ode_pairs.num_contrast_pairs > 0 or set ode_init.contrast_weight=0")
+    if cfg.keep_weight < 0:
+        raise ValueError(f"ode_init.keep_weight: must be >= 0, got {cfg.keep_weight}")
+    if frozen is not None:
+        frozen.to(runner.device)
     if cfg.regression_weight < 0 or cfg.contrast_weight < 0 or cfg.regression_weight + cfg.contrast_weight == 0:
         raise ValueError(f"ode_init.regression_weight={cfg.regression_weight}, ode_init.contrast_weight={cfg.contrast_weight}: both must be "
                          ">= 0 and one of them > 0 (regression_weight=0 needs contrast_weight > 0: a contrast-only fine-tune)")
@@ -162,13 +187,16 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     def train_step(step: int, rng: np.random.Generator):
         contrast = use_contrast and rng.random() < p_contrast
         pairs = pair_batch(paired if contrast else (plain if use_contrast else shards), cfg.batch_size, rng)
-        loss, c_loss = ode_pair_losses(model, raw, bank, schedule, pairs, rng, runner.device, cfg.context_noise_max,
-                                       cfg.p_context_noise, cfg.contrast_chunks)
+        loss, c_loss, k_loss = ode_pair_losses(model, raw, bank, schedule, pairs, rng, runner.device, cfg.context_noise_max,
+                                               cfg.p_context_noise, cfg.contrast_chunks, frozen)
         scalars = {"losses/ode_init": loss.item()}
         loss = cfg.regression_weight * loss
         if c_loss is not None:
             scalars["losses/ode_contrast"] = c_loss.item()
             loss = loss + cfg.contrast_weight * c_loss
+        if k_loss is not None:
+            scalars["losses/ode_keep"] = k_loss.item()
+            loss = loss + cfg.keep_weight * k_loss
         opt.zero_grad(set_to_none=True)
         runner.backward(loss)
         runner.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -139,3 +139,38 @@ def test_a_contrast_only_fine_tune_draws_every_batch_from_the_contrast_shards(ti
                    tmp_path / "i")
     rows = [json.loads(l) for l in open(tmp_path / "i" / "log.jsonl")]
     assert len(rows) == 6 and all(r.get("losses/ode_contrast", 0) > 0 for r in rows)
+
+
+def test_keep_loss_sees_only_the_common_mode_of_a_contrast_pair():
+    from distill.ode_init import keep_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 2, 2)
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[:, :2] = False
+    d = torch.randn(2, 3, 5, 2, 2)
+    spread = x + torch.cat([d, -d])  # a new action effect, the same mean: nothing to keep
+    assert keep_loss(spread, x, mask, contrast=True).item() == pytest.approx(0.0, abs=1e-6)
+    assert keep_loss(spread, x, mask, contrast=False).item() > 0.1
+    shifted = x + 1.0  # both rows moved: counted, on generated frames only
+    assert keep_loss(shifted, x, mask, contrast=True).item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_a_contrast_only_fine_tune_with_keep_weight_starts_at_its_own_predictions(tiny_latents, tmp_path):
+    import json
+
+    from distill.ode_init import ODEInitConfig, train_ode_init
+
+    teacher, codec, bank = _setup(tiny_latents)
+    _perturb(teacher)
+    cfg = ODEPairsConfig(num_pairs=0, batch_size=4, clip_latent_frames=3, num_steps=2, p_no_context=0.0, num_contrast_pairs=4)
+    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
+    with pytest.raises(ValueError, match="ode_init.keep_weight"):
+        train_ode_init(teacher, load_ode_pairs(tmp_path / "p"), bank, FlowSchedule(),
+                       ODEInitConfig(steps=2, batch_size=4, contrast_weight=1.0, keep_weight=-1.0), tmp_path / "bad")
+    train_ode_init(teacher, load_ode_pairs(tmp_path / "p"), bank, FlowSchedule(),
+                   ODEInitConfig(steps=4, batch_size=4, lr=1e-2, regression_weight=0.0, contrast_weight=1.0, keep_weight=1.0, log_every=1),
+                   tmp_path / "i")
+    rows = [json.loads(l) for l in open(tmp_path / "i" / "log.jsonl")]
+    keep = [r["losses/ode_keep"] for r in rows]
+    assert keep[0] == pytest.approx(0.0, abs=1e-10) and max(keep[1:]) > 0  # the starting weights themselves, then it moves
