@@ -4,20 +4,16 @@ import copy
 import pytest
 import torch
 
-from distill.batches import ClipSampler
-from distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs
 from evaluation.action_effect import effect_ratios
 from models.schedule import FlowSchedule
-from tests.test_ode_pairs import _perturb, _setup
+from tests.test_ode_pairs import _pairs, _perturb, _setup
 
 
 def test_an_action_blind_model_scores_zero_at_the_first_step_and_the_teacher_keeps_part_of_its_effect(tiny_latents, tmp_path):
     teacher, codec, bank = _setup(tiny_latents)
     _perturb(teacher)
-    cfg = ODEPairsConfig(num_pairs=0, batch_size=4, clip_latent_frames=4, num_steps=4, context_frames=1, max_context_frames=2,
-                         p_no_context=0.0, num_contrast_pairs=8)
-    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
-    shards = load_ode_pairs(tmp_path / "p")
+    shards = _pairs(teacher, codec, bank, tiny_latents, tmp_path / "p", num_pairs=0, batch_size=4, clip_latent_frames=4, num_steps=4,
+                    context_frames=1, max_context_frames=2, p_no_context=0.0, num_contrast_pairs=8)
     blind = copy.deepcopy(teacher)
     with torch.no_grad():
         for name, p in blind.named_parameters():
@@ -41,7 +37,6 @@ def test_an_action_blind_model_scores_zero_at_the_first_step_and_the_teacher_kee
 
 def test_effect_ratios_ask_for_contrast_shards(tiny_latents, tmp_path):
     teacher, codec, bank = _setup(tiny_latents)
-    cfg = ODEPairsConfig(num_pairs=2, batch_size=2, clip_latent_frames=3, num_steps=2)
-    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
+    shards = _pairs(teacher, codec, bank, tiny_latents, tmp_path / "p", num_pairs=2, batch_size=2, clip_latent_frames=3, num_steps=2)
     with pytest.raises(ValueError, match="num_contrast_pairs"):
-        effect_ratios(teacher, load_ode_pairs(tmp_path / "p"), bank, FlowSchedule(), causal=True)
+        effect_ratios(teacher, shards, bank, FlowSchedule(), causal=True)

@@ -40,6 +40,12 @@ def test_ode_pairs_reject_a_max_context_that_leaves_nothing_to_generate(tiny_lat
         generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
 
 
+def _pairs(teacher, codec, bank, tiny_latents, path, **cfg):
+    """Generate ODE pairs (an `ODEPairsConfig` from `cfg`) from the tiny latents into `path` and load them."""
+    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), ODEPairsConfig(**cfg), path)
+    return load_ode_pairs(path)
+
+
 def _perturb(teacher):
     """A teacher whose output depends on its inputs (a new one's last layers are zero)."""
     with torch.no_grad():
@@ -121,24 +127,27 @@ def test_contrast_pairs_without_a_real_context_are_left_out_of_the_contrast_loss
         train_ode_init(teacher, shards, bank, FlowSchedule(), ODEInitConfig(steps=2, batch_size=4, contrast_weight=1.0), tmp_path / "i")
 
 
-def test_a_contrast_only_fine_tune_draws_every_batch_from_the_contrast_shards(tiny_latents, tmp_path):
-    """regression_weight=0: the student (e.g. a DMD one) is taught the teacher's action effect only."""
+def test_a_contrast_only_fine_tune_draws_every_batch_from_the_contrast_shards_and_starts_at_its_own_predictions(tiny_latents, tmp_path):
+    """regression_weight=0: the student (e.g. a DMD one) is taught the teacher's action effect only, and
+    keep_weight holds what both scripts share at the starting weights' own predictions."""
     import json
 
     from distill.ode_init import ODEInitConfig, train_ode_init
 
     teacher, codec, bank = _setup(tiny_latents)
     _perturb(teacher)
-    cfg = ODEPairsConfig(num_pairs=4, batch_size=4, clip_latent_frames=3, num_steps=2, p_no_context=0.0, num_contrast_pairs=4)
-    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
-    shards = load_ode_pairs(tmp_path / "p")
-    with pytest.raises(ValueError, match="ode_init.regression_weight"):
-        train_ode_init(teacher, shards, bank, FlowSchedule(), ODEInitConfig(steps=2, batch_size=4, regression_weight=0.0), tmp_path / "i0")
+    shards = _pairs(teacher, codec, bank, tiny_latents, tmp_path / "p", num_pairs=4, batch_size=4, clip_latent_frames=3, num_steps=2,
+                    p_no_context=0.0, num_contrast_pairs=4)
+    for bad, match in [(dict(regression_weight=0.0), "ode_init.regression_weight"), (dict(contrast_weight=1.0, keep_weight=-1.0), "ode_init.keep_weight")]:
+        with pytest.raises(ValueError, match=match):
+            train_ode_init(teacher, shards, bank, FlowSchedule(), ODEInitConfig(steps=2, batch_size=4, **bad), tmp_path / "bad")
     train_ode_init(teacher, shards, bank, FlowSchedule(),
-                   ODEInitConfig(steps=6, batch_size=4, regression_weight=0.0, contrast_weight=1.0, p_contrast=0.1, log_every=1),
-                   tmp_path / "i")
+                   ODEInitConfig(steps=6, batch_size=4, lr=1e-2, regression_weight=0.0, contrast_weight=1.0, keep_weight=1.0, p_contrast=0.1,
+                                 log_every=1), tmp_path / "i")
     rows = [json.loads(l) for l in open(tmp_path / "i" / "log.jsonl")]
-    assert len(rows) == 6 and all(r.get("losses/ode_contrast", 0) > 0 for r in rows)
+    assert len(rows) == 6 and all(r.get("losses/ode_contrast", 0) > 0 for r in rows)  # every batch a contrast batch
+    keep = [r["losses/ode_keep"] for r in rows]
+    assert keep[0] == pytest.approx(0.0, abs=1e-10) and max(keep[1:]) > 0  # the starting weights themselves, then it moves
 
 
 def test_keep_loss_sees_only_the_common_mode_of_a_contrast_pair():
@@ -154,23 +163,3 @@ def test_keep_loss_sees_only_the_common_mode_of_a_contrast_pair():
     assert keep_loss(spread, x, mask, contrast=False).item() > 0.1
     shifted = x + 1.0  # both rows moved: counted, on generated frames only
     assert keep_loss(shifted, x, mask, contrast=True).item() == pytest.approx(1.0, rel=1e-5)
-
-
-def test_a_contrast_only_fine_tune_with_keep_weight_starts_at_its_own_predictions(tiny_latents, tmp_path):
-    import json
-
-    from distill.ode_init import ODEInitConfig, train_ode_init
-
-    teacher, codec, bank = _setup(tiny_latents)
-    _perturb(teacher)
-    cfg = ODEPairsConfig(num_pairs=0, batch_size=4, clip_latent_frames=3, num_steps=2, p_no_context=0.0, num_contrast_pairs=4)
-    generate_ode_pairs(teacher, ClipSampler(tiny_latents), codec, bank, FlowSchedule(), cfg, tmp_path / "p")
-    with pytest.raises(ValueError, match="ode_init.keep_weight"):
-        train_ode_init(teacher, load_ode_pairs(tmp_path / "p"), bank, FlowSchedule(),
-                       ODEInitConfig(steps=2, batch_size=4, contrast_weight=1.0, keep_weight=-1.0), tmp_path / "bad")
-    train_ode_init(teacher, load_ode_pairs(tmp_path / "p"), bank, FlowSchedule(),
-                   ODEInitConfig(steps=4, batch_size=4, lr=1e-2, regression_weight=0.0, contrast_weight=1.0, keep_weight=1.0, log_every=1),
-                   tmp_path / "i")
-    rows = [json.loads(l) for l in open(tmp_path / "i" / "log.jsonl")]
-    keep = [r["losses/ode_keep"] for r in rows]
-    assert keep[0] == pytest.approx(0.0, abs=1e-10) and max(keep[1:]) > 0  # the starting weights themselves, then it moves
