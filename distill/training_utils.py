@@ -88,13 +88,29 @@ def load_training_state(stage_dir: str | os.PathLike, modules: dict, optimizers:
         if k in missing:
             continue
         m.load_state_dict(state["modules"][k])
-    for k, o in optimizers.items():
-        o.load_state_dict(state["optimizers"][k])
-    set_rng_state(state["rng"])
     extra = dict(state.get("extra") or {})
+    for k, o in optimizers.items():
+        if k in state["optimizers"]:
+            o.load_state_dict(state["optimizers"][k])
+        elif not extra.get("optimizers_dropped"):
+            raise ValueError(f"{path} holds no state for the optimiser {k!r}: it was saved by a different stage; move it away "
+                             "to start the stage afresh")
+    set_rng_state(state["rng"])
     if missing:
         extra["missing_modules"] = missing
     return int(state["step"]), extra
+
+
+def pack_training_state(state_path: str | os.PathLike, out_path: str | os.PathLike) -> dict:
+    """A stage's state.pt without its optimisers' moments, to keep in git between sessions (a DMD
+    state: generator, fake score and EMA in fp32, about 40% of the file). Copied back as a stage's
+    state.pt it resumes at its step with fresh optimisers (at the configured rates); with Adam at
+    beta1 = 0, as DMD runs, that loses only the second moments. -> {"step", "modules", "bytes"}."""
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    state["optimizers"] = {}
+    state["extra"] = dict(state.get("extra") or {}) | {"optimizers_dropped": True}
+    atomic_torch_save(state, Path(out_path))
+    return {"step": int(state["step"]), "modules": sorted(state["modules"]), "bytes": Path(out_path).stat().st_size}
 
 
 @torch.no_grad()

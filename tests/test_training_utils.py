@@ -142,3 +142,23 @@ def test_a_state_without_a_module_resumes_only_where_that_module_is_optional(tmp
     step, extra = load_training_state(tmp_path, {"net": fresh, "ema": extra_net}, {}, optional=("ema",))
     assert step == 3 and extra["missing_modules"] == ["ema"]
     assert torch.equal(fresh.weight, net.weight) and torch.equal(extra_net.weight, before)
+
+
+def test_a_packed_state_resumes_its_modules_and_step_with_fresh_optimisers(tmp_path):
+    from distill.training_utils import pack_training_state, save_training_state
+
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net(torch.randn(4, 2)).sum().backward()
+    opt.step()
+    save_training_state(tmp_path / "s", 7, {"net": net}, {"opt": opt})
+    with pytest.raises(ValueError, match="no state for the optimiser 'other'"):  # an unpacked state still asks for all of them
+        load_training_state(tmp_path / "s", {"net": torch.nn.Linear(2, 1)}, {"opt": opt, "other": opt})
+    info = pack_training_state(tmp_path / "s" / "state.pt", tmp_path / "packed" / "state.pt")
+    assert info["step"] == 7 and info["modules"] == ["net"]
+    assert info["bytes"] < (tmp_path / "s" / "state.pt").stat().st_size
+    fresh = torch.nn.Linear(2, 1)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=3e-4)
+    step, extra = load_training_state(tmp_path / "packed", {"net": fresh}, {"opt": fresh_opt})
+    assert step == 7 and extra["optimizers_dropped"] and torch.equal(fresh.weight, net.weight)
+    assert fresh_opt.state_dict()["state"] == {} and fresh_opt.param_groups[0]["lr"] == 3e-4  # its own rate, no moments
