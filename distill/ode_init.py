@@ -136,18 +136,21 @@ def ode_pair_losses(model, raw: DiT, bank: PromptBank, schedule: FlowSchedule, p
         ctx_in = schedule.add_noise(x_clean, ctx_noise, t_clean)
     x_in, t, mask, x_clean, ctx_in, t_clean = (a.to(dev) for a in (x_in, t, mask, x_clean, ctx_in, t_clean))
     cond = student_cond(raw, bank, pairs)
-    v = model(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk, device=dev),
-              x_clean=ctx_in, t_clean=t_clean)
-    x0_pred = schedule.x0_from_v(x_in, v, t)
+    frame_mask = teacher_forcing_mask(T, chunk, device=dev)
+
+    def predict(net):  # a network's clean prediction on these inputs
+        v = net(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=frame_mask, x_clean=ctx_in, t_clean=t_clean)
+        return schedule.x0_from_v(x_in, v, t)
+
+    x0_pred = predict(model)
     err = (x0_pred - x_clean).pow(2).mean(dim=(1, 3, 4))
     loss = (err * mask).sum() / mask.sum()
     c_loss = k_loss = None
     is_contrast = pairs.get("contrast", False) and pairs["context_frames"] > 0
     if frozen is not None:
         with torch.no_grad():
-            v0 = frozen(x_in, t, cond.action_feats, cond.action_null, cond.text, frame_mask=teacher_forcing_mask(T, chunk, device=dev),
-                        x_clean=ctx_in, t_clean=t_clean)
-        k_loss = keep_loss(x0_pred, schedule.x0_from_v(x_in, v0, t), mask, is_contrast)
+            x0_frozen = predict(frozen)
+        k_loss = keep_loss(x0_pred, x0_frozen, mask, is_contrast)
     if is_contrast:
         c_mask = mask
         if contrast_chunks > 0:  # only the first generated chunks: later ones also differ by their clean context
@@ -165,7 +168,8 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     if runner.done:
         return {}
     student = copy.deepcopy(teacher if init_from is None else init_from).train()
-    frozen = copy.deepcopy(student).eval().requires_grad_(False) if cfg.keep_weight > 0 else None
+    # the starting weights, copied before a resume overwrites them
+    frozen = copy.deepcopy(student).eval().requires_grad_(False).to(runner.device) if cfg.keep_weight > 0 else None
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     runner.resume({"model": student}, {"opt": opt})
     model, opt = runner.prepare(student, opt)
@@ -177,8 +181,6 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
                          "ode_pairs.num_contrast_pairs > 0 or set ode_init.contrast_weight=0")
     if cfg.keep_weight < 0:
         raise ValueError(f"ode_init.keep_weight: must be >= 0, got {cfg.keep_weight}")
-    if frozen is not None:
-        frozen.to(runner.device)
     if cfg.regression_weight < 0 or cfg.contrast_weight < 0 or cfg.regression_weight + cfg.contrast_weight == 0:
         raise ValueError(f"ode_init.regression_weight={cfg.regression_weight}, ode_init.contrast_weight={cfg.contrast_weight}: both must be "
                          ">= 0 and one of them > 0 (regression_weight=0 needs contrast_weight > 0: a contrast-only fine-tune)")
