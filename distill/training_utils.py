@@ -101,12 +101,19 @@ def load_training_state(stage_dir: str | os.PathLike, modules: dict, optimizers:
     return int(state["step"]), extra
 
 
-def pack_training_state(state_path: str | os.PathLike, out_path: str | os.PathLike) -> dict:
+def pack_training_state(state_path: str | os.PathLike, out_path: str | os.PathLike, half: bool = False, drop: tuple = ()) -> dict:
     """A stage's state.pt without its optimisers' moments, to keep in git between sessions (a DMD
     state: generator, fake score and EMA in fp32, about 40% of the file). Copied back as a stage's
     state.pt it resumes at its step with fresh optimisers (at the configured rates); with Adam at
-    beta1 = 0, as DMD runs, that loses only the second moments. -> {"step", "modules", "bytes"}."""
+    beta1 = 0, as DMD runs, that loses only the second moments. `half`: the modules' floating-point
+    tensors in fp16 (loaded back into the fp32 modules); `drop`: modules left out, which the stage
+    must list as optional (DMD's `generator_ema` restarts at the generator). -> {"step", "modules", "bytes"}."""
     state = torch.load(state_path, map_location="cpu", weights_only=False)
+    unknown = set(drop) - set(state["modules"])
+    if unknown:
+        raise ValueError(f"drop: {sorted(unknown)} not in {state_path} (it holds {sorted(state['modules'])})")
+    state["modules"] = {k: ({n: (v.half() if half and v.is_floating_point() else v) for n, v in sd.items()})
+                        for k, sd in state["modules"].items() if k not in drop}
     state["optimizers"] = {}
     state["extra"] = dict(state.get("extra") or {}) | {"optimizers_dropped": True}
     atomic_torch_save(state, Path(out_path))

@@ -162,3 +162,19 @@ def test_a_packed_state_resumes_its_modules_and_step_with_fresh_optimisers(tmp_p
     step, extra = load_training_state(tmp_path / "packed", {"net": fresh}, {"opt": fresh_opt})
     assert step == 7 and extra["optimizers_dropped"] and torch.equal(fresh.weight, net.weight)
     assert fresh_opt.state_dict()["state"] == {} and fresh_opt.param_groups[0]["lr"] == 3e-4  # its own rate, no moments
+
+
+def test_a_half_packed_state_without_an_optional_module_resumes_close_to_its_weights(tmp_path):
+    from distill.training_utils import pack_training_state, save_training_state
+
+    net, ema = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    save_training_state(tmp_path / "s", 5, {"net": net, "ema": ema}, {})
+    with pytest.raises(ValueError, match="drop: \\['nope'\\]"):
+        pack_training_state(tmp_path / "s" / "state.pt", tmp_path / "p" / "state.pt", drop=("nope",))
+    half = pack_training_state(tmp_path / "s" / "state.pt", tmp_path / "p" / "state.pt", half=True, drop=("ema",))
+    full = pack_training_state(tmp_path / "s" / "state.pt", tmp_path / "f" / "state.pt")
+    assert half["modules"] == ["net"] and half["bytes"] < full["bytes"]
+    fresh, fresh_ema = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    step, extra = load_training_state(tmp_path / "p", {"net": fresh, "ema": fresh_ema}, {}, optional=("ema",))
+    assert step == 5 and extra["missing_modules"] == ["ema"] and fresh.weight.dtype == torch.float32
+    assert torch.allclose(fresh.weight, net.weight, rtol=1e-3, atol=1e-4) and not torch.equal(fresh.weight, net.weight)
