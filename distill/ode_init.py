@@ -37,6 +37,13 @@ class ODEInitConfig:
     keep_weight: float = 0.0  # ... by this loss: the common mode of each contrast pair (what the contrast loss does not
     # see) regressed onto the starting weights' own (frozen), so only the action's effect moves (`keep_loss`)
 
+    def __post_init__(self):  # bad weights fail when the config is made, before any model is built
+        if self.keep_weight < 0:
+            raise ValueError(f"ode_init.keep_weight: must be >= 0, got {self.keep_weight}")
+        if self.regression_weight < 0 or self.contrast_weight < 0 or self.regression_weight + self.contrast_weight == 0:
+            raise ValueError(f"ode_init.regression_weight={self.regression_weight}, ode_init.contrast_weight={self.contrast_weight}: "
+                             "both must be >= 0 and one of them > 0 (regression_weight=0 needs contrast_weight > 0: a contrast-only fine-tune)")
+
 
 def pair_batch(shards: list[dict], B: int, rng: np.random.Generator):
     """B pairs from one random shard (pairs in a shard share the context length); from a contrast
@@ -179,11 +186,6 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     if cfg.contrast_weight > 0 and not paired:
         raise ValueError("ode_init.contrast_weight: the ODE pairs hold no contrast shards with a real context; generate them with "
                          "ode_pairs.num_contrast_pairs > 0 or set ode_init.contrast_weight=0")
-    if cfg.keep_weight < 0:
-        raise ValueError(f"ode_init.keep_weight: must be >= 0, got {cfg.keep_weight}")
-    if cfg.regression_weight < 0 or cfg.contrast_weight < 0 or cfg.regression_weight + cfg.contrast_weight == 0:
-        raise ValueError(f"ode_init.regression_weight={cfg.regression_weight}, ode_init.contrast_weight={cfg.contrast_weight}: both must be "
-                         ">= 0 and one of them > 0 (regression_weight=0 needs contrast_weight > 0: a contrast-only fine-tune)")
     p_contrast = 1.0 if cfg.regression_weight == 0 else cfg.p_contrast
 
     def train_step(step: int, rng: np.random.Generator):

@@ -162,7 +162,9 @@ def _parse_value(text: str, current, where: str):
 
 def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig:
     """Apply `section.key=value` overrides (e.g. `teacher.steps=8000`, `dmd.rollout=teacher_forcing`)
-    in place; unknown keys and unparsable values raise a ValueError naming the override."""
+    in place; unknown keys, unparsable values and values a section's own checks refuse raise a ValueError naming
+    the override."""
+    touched: dict[int, tuple] = {}
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, for example teacher.steps=8000")
@@ -180,4 +182,12 @@ def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig
         if dataclasses.is_dataclass(current):
             raise ValueError(f"--set {key}: is a section; set one of its keys, e.g. {key}.{dataclasses.fields(current)[0].name}=...")
         setattr(obj, name, _parse_value(text, current, key))
+        touched.setdefault(id(obj), (obj, []))[1].append(item)
+    for obj, items in touched.values():  # a section's own checks see the values set, all of them, before any stage runs
+        check = getattr(obj, "__post_init__", None)
+        if check is not None:
+            try:
+                check()
+            except ValueError as e:
+                raise ValueError(f"--set {' '.join(items)}: {e}") from None
     return cfg

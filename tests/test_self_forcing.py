@@ -112,6 +112,11 @@ def test_overrides_set_values_and_reject_bad_ones():
         apply_overrides(tiny(), ["teacher.steps=many"])
     with pytest.raises(ValueError, match="is a section"):
         apply_overrides(tiny(), ["teacher=3"])
+    # a section's own checks run on the values set, all of them together (an intermediate state may be invalid)
+    cfg = apply_overrides(tiny(), ["ode_init.regression_weight=0", "ode_init.contrast_weight=1"])
+    assert cfg.ode_init.regression_weight == 0 and cfg.ode_init.contrast_weight == 1
+    with pytest.raises(ValueError, match="--set ode_init.keep_weight=-1: ode_init.keep_weight: must be >= 0"):
+        apply_overrides(tiny(), ["ode_init.keep_weight=-1"])
 
 
 def _rollout(model, clips, codec, bank, paired=False):
