@@ -30,6 +30,19 @@ from models.text import validate_prompt
 from models.vae import frames_to_tensor, tensor_to_frames
 
 
+def sampling_temperature(model: WorldModel, temperature: float | None) -> float:
+    """The scale of the student's noise draws (the chunk's starting noise and its re-noising between
+    steps; not the context noise of the cache write): `temperature` None is the checkpoint's (info
+    `temperature`, else 1.0, the trained one). Below 1 the chunk's sample varies less from draw to
+    draw; what that costs (a smaller response to the actions) is measured, not assumed: see the
+    README's temperature table. Bad values raise a ValueError naming the argument."""
+    if temperature is None:
+        temperature = model.info.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not 0.0 < temperature <= 2.0:
+        raise ValueError(f"temperature: must be a number in (0, 2] (1.0 = the noise the student was trained with), got {temperature!r}")
+    return float(temperature)
+
+
 def stream_settings(model: WorldModel, world: WorldSpec, window_seconds: float | None,
                     context_noise: float | None) -> tuple[float, float, int]:
     """The cache settings of a stream (the engine's and the restyler's): `window_seconds` None is
@@ -62,8 +75,9 @@ class ChunkResult:
 class DreamEngine:
     def __init__(self, model: WorldModel, world: WorldSpec, num_envs: int, window_seconds: float | None = None,
                  sink_chunks: int = 0, device: str | torch.device = "cpu", text_encoder=None, context_noise: float | None = None,
-                 student_dtype: torch.dtype | None = None, fused_writes: bool = True):
-        """`window_seconds`, `context_noise`: see `stream_settings` (None: the checkpoint's). `student_dtype`
+                 student_dtype: torch.dtype | None = None, fused_writes: bool = True, temperature: float | None = None):
+        """`window_seconds`, `context_noise`: see `stream_settings`, `temperature`: `sampling_temperature`
+        (None: the checkpoint's). `student_dtype`
         torch.bfloat16 / torch.float16: the student's passes run under autocast at that precision (for
         GPUs; on a CPU without fast bf16 it is slower); the cache, the VAE and the heads stay float32.
         Its fidelity cost is measured by `examples/benchmark.py`. `fused_writes` (default True): a
@@ -74,6 +88,7 @@ class DreamEngine:
             raise ValueError(f"student_dtype: expected None, torch.float32, torch.bfloat16 or torch.float16, got {student_dtype!r}")
         self.student_dtype = None if student_dtype == torch.float32 else student_dtype
         self.window_seconds, self.context_noise, self.window_frames = stream_settings(model, world, window_seconds, context_noise)
+        self.temperature = sampling_temperature(model, temperature)
         if sink_chunks < 0:
             raise ValueError(f"sink_chunks: must be >= 0, got {sink_chunks}")
         self.model, self.world, self.B = model, world, num_envs
@@ -166,8 +181,8 @@ class DreamEngine:
         # noise) in one call per env, from that env's own generator: (B, draws, C, c, h, w)
         n_draws = len(self.timesteps) + (1 if self.context_noise > 0 else 0)
         draws = torch.stack([torch.randn((n_draws, *shape), generator=g, device=self.device) for g in self.generators])
-        noise = draws[:, 0]
-        renoise = [draws[:, i] for i in range(1, len(self.timesteps))]
+        noise = draws[:, 0] * self.temperature
+        renoise = [draws[:, i] * self.temperature for i in range(1, len(self.timesteps))]
         ctx_eps = draws[:, -1] if self.context_noise > 0 else None
         student = self.model.student
         with torch.autocast(self.device.type, dtype=self.student_dtype or torch.float32, enabled=self.student_dtype is not None):

@@ -215,7 +215,7 @@ def _chunk_actions(ep: RealRollout, k: int) -> np.ndarray:
 
 def student_generate(model: WorldModel, world: str | WorldSpec, episodes: list[RealRollout], batch_size: int = 8,
                      window_seconds: float | None = None, texts: PromptTexts | None = None, device: str = "cpu",
-                     context_noise: float | None = None) -> list[Generated]:
+                     context_noise: float | None = None, temperature: float | None = None) -> list[Generated]:
     """The few-step student, batched through the env's `DreamEngine`: each env is reset from its
     episode's start frame (the image reset of `CausVidEnv`) under the episode's prompt and seed,
     then stepped with the script. Termination by the head does not stop it (we want the whole
@@ -225,7 +225,7 @@ def student_generate(model: WorldModel, world: str | WorldSpec, episodes: list[R
     for idx in _batches(episodes, batch_size):
         eps = [episodes[i] for i in idx]
         B = len(eps)
-        engine = DreamEngine(model, spec, B, window_seconds, 0, device, texts, context_noise)
+        engine = DreamEngine(model, spec, B, window_seconds, 0, device, texts, context_noise, temperature=temperature)
         override = {}
         for j, ep in enumerate(eps):
             engine.set_prompt(j, ep.prompt)

@@ -75,6 +75,8 @@ class Args:
     """KV-cache window (default: the checkpoint's default window)"""
     context_noise: float | None = None
     """noise level of the cache-writing pass (default: the checkpoint's trained level)"""
+    temperature: float | None = None
+    """scale of the student's noise draws (default: the checkpoint's, else 1.0, the trained one)"""
     video_episodes: int = 3
     """episodes in the MP4 (the longest first)"""
     threads: int = 1
@@ -121,7 +123,7 @@ def run(args: Args, command: str = "") -> dict:
                                 policies=[x.strip() for x in args.policies.split(",") if x.strip()],
                                 variants=parse_variants(args.variants, spec.name), context_frames=args.context_frames)
     dream, t_dream = timed(student_generate, model, spec, episodes, args.batch_size, args.window_seconds, texts,
-                              context_noise=args.context_noise)
+                              context_noise=args.context_noise, temperature=args.temperature)
     methods = {"dream (student)": dream, "repeat_last_frame": repeat_last_frame(episodes),
                "vae_reconstruction": vae_reconstruction(model, episodes),
                "simulator_from_still_frame": simulator_from_still_frame(episodes, spec.name)}
@@ -145,7 +147,7 @@ def run(args: Args, command: str = "") -> dict:
         "kind": "closed_loop",
         "command": command,
         "args": asdict(args),
-        "checkpoint_info": {k: model.info.get(k) for k in ("preset", "seed", "ablation", "dmd_rollout", "command", "window_frames", "context_noise")},
+        "checkpoint_info": {k: model.info.get(k) for k in ("preset", "seed", "ablation", "dmd_rollout", "command", "window_frames", "context_noise", "temperature")},
         "world": spec.name, "fps": spec.fps, "horizons_s": horizons,
         "horizon_semantics": "frame metrics pooled over generated frames in (previous horizon, horizon]; termination and "
                              "return metrics over the first `horizon` seconds; frames only while the real twin runs "

@@ -382,3 +382,35 @@ def test_engine_fused_writes_match_separate_writes(tiny_ckpt):
         np.testing.assert_allclose(a.frame_rewards, b.frame_rewards, atol=1e-4)
         np.testing.assert_array_equal(ca, cb)
     assert engines[0].cache.k.shape[3] > engines[1].cache.k.shape[3]  # one more chunk of room in the ring
+
+
+def test_sampling_temperature_scales_the_draws(tiny_ckpt, tmp_path):
+    """`temperature` scales the student's noise draws: near 0 two seeds give the same chunk, at 1 they
+    differ; the checkpoint's `temperature` is the default; a bad value is refused by name."""
+    import shutil
+
+    from causvid_env.checkpoint import load_world_model
+    from causvid_env.engine import DreamEngine
+    from causvid_env.worlds import get_world
+
+    world = get_world("cartpole")
+    ck = tmp_path / "ck"
+    shutil.copytree(tiny_ckpt, ck)
+    info = json.loads((ck / "checkpoint.json").read_text())
+    (ck / "checkpoint.json").write_text(json.dumps({**info, "temperature": 0.5}))
+    model = load_world_model(ck)
+    assert DreamEngine(model, world, 1).temperature == 0.5 and DreamEngine(model, world, 1, temperature=1.0).temperature == 1.0
+
+    def spread(temperature):  # the same chunks under two seeds
+        outs = []
+        for seed in (0, 1):
+            eng = DreamEngine(model, world, 1, temperature=temperature)
+            eng.seed(0, seed)
+            eng.chunk([None], reset=np.ones(1, bool))
+            outs.append(np.concatenate([eng.chunk([np.ones(4, np.int64)]).frames for _ in range(2)]).astype(int))
+        return np.abs(outs[0] - outs[1]).mean()
+
+    assert spread(1e-4) < 0.05 * spread(1.0)
+    for bad in (0, -1.0, 3.0, True, "low"):
+        with pytest.raises(ValueError, match="temperature"):
+            DreamEngine(model, world, 1, temperature=bad)
