@@ -71,7 +71,7 @@ def resolve_policy(policy: str | Policy | Any, world: str = "cartpole") -> Polic
 
 
 def _make_env(world: str, env: str, *, variant: str | None, checkpoint: str | None, device: str,
-              max_steps: int, obs_mode: str = "chunk", frame_stack: int = 1):
+              max_steps: int, obs_mode: str = "chunk", frame_stack: int = 1, temperature: float | None = None):
     """The env a policy observing ``obs_mode`` frames stacked ``frame_stack`` deep acts in."""
     spec = get_world(world)
     if env == "real":
@@ -79,7 +79,8 @@ def _make_env(world: str, env: str, *, variant: str | None, checkpoint: str | No
     elif env == "dream":
         from causvid_env.env import CausVidEnv  # the dream needs the world model stack
 
-        e = CausVidEnv(world=world, checkpoint=checkpoint, device=device, obs_mode=obs_mode, max_episode_steps=max_steps)
+        e = CausVidEnv(world=world, checkpoint=checkpoint, device=device, obs_mode=obs_mode, max_episode_steps=max_steps,
+                       temperature=temperature)
     else:
         raise ValueError(f"env must be 'real' or 'dream', got {env!r}")
     return stack_frames(e, frame_stack) if frame_stack > 1 else e
@@ -88,7 +89,7 @@ def _make_env(world: str, env: str, *, variant: str | None, checkpoint: str | No
 def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int = 100, *, env: str = "real",
              variant: str | None = None, checkpoint: str | None = None, device: str = "cpu",
              max_steps: int = 125, seed: int = 0, deterministic: bool = True,
-             dream_start: str = "image", progress: bool = True) -> dict:
+             dream_start: str = "image", progress: bool = True, temperature: float | None = None) -> dict:
     """Run ``episodes`` episodes and return ``{"returns": [...], "mean", "std", "min", "max", ...}``.
 
     Args:
@@ -100,6 +101,7 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
         seed: episode ``i`` resets with seed ``seed + i``.
         dream_start: ``"image"`` starts each dream episode from a real reset frame (plus the
             variant's prompt); ``"prompt"`` from the prompt alone.
+        temperature: the dream's sampling temperature (None: the checkpoint's; see ``CausVidEnv``).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -113,7 +115,7 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
     policy = resolve_policy(policy, world)
     seen = policy.config if isinstance(policy, Policy) else None  # baselines read the chunk (or the state)
     e = _make_env(world, env, variant=variant, checkpoint=checkpoint, device=device, max_steps=max_steps,
-                  obs_mode=seen.obs_mode if seen else "chunk", frame_stack=seen.frame_stack if seen else 1)
+                  obs_mode=seen.obs_mode if seen else "chunk", frame_stack=seen.frame_stack if seen else 1, temperature=temperature)
     real_starts = RealWorldEnv(world, variant=variant) if env == "dream" and dream_start == "image" else None
     agent = make_agent(policy, e.action_space, deterministic=deterministic, seed=seed)
     returns, lengths, frames_survived = [], [], []
@@ -151,6 +153,7 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
         "policy": name,
         "world": world, "env": env, "variant": spec.variant(variant).name, "episodes": episodes,
         "max_steps": max_steps, "max_frames": max_steps * F, "seed": seed, "deterministic": deterministic,
+        **({"temperature": e.unwrapped.engine.temperature} if env == "dream" else {}),
         "mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()), "max": float(r.max()),
         "returns": returns, "lengths": lengths, "frames": frames_survived,
         "steps_per_s": total_steps / max(elapsed, 1e-9),
@@ -175,12 +178,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dream-start", choices=("image", "prompt"), default="image")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="--dream: scale of the student's noise draws (default: the checkpoint's, else 1.0, the trained one)")
     p.add_argument("--json", default=None, help="write the summary (with every return) to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     res = evaluate(args.policy, args.world, args.episodes, env=args.env, variant=args.variant,
                    checkpoint=args.checkpoint, device=args.device, max_steps=args.max_steps, seed=args.seed,
-                   deterministic=not args.stochastic, dream_start=args.dream_start)
+                   deterministic=not args.stochastic, dream_start=args.dream_start, temperature=args.temperature)
     unit = "frames survived" if args.env == "real" else "dream return"
     print(f"{args.policy} in the {args.env} {args.world} ({res['variant']}), {args.episodes} episodes: "
           f"{unit} {res['mean']:.1f} ± {res['std']:.1f} (min {res['min']:.0f}, max {res['max']:.0f}, "

@@ -93,6 +93,8 @@ class CausVidEnv(gym.Env):
     - `student_dtype`: None (float32) or `torch.bfloat16` / `torch.float16`: the student runs under
       autocast at that precision (for GPUs; slower on CPUs without fast bf16). Its fidelity cost
       against float32 is measured by `examples/benchmark.py` (docs/RESULTS.md).
+    - `temperature`: the scale of the student's noise draws (None: the checkpoint's, else 1.0, the
+      trained one); below 1 a chunk varies less from draw to draw (`engine.sampling_temperature`).
 
     ## Reset
     `reset(*, seed=None, options=None)` (through `gym.make` the wrappers take keywords only;
@@ -112,7 +114,8 @@ class CausVidEnv(gym.Env):
     def __init__(self, world: str | WorldSpec = "cartpole", checkpoint: str | Path | WorldModel | None = None, device: str = "cpu",
                  window_seconds: float | None = None, sink_chunks: int = 0, obs_mode: str = "chunk", render_mode: str | None = None,
                  max_episode_steps: int | None = None, prompt: str | None = None, render_scale: int = 6, timing_info: bool = False,
-                 run_on: bool = False, text_encoder=None, student_dtype: torch.dtype | None = None):
+                 run_on: bool = False, text_encoder=None, student_dtype: torch.dtype | None = None,
+                 temperature: float | None = None):
         self.world = get_world(world) if isinstance(world, str) else world
         if obs_mode not in ("chunk", "last"):
             raise ValueError(f"obs_mode: expected 'chunk' or 'last', got {obs_mode!r}")
@@ -122,7 +125,7 @@ class CausVidEnv(gym.Env):
             raise ValueError(f"max_episode_steps: must be a positive number of chunks, got {max_episode_steps}")
         self.model = resolve_model(self.world, checkpoint, device)
         self.engine = DreamEngine(self.model, self.world, 1, window_seconds, sink_chunks, device, text_encoder,
-                                  student_dtype=student_dtype)
+                                  student_dtype=student_dtype, temperature=temperature)
         if obs_mode == "last" and render_mode != "human":  # nothing shows the other frames: do not decode them
             self.engine.decode_frames = (self.engine.F - 1,)
         self.metadata = dict(self.metadata, render_fps=self.world.fps)

@@ -36,7 +36,7 @@ class CausVidVectorEnv(VectorEnv):
     `reset_options_fn(env_index, rng) -> dict` chooses the options of those automatic resets (e.g.
     start from real frames); by default they use the default prompt. `timing_info=True` adds the
     wall-clock `latency_s` to the infos (off by default: it is not reproducible). `student_dtype`:
-    as for `CausVidEnv` (autocast precision of the student, for GPUs).
+    as for `CausVidEnv` (autocast precision of the student, for GPUs); `temperature`: as for `CausVidEnv`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -45,7 +45,7 @@ class CausVidVectorEnv(VectorEnv):
                  device: str = "cpu", window_seconds: float | None = None, sink_chunks: int = 0, obs_mode: str = "chunk",
                  max_episode_steps: int | None = None, prompt: str | None = None, render_mode: str | None = None,
                  reset_options_fn: Callable[[int, np.random.Generator], dict] | None = None, timing_info: bool = False,
-                 text_encoder=None, student_dtype: torch.dtype | None = None):
+                 text_encoder=None, student_dtype: torch.dtype | None = None, temperature: float | None = None):
         if int(num_envs) < 1:
             raise ValueError(f"num_envs: must be >= 1, got {num_envs}")
         if obs_mode not in ("chunk", "last"):
@@ -56,7 +56,7 @@ class CausVidVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.model = resolve_model(self.world, checkpoint, device)
         self.engine = DreamEngine(self.model, self.world, self.num_envs, window_seconds, sink_chunks, device, text_encoder,
-                                  student_dtype=student_dtype)
+                                  student_dtype=student_dtype, temperature=temperature)
         if obs_mode == "last":  # observations and render() show only the chunk's last frame: decode only it
             self.engine.decode_frames = (self.engine.F - 1,)
         self.metadata = dict(self.metadata, render_fps=self.world.fps)

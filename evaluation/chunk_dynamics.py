@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
+from causvid_env.engine import sampling_temperature
 from causvid_env.env import CausVidEnv
 from causvid_env.rendering import Simulator
 from causvid_env.worlds import get_world
@@ -97,9 +98,11 @@ def vae_script_frames(vae, starts: list[Start], real_frames: np.ndarray, frames_
     return np.stack(out)
 
 
-def student_script_frames(model: WorldModel, world: str, starts: list[Start], scripts: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The student through the env (image reset for a still chunk, clip reset otherwise) playing each script."""
-    env = CausVidEnv(world, checkpoint=model, max_episode_steps=10**6, run_on=True)
+def student_script_frames(model: WorldModel, world: str, starts: list[Start], scripts: np.ndarray, seed: int = 0,
+                          temperature: float | None = None) -> np.ndarray:
+    """The student through the env (image reset for a still chunk, clip reset otherwise) playing each script
+    (`temperature`: the env's, None the checkpoint's)."""
+    env = CausVidEnv(world, checkpoint=model, max_episode_steps=10**6, run_on=True, temperature=temperature)
     F = env.F
     out = []
     for st, script in zip(starts, scripts):
@@ -245,6 +248,8 @@ def main(argv=None) -> dict:
     p.add_argument("--protocols", default="clip,image", help="comma list of start protocols (clip, image)")
     p.add_argument("--num-steps", type=int, default=20, help="teacher ODE steps")
     p.add_argument("--guidance-action", type=float, default=2.0, help="teacher action guidance scale")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="scale of the students' noise draws (default: the checkpoint's, else 1.0, the trained one)")
     p.add_argument("--json", default=None)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -269,7 +274,7 @@ def main(argv=None) -> dict:
     scripts = random_scripts(a.starts, a.chunks)
     result = {"kind": "chunk_dynamics", "command": "python -m evaluation.chunk_dynamics " + " ".join(sys.argv[1:] if argv is None else argv),
               "starts": a.starts, "chunks": a.chunks, "scripts": scripts.tolist(), "tolerance": TOLERANCE,
-              "limit_deg": LIMIT_DEG, "protocols": {}}
+              "limit_deg": LIMIT_DEG, "temperature": sampling_temperature(base, a.temperature), "protocols": {}}
     texts = PromptTexts()
     for protocol in protocols:
         starts = real_starts(a.world, range(a.starts), protocol)
@@ -277,7 +282,7 @@ def main(argv=None) -> dict:
         F = get_world(a.world).frames_per_chunk
         real = real_all[:, F - 1::F]
         ends = {"VAE bound (real frames encoded and decoded)": vae_script_frames(base.vae, starts, real_all, F)}
-        ends.update({name: student_script_frames(m, a.world, starts, scripts) for name, m in players})
+        ends.update({name: student_script_frames(m, a.world, starts, scripts, temperature=a.temperature) for name, m in players})
         for name, t in teachers:
             ends[name] = teacher_script_frames(t, base, starts, scripts, num_steps=a.num_steps, guidance_action=a.guidance_action,
                                                texts=texts)

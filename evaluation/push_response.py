@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
+from causvid_env.engine import sampling_temperature
 from causvid_env.env import CausVidEnv
 from causvid_env.policies import make_cartpole_noisy_balance, play_episode
 from causvid_env.rendering import Simulator
@@ -173,9 +174,11 @@ def teacher_finals(teacher: DiT, model: WorldModel, starts: list[Start], action:
     return frames[:, (k + chunks) * F - 1]
 
 
-def student_finals(model: WorldModel, world: str, starts: list[Start], action: int, chunks: int, seed: int = 0) -> np.ndarray:
-    """The student through the env, from each prefix (image reset for a still chunk, clip reset otherwise)."""
-    env = CausVidEnv(world, checkpoint=model, max_episode_steps=10**6, run_on=True)
+def student_finals(model: WorldModel, world: str, starts: list[Start], action: int, chunks: int, seed: int = 0,
+                   temperature: float | None = None) -> np.ndarray:
+    """The student through the env, from each prefix (image reset for a still chunk, clip reset otherwise;
+    `temperature`: the env's, None the checkpoint's)."""
+    env = CausVidEnv(world, checkpoint=model, max_episode_steps=10**6, run_on=True, temperature=temperature)
     F = env.F
     out = []
     for st in starts:
@@ -241,8 +244,9 @@ def teacher_gate(teacher: DiT, model: WorldModel, world: str = "cartpole", **kw)
     return res | {"sampling": sampling}
 
 
-def student_gate(model: WorldModel, world: str = "cartpole", **kw) -> dict:
-    return gate(lambda st, a, c: student_finals(model, world, st, a, c), world, vae=model.vae, **kw)
+def student_gate(model: WorldModel, world: str = "cartpole", temperature: float | None = None, **kw) -> dict:
+    res = gate(lambda st, a, c: student_finals(model, world, st, a, c, temperature=temperature), world, vae=model.vae, **kw)
+    return res | {"temperature": sampling_temperature(model, temperature)}
 
 
 def _curve_row(step: int, name: str, res: dict) -> dict:
@@ -279,6 +283,8 @@ def main(argv=None) -> dict:
     p.add_argument("--num-steps", type=int, default=20, help="teacher ODE steps")
     p.add_argument("--guidance-action", type=float, nargs="+", default=[2.0], help="teacher action guidance scale(s)")
     p.add_argument("--guidance-text", type=float, default=1.5)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="scale of the students' noise draws (default: the checkpoint's, else 1.0, the trained one)")
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None, help="with --curve: the learning-curve plot")
     a = p.parse_args(argv)
@@ -306,7 +312,7 @@ def main(argv=None) -> dict:
     def run_student(name: str, path: Path | None):
         m = model if path is None else WorldModel(DiT.from_pretrained(path).eval(), model.vae, model.heads, model.schedule,
                                                   world, model.info)
-        r = student_gate(m, world, starts=a.starts)
+        r = student_gate(m, world, starts=a.starts, temperature=a.temperature)
         res["models"][name] = r
         print(one_line(name, r), flush=True)
 

@@ -188,8 +188,8 @@ def test_ppo_trains_in_the_dream(tmp_path):
     score = evaluate(policy, "cartpole", episodes=1, max_steps=4, progress=False)
     assert 1 <= score["returns"][0] <= 16
     # and is scored in the dream, starting from a real frame
-    dream = evaluate(policy, "cartpole", episodes=1, env="dream", checkpoint=str(ckpt), max_steps=3, progress=False)
-    assert dream["env"] == "dream" and 1 <= dream["lengths"][0] <= 3 and np.isfinite(dream["mean"])
+    dream = evaluate(policy, "cartpole", episodes=1, env="dream", checkpoint=str(ckpt), max_steps=3, progress=False, temperature=0.5)
+    assert dream["env"] == "dream" and 1 <= dream["lengths"][0] <= 3 and np.isfinite(dream["mean"]) and dream["temperature"] == 0.5
 
 
 def test_policy_json_uses_the_one_action_schema_and_reads_the_legacy_one(tmp_path):

@@ -400,6 +400,7 @@ def test_sampling_temperature_scales_the_draws(tiny_ckpt, tmp_path):
     (ck / "checkpoint.json").write_text(json.dumps({**info, "temperature": 0.5}))
     model = load_world_model(ck)
     assert DreamEngine(model, world, 1).temperature == 0.5 and DreamEngine(model, world, 1, temperature=1.0).temperature == 1.0
+    assert CausVidEnv(checkpoint=ck).engine.temperature == 0.5 and CausVidVectorEnv(2, checkpoint=ck, temperature=0.3).engine.temperature == 0.3
 
     def spread(temperature):  # the same chunks under two seeds
         outs = []
