@@ -230,3 +230,36 @@ def test_real_clip_protocol_shifts_episodes_and_seeds_the_dream(tiny_ckpt):
         real_rollouts("cartpole", 1, 0.4, context_frames=6)
     with pytest.raises(ValueError, match="chunks"):
         with_real_clip(whole[0], 0)
+
+
+def test_temperature_sweep_tabulates_saved_measurements_and_refuses_bad_input(tiny_ckpt, tmp_path):
+    """examples/temperature_sweep.py runs only what is missing: with every JSON in place it runs nothing
+    and writes the table from them (student rows, not the VAE bound; baselines beside them)."""
+    sweep = load_example("temperature_sweep")
+    d = tmp_path / "out" / "T0.5"
+    (d / "closed_loop_clip").mkdir(parents=True)
+    fit = {"ratio": {"push": 0.81, "push_carry_over": 0.92, "momentum": 1.03}, "residual_sd_deg": 0.9, "passes": True,
+           "angle_error_deg": [1.5, 3.0]}
+    vae = {**fit, "ratio": {"push": 9.0, "push_carry_over": 9.0, "momentum": 9.0}}
+    (d / "chunk_dynamics.json").write_text(json.dumps({"protocols": {p: {"real": {"residual_sd_deg": 0.7},
+                                                                         "models": {"VAE bound": vae, "student x": fit}}
+                                                                     for p in ("clip", "image")}}))
+    (d / "push_response.json").write_text(json.dumps({"models": {"student x": {"passes": True, "protocols": {
+        p: {"ratio": {"pole_angle_deg": 0.75, "cart_x_m": 0.85}} for p in ("image", "clip")}}}}))
+    (d / "dream_policy.json").write_text(json.dumps({"mean": 41.25, "std": 7.5, "episodes": 20}))
+    horizon = {"psnr": 26.0, "pole_angle_deg_err": 8.0, "cart_x_m_err": 0.08, "term_within_4_frames": 0.8}
+    (d / "closed_loop_clip" / "metrics.json").write_text(json.dumps({"methods": {
+        "dream (student)": {"1s": horizon, "2s": horizon},
+        "repeat_last_frame": {"1s": {**horizon, "psnr": 22.0}, "2s": {**horizon, "psnr": 21.0}}}}))
+    res = sweep.main(["--checkpoint", str(tiny_ckpt), "--temperatures", "0.5", "--out", str(tmp_path / "out")])
+    r = res["rows"][0]
+    assert r["chunk_clip"]["push"] == 0.81 and r["chunk_image"]["passes"] and r["held_push"]["clip"]["pole_angle_deg"] == 0.75
+    assert abs(r["dream_policy"]["mean"] - 41.25) <= 0.05 and r["dream_policy"]["episodes"] == 20
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "0.81 / 0.92 / 1.03, 0.90 (pass)" in table and "9.00" not in table and "| repeat-last-frame |" in table
+    assert "26.00 / 8.00 / 0.080" in table and "22.00 / 8.00 / 0.080" in table
+    for bad, match in ((["--temperatures", "0"], "--temperatures"), (["--skip", "video"], "--skip")):
+        with pytest.raises(SystemExit, match=match):
+            sweep.main(["--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "o2"), *bad])
+    with pytest.raises(SystemExit, match="--checkpoint"):
+        sweep.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "o3")])
