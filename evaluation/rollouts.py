@@ -292,13 +292,16 @@ def repeat_last_frame(episodes: list[RealRollout]) -> list[Generated]:
 
 
 def replay_from_state(spec: WorldSpec, ep: RealRollout, state: np.ndarray) -> Generated:
-    """The REAL simulator set to `state` (in `ep`'s variant) replaying `ep`'s action script: its frames."""
+    """The REAL simulator set to `state` (in `ep`'s variant) replaying `ep`'s action script: its
+    frames, with the rewards and termination flags the simulator gives them (so physics baselines
+    are scored on termination timing like the dream)."""
     sim = Simulator(spec, ep.variant)
     sim.reset(seed=int(ep.seed))
     sim.set_state(np.asarray(state, np.float64))
-    frames = [sim.step(a, run_on=True)[0] for a in ep.actions[ep.F:]]
+    steps = [sim.step(a, run_on=True) for a in ep.actions[ep.F:]]
     sim.close()
-    return Generated(np.stack(frames))
+    return Generated(np.stack([s[0] for s in steps]), np.array([s[1] for s in steps], np.float32),
+                     np.array([s[2] for s in steps], bool))
 
 
 def simulator_from_still_frame(episodes: list[RealRollout], world: str | WorldSpec, seed: int = 0) -> list[Generated]:

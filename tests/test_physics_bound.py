@@ -1,5 +1,5 @@
 """The closed-loop physics bounds: the simulator from the exact start state replays the real episode
-frame for frame; the probed-clip start needs a clip and stays close over the first chunk."""
+frame for frame (rewards and terminations too); the probed-clip start needs a clip and stays close over the first chunk."""
 import numpy as np
 import pytest
 
@@ -11,10 +11,13 @@ simulator_from_perturbed_state = load_example("closed_loop_physics_bound").simul
 
 
 def test_exact_state_replays_the_real_frames_and_errors_move_the_pole():
-    eps = real_rollouts("cartpole", 2, 0.5, 10_000, policies=["balance"], context_frames=16)
+    eps = real_rollouts("cartpole", 4, 0.5, 10_000, policies=["balance", "held_random"], context_frames=16)
+    assert any(ep.terminated[ep.F:].any() for ep in eps)  # a held push ends an episode: termination is compared
     exact = simulator_from_perturbed_state(eps, "cartpole", 0.0, 0.0)
     for ep, g in zip(eps, exact):
         np.testing.assert_array_equal(g.frames, ep.frames[ep.F:])
+        np.testing.assert_array_equal(g.terminated, ep.terminated[ep.F:])  # scored on termination like the dream
+        np.testing.assert_allclose(g.rewards, ep.rewards[ep.F:])
     off = simulator_from_perturbed_state(eps, "cartpole", 2.0, 50.0)
     assert any(not np.array_equal(g.frames[-1], ep.frames[-1]) for ep, g in zip(eps, off))
 
