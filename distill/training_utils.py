@@ -129,11 +129,17 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         be.copy_(bm)
 
 
-def snapshot_dirs(stage_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(step, directory) of a stage's weight snapshots `model_stepN/` (`snapshot_every`), by step."""
+SNAPSHOT_KINDS = ("model_step", "raw_step")
+
+
+def snapshot_dirs(stage_dir: str | os.PathLike, kind: str = "model_step") -> list[tuple[int, Path]]:
+    """(step, directory) of a stage's weight snapshots `model_stepN/` (`snapshot_every`), by step.
+    `kind="raw_step"`: DMD's raw generator snapshots `raw_stepN/` (model_stepN/ holds its EMA when it keeps one)."""
+    if kind not in SNAPSHOT_KINDS:
+        raise ValueError(f"kind: expected one of {SNAPSHOT_KINDS}, got {kind!r}")
     found = []
-    for p in Path(stage_dir).glob("model_step*"):
-        n = p.name.removeprefix("model_step")
+    for p in Path(stage_dir).glob(f"{kind}*"):
+        n = p.name.removeprefix(kind)
         if n.isdigit() and (p / "config.json").is_file():
             found.append((int(n), p))
     return sorted(found)

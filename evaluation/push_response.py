@@ -44,7 +44,7 @@ from causvid_env.env import CausVidEnv
 from causvid_env.policies import make_cartpole_noisy_balance, play_episode
 from causvid_env.rendering import Simulator
 from causvid_env.worlds import get_world
-from distill.training_utils import snapshot_dirs
+from distill.training_utils import SNAPSHOT_KINDS, snapshot_dirs
 from evaluation.probe import load_probe
 from evaluation.rollouts import PromptTexts, _encode_episode_latents, decode_with_heads
 from models.actions import ActionCodec
@@ -275,6 +275,9 @@ def main(argv=None) -> dict:
     p.add_argument("--curve-model", default="teacher", choices=["teacher", "student"],
                    help="what the --curve snapshots are: teachers (sampled with --num-steps ODE steps and guidance) or "
                         "causal students (the env's 4 steps with its KV cache; ODE init and DMD stages)")
+    p.add_argument("--curve-snapshots", default="model_step", choices=SNAPSHOT_KINDS,
+                   help="which snapshots --curve gates: model_stepN/ (a stage's weights; DMD's EMA when it keeps one) or "
+                        "raw_stepN/ (DMD's raw generator)")
     p.add_argument("--curve-offset", type=int, default=0, help="steps the curve's run started from (a warm start's earlier steps)")
     p.add_argument("--curve-dir", default=None, help="with --curve: keep each snapshot's figures here (stepN.json) and reuse them")
     p.add_argument("--vae", default=None, help="decode with this VAE instead of the checkpoint's (e.g. a fine-tuned decoder: "
@@ -325,7 +328,7 @@ def main(argv=None) -> dict:
     if a.curve:
         curve = []
         cache = Path(a.curve_dir) if a.curve_dir else None
-        for step, path in snapshot_dirs(a.curve):
+        for step, path in snapshot_dirs(a.curve, a.curve_snapshots):
             total = a.curve_offset + step
             saved = cache / f"step{total}.json" if cache else None
             if saved is not None and saved.is_file():  # gated before (the curve grows while training runs)

@@ -57,3 +57,7 @@ def test_a_students_snapshots_make_a_learning_curve(tiny_ckpt, tmp_path):
     assert [c["step"] for c in res["curve"]] == [12, 14]
     assert {"student step 12", "student step 14"} <= set(res["models"])
     assert "sampling" not in res["models"]["student step 12"]  # a student, not the teacher's guided ODE sampler
+    model.student.save_pretrained(tmp_path / "dmd" / "raw_step6")  # DMD's raw generator beside its EMA
+    raw = main(["--checkpoint", str(tiny_ckpt), "--curve", str(tmp_path / "dmd"), "--curve-model", "student",
+                "--curve-snapshots", "raw_step", "--starts", "1"])
+    assert [c["step"] for c in raw["curve"]] == [6]
