@@ -34,6 +34,13 @@ previous chunk's action kept with probability `random_action_keep`, else a fresh
 student is judged by the teacher on the chunk-to-chunk action changes an agent makes, not only on
 the data's controllers. Those rollouts have no real future: the data regression skips them.
 
+`p_controller_actions` > 0 (self-forcing only; needs the state head): that share of the rollouts is
+driven after its context by a balancing controller that reads the frozen state head off the last
+latent frame before each chunk, generated or real (`distill.latent_controller`), with a random push
+in `controller_epsilon` of its decisions: the closed loop in which an agent meets the dream, where the
+data's actions (chosen from the real state) no longer answer the generated pole. No real future
+either: the data regression skips them.
+
 `ode_weight` / `ode_contrast_weight` > 0 (self-forcing only) keep the ODE initialisation's losses on
 as an anchor: each step the student regresses a batch of the teacher's ODE pairs (block-causal, as in
 `distill.ode_init`), and on contrast shards (one context, two action scripts, the same noise) the
@@ -43,13 +50,14 @@ it, which DMD's gradient alone was measured to erode.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from distill.batches import PromptBank, draw_context_noise, make_batch, with_random_actions
+from distill.latent_controller import LatentBalancer
 from distill.ode_init import contrast_shards, ode_pair_losses, pair_batch
 from distill.train_teacher import state_readout_loss
 from distill.training_utils import StageRunner, update_ema
@@ -98,6 +106,9 @@ class DMDConfig:
     pair_frames: int = 3  # generated latent frames per pair rollout (<= the branches' chunks)
     p_random_actions: float = 0.0  # self-forcing: share of rollouts driven by a random script after the context
     random_action_keep: float = 0.5  # that script keeps the previous chunk's action with this probability
+    p_controller_actions: float = 0.0  # self-forcing: share of rollouts driven, after the context, by a balancing controller
+    # that reads the state head off the student's own last frame (`distill.latent_controller`): the loop an agent closes
+    controller_epsilon: float = 0.2  # that controller's share of random pushes
     ode_weight: float = 0.0  # self-forcing: an anchor on the ODE pairs, the ODE initialisation's regression (`ode_pair_losses`) ...
     ode_contrast_weight: float = 0.0  # ... and its contrast loss on contrast shards (the teacher's action effect), each step
     ode_batch_size: int = 8  # pairs per step (and process) of that anchor
@@ -117,13 +128,16 @@ ROLLOUTS = ("self_forcing", "teacher_forcing")
 
 def self_forcing_rollout(G: DiT, real: torch.Tensor, k: int, cond: Cond, timesteps: torch.Tensor, window_frames: int,
                          context_noise: float, rng: np.random.Generator, paired: bool = False,
-                         cache_grad: bool = False) -> torch.Tensor:
+                         cache_grad: bool = False, actions_hook=None) -> torch.Tensor:
     """Generate frames k.. of a clip (B, C, T, h, w) after writing its first k real frames to a
     fresh sliding-window cache, chunk by chunk as the env does. -> (B, C, T, h, w): the real
     context followed by the generated frames, which carry the gradient of their exit step.
     `paired`: rows i and i + B/2 draw the same noise (a left/right pair differs only in its actions).
     `cache_grad`: each chunk's exit step reads the generated chunks before it through the cache
-    with their gradient, so a loss on a chunk reaches the chunks it followed (`student_sample_chunk`)."""
+    with their gradient, so a loss on a chunk reaches the chunks it followed (`student_sample_chunk`).
+    `actions_hook(c0, c1, last)` -> (action_feats, action_null) of latent frames [c0, c1), given the
+    latent frame before them (`distill.latent_controller.LatentBalancer.hook`): actions chosen from
+    what was generated, in place of `cond`'s."""
     B, C, T, h, w = real.shape
     chunk, F_ = G.config.latent_frames_per_chunk, G.config.frames_per_latent
     cache = G.new_cache(B, window_frames=window_frames, device=real.device)
@@ -137,7 +151,10 @@ def self_forcing_rollout(G: DiT, real: torch.Tensor, k: int, cond: Cond, timeste
             noise = torch.cat([half, half])
         else:
             noise = torch.randn(B, C, c1 - c0, h, w, device=real.device)
-        x0, _ = student_sample_chunk(G, cache, noise, cond.frames(c0, c1, F_),
+        chunk_cond = cond.frames(c0, c1, F_)
+        if actions_hook is not None:
+            chunk_cond = Cond(*actions_hook(c0, c1, outs[-1][:, :, -1:]), cond.text, cond.null_text)
+        x0, _ = student_sample_chunk(G, cache, noise, chunk_cond,
                                      timesteps, exit_step=exit_step, context_noise=context_noise, grad_at_exit=True,
                                      cache_grad=cache_grad)
         outs.append(x0)
@@ -262,12 +279,15 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
                          f"{cfg.rollout_latent_frames}; lower score_frames or raise rollout_latent_frames")
     if not 0.0 <= cfg.p_random_actions <= 1.0:
         raise ValueError(f"dmd.p_random_actions: expected a probability in [0, 1], got {cfg.p_random_actions}")
+    if not 0.0 <= cfg.p_controller_actions <= 1.0 or not 0.0 <= cfg.controller_epsilon <= 1.0:
+        raise ValueError(f"dmd.p_controller_actions / dmd.controller_epsilon: expected probabilities in [0, 1], got "
+                         f"{cfg.p_controller_actions} / {cfg.controller_epsilon}")
     if cfg.p_random_actions > 0 and cfg.rollout != "self_forcing":
         raise ValueError("dmd.p_random_actions needs dmd.rollout=self_forcing (teacher forcing denoises against the real "
                          "future, which a random script did not make); set it to 0")
     if cfg.cache_grad and cfg.rollout != "self_forcing":
         raise ValueError("dmd.cache_grad needs dmd.rollout=self_forcing (teacher forcing reads a real context); set it to false")
-    for name in ("state_weight", "pair_weight"):
+    for name in ("state_weight", "pair_weight", "p_controller_actions"):
         if getattr(cfg, name) > 0 and state_head is None:
             raise ValueError(f"dmd.{name} > 0 needs a trained state head (the pipeline's state_head stage); set it to 0 "
                              "or train one")
@@ -310,6 +330,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
     handed_on = ema if ema is not None else G_raw  # model/ and model_stepN/
     if state_head is not None:
         state_head = state_head.to(dev).eval().requires_grad_(False)
+    balancer = LatentBalancer(state_head, codec, epsilon=cfg.controller_epsilon) if cfg.p_controller_actions > 0 else None
     tf_gen = TeacherForcingGenerator(schedule)
     student_ts = schedule.student_timesteps()
     F_ = G_raw.config.frames_per_latent
@@ -324,7 +345,8 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
 
     def train_step(step: int, rng: np.random.Generator):
         ctx_noise = draw_context_noise(rng, cfg.context_noise_max, cfg.p_context_noise)
-        scripted = np.zeros(cfg.batch_size, bool)  # rollouts whose actions are a random script (no real future)
+        scripted = np.zeros(cfg.batch_size, bool)  # rollouts whose actions are a script or a controller's (no real future)
+        controlled = np.zeros(cfg.batch_size, bool)  # rollouts the latent balancing controller drives
         # -- the generator's sample (gradient-carrying) -------------------------------------------
         if cfg.rollout == "self_forcing":
             from_start = rng.random() < cfg.p_from_start
@@ -335,9 +357,17 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             if scripted.any():
                 batch = with_random_actions(batch, scripted, k * F_, codec, F_ * G_raw.config.latent_frames_per_chunk, rng,
                                             cfg.random_action_keep)
+            hook, record = None, None
+            if balancer is not None:  # (no draw otherwise: the RNG stream of earlier runs is kept)
+                controlled = (rng.random(cfg.batch_size) < cfg.p_controller_actions) & ~scripted
+                if controlled.any():
+                    hook, record = balancer.hook(batch.action_feats, batch.action_null, controlled, F_, rng)
+                    scripted = scripted | controlled
             cond_g = batch.cond(G_raw, bank)
             full = self_forcing_rollout(G_raw, batch.latents, k, cond_g, student_ts, cfg.window_frames, ctx_noise, rng,
-                                        cache_grad=cfg.cache_grad)
+                                        cache_grad=cfg.cache_grad, actions_hook=hook)
+            if record is not None:  # the scores judge the rollout under the actions the controller took
+                batch = replace(batch, action_feats=record[0], action_null=record[1])
             n_score = cfg.score_frames
             if cfg.score_from_context:  # the window starts inside the real context: its context is real
                 s0 = int(rng.integers(0, k))
@@ -422,7 +452,7 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
                  "losses/state": loss_state.item(), "losses/pair": loss_pair.item(),
                  "losses/ode": loss_ode.item(), "losses/ode_contrast": loss_ode_c.item(),
                  "charts/generator_grad_norm": gn, "charts/dmd_grad_abs": grad.abs().mean(), "charts/context_noise": ctx_noise,
-                 "charts/scripted_rollouts": float(scripted.mean())},
+                 "charts/scripted_rollouts": float(scripted.mean()), "charts/controlled_rollouts": float(controlled.mean())},
                 {"dmd": f"{loss_dmd.item():.4f}", "data": f"{loss_data.item():.4f}", "fake": f"{loss_f.item():.4f}"})
 
     steps = runner.run(train_step)

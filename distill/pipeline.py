@@ -280,7 +280,7 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
 
     # 5b. the state head the auxiliary action-effect losses of the teacher and of DMD read (frozen there) ----
     state_head = None
-    if cfg.teacher.state_weight > 0 or cfg.dmd.state_weight > 0 or cfg.dmd.pair_weight > 0:
+    if cfg.teacher.state_weight > 0 or cfg.dmd.state_weight > 0 or cfg.dmd.pair_weight > 0 or cfg.dmd.p_controller_actions > 0:
         h = cfg.state_head.head
         cfg.state_head.head = dataclasses.replace(h, latent_channels=v.latent_channels, latent_height=v.latent_height,
                                                   latent_width=v.latent_width, frames_per_latent=spec.frames_per_latent)
