@@ -7,7 +7,9 @@ chunk, so an ending is either a fall the frames show (the probe reads the pole p
     python examples/dream_policy_falls.py --controller probe_balancer --episodes 20 --json out.json
     python examples/dream_policy_falls.py --controller probe_balancer --real --episodes 20 --json out.json
 
-Controllers: `policy`, the shipped real-twin PPO policy (its own encoder of the frames); and
+Controllers: `policy`, the shipped real-twin PPO policy (its own encoder of the frames; the script
+also records whether that encoder reads the push it made last off the cart's curvature, the cue
+it was trained to decode in the real twin); and
 `probe_balancer`, CartPole's linear state feedback (`agents.baselines.BalancingAgent`'s gains) on
 the state the probe reads off each chunk's 4 frames (pose at the last frame, rates from a line
 fitted through the 4): a controller whose only view of the frames is the probe, so the dream and
@@ -25,6 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -32,6 +35,7 @@ if str(ROOT) not in sys.path:
 
 from agents.baselines import BalancingAgent  # noqa: E402
 from agents.evaluate import _make_env, make_agent, resolve_policy  # noqa: E402
+from agents.policy import PoseProfile  # noqa: E402
 from causvid_env.real_env import RealWorldEnv  # noqa: E402
 from causvid_env.checkpoint import default_checkpoint_dir  # noqa: E402
 from causvid_env.worlds import get_world  # noqa: E402
@@ -58,15 +62,20 @@ def probe_state(read: np.ndarray, ia: int, ix: int, fps: int) -> np.ndarray:
     return np.array([read[-1, ix], x_dot, math.radians(read[-1, ia]), theta_dot])
 
 
+def decoded_last_push(policy, obs: np.ndarray) -> float:
+    """The push (+1 right, -1 left, soft) the policy's pose encoder decodes from the cart's curvature
+    for the newest chunk of its observation stack (`agents.policy.PoseProfile`): what the policy
+    believes it did last."""
+    with torch.no_grad():
+        return float(PoseProfile.raw(policy.preprocess(torch.as_tensor(np.asarray(obs))[None]))[0, -1])
+
+
 def run(checkpoint: str | None, episodes: int, temperature: float | None, max_steps: int = 125, seed: int = 0,
         controller: str = "policy", real: bool = False) -> dict:
     if episodes < 1:
         raise ValueError(f"--episodes: must be >= 1, got {episodes}")
     if controller not in CONTROLLERS:
         raise ValueError(f"--controller: expected one of {CONTROLLERS}, got {controller!r}")
-    if real and controller != "probe_balancer":
-        raise ValueError("--real: the real twin is compared under --controller probe_balancer (the policy's real score: "
-                         "python -m agents.evaluate --policy shipped --real)")
     spec = get_world("cartpole")
     ckpt = Path(checkpoint) if checkpoint else default_checkpoint_dir("cartpole")
     probe, _ = load_probe(ckpt / "probe") if (ckpt / "probe").is_dir() else load_probe(default_checkpoint_dir("cartpole") / "probe")
@@ -94,13 +103,15 @@ def run(checkpoint: str | None, episodes: int, temperature: float | None, max_st
         else:
             start, _ = starts.reset(seed=seed + ep)
             obs, info = env.reset(seed=seed + ep, options={"prompt": spec.variant(None).prompt, "image": start[-1]})
-        frames, actions, term, steps = [last_frame(obs)], [], False, 0
+        frames, actions, term, steps, agree = [last_frame(obs)], [], False, 0, []
         while steps < max_steps:
             a = agent(obs, info)
             obs, _, term, trunc, info = env.step(a)
             actions.append(int(a))
             frames.append(last_frame(obs))
             steps += 1
+            if controller == "policy" and steps >= 3:  # the stack holds 3+ chunks after the reset: both pushes decodable
+                agree.append(decoded_last_push(policy, obs) * (2 * int(a) - 1) > 0)
             if term or trunc:
                 break
         read = probe.predict(np.stack(frames))
@@ -109,7 +120,7 @@ def run(checkpoint: str | None, episodes: int, temperature: float | None, max_st
         rows.append({"seed": seed + ep, "chunks": steps, "terminated": bool(term), "frames_show_a_fall": fell if term else None,
                      "final_angle_deg": float(angle[-1]), "final_cart_x_m": float(cart[-1]),
                      "max_abs_angle_deg": float(np.abs(angle).max()), "angle_per_chunk_deg": [round(float(v), 2) for v in angle],
-                     "actions": actions})
+                     "actions": actions, "push_read_right": [bool(v) for v in agree]})
     env.close()
     starts.close()
     ended = [r for r in rows if r["terminated"]]
@@ -120,6 +131,8 @@ def run(checkpoint: str | None, episodes: int, temperature: float | None, max_st
             "terminated": len(ended),
             "terminations_the_frames_show": sum(bool(r["frames_show_a_fall"]) for r in ended),
             "median_final_abs_angle_deg": float(np.median([abs(r["final_angle_deg"]) for r in ended])) if ended else None,
+            "push_read_right_fraction": (float(np.mean([v for r in rows for v in r["push_read_right"]]))
+                                         if any(r["push_read_right"] for r in rows) else None),
             "episodes_detail": rows}
 
 
@@ -129,13 +142,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the checkpoint's)")
     p.add_argument("--controller", default="policy", choices=CONTROLLERS)
-    p.add_argument("--real", action="store_true", help="run in the real twin instead of the dream (probe_balancer only)")
+    p.add_argument("--real", action="store_true", help="run in the real twin instead of the dream")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     res = run(a.checkpoint, a.episodes, a.temperature, controller=a.controller, real=a.real)
     res["command"] = "python examples/dream_policy_falls.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     print(f"{res['terminated']} of {a.episodes} episodes ended ({res['mean_chunks']:.1f} chunks on average); the probe reads a "
-          f"fall in {res['terminations_the_frames_show']} of them; median |angle| at the end {res['median_final_abs_angle_deg']}")
+          f"fall in {res['terminations_the_frames_show']} of them; median |angle| at the end {res['median_final_abs_angle_deg']}; "
+          f"the policy's encoder reads its last push right in {res['push_read_right_fraction']} of the decisions")
     if a.json:
         write_json(a.json, res)
     return res

@@ -33,5 +33,11 @@ def test_bad_arguments_name_themselves():
         falls.run(None, 0, None)
     with pytest.raises(ValueError, match="--controller"):
         falls.run(None, 1, None, controller="pid")
-    with pytest.raises(ValueError, match="--real"):
-        falls.run(None, 1, None, real=True)
+
+
+def test_the_policy_reads_its_own_pushes_off_the_real_cart():
+    """On the real twin the shipped policy's pose encoder decodes the push it made last from the cart's
+    curvature (the cue it was trained on); the script records it per decision."""
+    res = falls.run(None, 1, None, max_steps=8, controller="policy", real=True)
+    read = res["episodes_detail"][0]["push_read_right"]
+    assert len(read) == 6 and res["push_read_right_fraction"] >= 5 / 6
