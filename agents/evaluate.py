@@ -31,7 +31,7 @@ from agents.baselines import BalancingAgent, RandomAgent
 from agents.observations import stack_frames
 from agents.policy import Policy, load_policy, shipped_policy_dir
 from causvid_env.real_env import RealWorldEnv
-from causvid_env.worlds import get_world
+from causvid_env.worlds import WorldSpec, get_world
 from models.io import write_json
 
 __all__ = ["evaluate", "make_agent", "main"]
@@ -86,6 +86,20 @@ def _make_env(world: str, env: str, *, variant: str | None, checkpoint: str | No
     return stack_frames(e, frame_stack) if frame_stack > 1 else e
 
 
+def reset_episode(e, env: str, seed: int, spec: WorldSpec, variant: str | None = None,
+                  real_starts: RealWorldEnv | None = None):
+    """Start one episode as :func:`evaluate` does: the real twin with ``seed``; the dream with the
+    variant's prompt and, when ``real_starts`` (a real twin) is given, its reset frame for ``seed``
+    (an image reset), else the prompt alone. -> ``(obs, info)``."""
+    if env == "real":
+        return e.reset(seed=seed)
+    options = {"prompt": spec.variant(variant).prompt}
+    if real_starts is not None:
+        start, _ = real_starts.reset(seed=seed)
+        options["image"] = start[-1]
+    return e.reset(seed=seed, options=options)
+
+
 def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int = 100, *, env: str = "real",
              variant: str | None = None, checkpoint: str | None = None, device: str = "cpu",
              max_steps: int = 125, seed: int = 0, deterministic: bool = True,
@@ -122,15 +136,7 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
     t0 = time.perf_counter()
     total_steps = 0
     for ep in tqdm(range(episodes), desc=f"evaluate ({env})", disable=not progress):
-        if env == "real":
-            obs, info = e.reset(seed=seed + ep)
-        else:
-            prompt = spec.variant(variant).prompt
-            options = {"prompt": prompt}
-            if real_starts is not None:
-                start, _ = real_starts.reset(seed=seed + ep)
-                options["image"] = start[-1]
-            obs, info = e.reset(seed=seed + ep, options=options)
+        obs, info = reset_episode(e, env, seed + ep, spec, variant, real_starts)
         ret, steps, frames = 0.0, 0, 0
         while True:
             obs, r, term, trunc, info = e.step(agent(obs, info))

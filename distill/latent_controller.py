@@ -38,7 +38,7 @@ class LatentBalancer:
                              f"got {codec.space}")
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon: expected a probability in [0, 1], got {epsilon}")
-        self.state_head, self.codec, self.epsilon = state_head, codec, float(epsilon)
+        self.state_head, self.epsilon = state_head, float(epsilon)
         self.gains = torch.tensor(gains, dtype=torch.float32)
         self._feats = torch.from_numpy(codec.to_features(np.asarray([0, 1]))).float()  # (2, A): left, right
 

@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agents.baselines import BalancingAgent  # noqa: E402
-from agents.evaluate import _make_env, make_agent, resolve_policy  # noqa: E402
+from agents.evaluate import _make_env, make_agent, reset_episode, resolve_policy  # noqa: E402
 from agents.policy import PoseProfile  # noqa: E402
 from causvid_env.real_env import RealWorldEnv  # noqa: E402
 from causvid_env.checkpoint import default_checkpoint_dir  # noqa: E402
@@ -42,7 +42,7 @@ from causvid_env.worlds import get_world  # noqa: E402
 from evaluation.probe import load_probe  # noqa: E402
 from models.io import write_json  # noqa: E402
 
-ANGLE_LIMIT_DEG = 12.0  # CartPole-v1 terminates past 12 deg (0.2095 rad) ...
+ANGLE_LIMIT_DEG = 12.0  # CartPole-v1 terminates past 12 deg (0.2095 rad) or 2.4 m
 CART_LIMIT_M = 2.4
 
 
@@ -78,7 +78,7 @@ def run(checkpoint: str | None, episodes: int, temperature: float | None, max_st
         raise ValueError(f"--controller: expected one of {CONTROLLERS}, got {controller!r}")
     spec = get_world("cartpole")
     ckpt = Path(checkpoint) if checkpoint else default_checkpoint_dir("cartpole")
-    probe, _ = load_probe(ckpt / "probe") if (ckpt / "probe").is_dir() else load_probe(default_checkpoint_dir("cartpole") / "probe")
+    probe, _ = load_probe(ckpt / "probe" if (ckpt / "probe").is_dir() else default_checkpoint_dir("cartpole") / "probe")
     names = list(probe.config.target_names)
     ia, ix = names.index("pole_angle_deg"), names.index("cart_x_m")
     if controller == "policy":
@@ -88,7 +88,7 @@ def run(checkpoint: str | None, episodes: int, temperature: float | None, max_st
         obs_mode, stack = "chunk", 1
     env = _make_env("cartpole", "real" if real else "dream", variant=None, checkpoint=checkpoint, device="cpu",
                     max_steps=max_steps, obs_mode=obs_mode, frame_stack=stack, temperature=temperature)
-    starts = RealWorldEnv("cartpole")
+    starts = None if real else RealWorldEnv("cartpole")  # the dream's image resets
     if controller == "policy":
         agent = make_agent(policy, env.action_space, deterministic=True, seed=seed)
     else:
@@ -98,11 +98,7 @@ def run(checkpoint: str | None, episodes: int, temperature: float | None, max_st
             return balancer.act(info={"state": probe_state(probe.predict(obs), ia, ix, spec.fps)})
     rows = []
     for ep in range(episodes):
-        if real:
-            obs, info = env.reset(seed=seed + ep)
-        else:
-            start, _ = starts.reset(seed=seed + ep)
-            obs, info = env.reset(seed=seed + ep, options={"prompt": spec.variant(None).prompt, "image": start[-1]})
+        obs, info = reset_episode(env, "real" if real else "dream", seed + ep, spec, real_starts=starts)
         frames, actions, term, steps, agree = [last_frame(obs)], [], False, 0, []
         while steps < max_steps:
             a = agent(obs, info)
@@ -122,7 +118,8 @@ def run(checkpoint: str | None, episodes: int, temperature: float | None, max_st
                      "max_abs_angle_deg": float(np.abs(angle).max()), "angle_per_chunk_deg": [round(float(v), 2) for v in angle],
                      "actions": actions, "push_read_right": [bool(v) for v in agree]})
     env.close()
-    starts.close()
+    if starts is not None:
+        starts.close()
     ended = [r for r in rows if r["terminated"]]
     return {"kind": "dream_policy_falls", "controller": controller, "env": "real" if real else "dream",
             "checkpoint": None if real else str(ckpt), "episodes": episodes,
