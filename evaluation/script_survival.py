@@ -1,0 +1,207 @@
+"""Open-loop scripts in the dream and in the real twin: how long a fixed action script keeps the pole up.
+
+An agent trained in a dream maximises the dream's reward. If a script that never looks at the frames
+(hold left, alternate, wiggle left-right-right-left, ...) keeps the dream's pole up longer than any
+script keeps the real pole, PPO can find that script and learn a policy that does not transfer: in
+the dream of d1's EMA at 500 DMD steps the wiggle keeps the pole up 52 frames against 35 in the real
+CartPole, and PPO there settled on exactly that wiggle within 5,000 decisions (32.3 real frames at
+every check). This gate plays the same scripts from the same real starts in the real twin and in the
+dream (image resets, as agents train and `agents.evaluate` scores) and reports survival, the frames up
+to the first terminating one, per script in each. The headline is the free reward: the longest mean
+survival of any script in the dream over the longest in the real twin; a dream passes when it is at
+most `--limit` (default 1.3). Per-script ratios are reported beside it (a script that dies in 9 real
+frames and 12 dream ones is a large ratio but little reward to find).
+
+    python -m evaluation.script_survival --json out.json                          # the shipped checkpoint
+    python -m evaluation.script_survival --checkpoint runs/ck/x --starts 20 --json out.json --plot out.png
+    python -m evaluation.script_survival --student runs/d1/dmd_self_forcing/model_step500 --student DIR2 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import replace
+
+import numpy as np
+from tqdm import tqdm
+
+from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
+from causvid_env.env import CausVidEnv
+from causvid_env.real_env import RealWorldEnv
+from causvid_env.worlds import get_world
+from models.dit import DiT
+from models.io import write_json
+
+# name -> the chunk actions repeated; None: a fresh random script per start (seeded, shared by the real twin and the dream)
+SCRIPTS: dict[str, tuple[int, ...] | None] = {
+    "left": (0,), "right": (1,), "alternate": (0, 1), "wiggle": (0, 1, 1, 0), "wiggle_reversed": (1, 0, 0, 1),
+    "pairs": (0, 0, 1, 1), "random": None,
+}
+
+
+def script_actions(name: str, chunks: int, start_seed: int) -> list[int]:
+    """The first `chunks` actions of script `name` for the start with seed `start_seed`."""
+    if name not in SCRIPTS:
+        raise ValueError(f"scripts: unknown script {name!r}; expected some of {', '.join(SCRIPTS)}")
+    pattern = SCRIPTS[name]
+    if pattern is None:
+        return [int(a) for a in np.random.default_rng(10_000 + start_seed).integers(0, 2, chunks)]
+    return [pattern[i % len(pattern)] for i in range(chunks)]
+
+
+def frames_until_end(info: dict, frames_per_chunk: int) -> tuple[int, bool]:
+    """Frames of one step up to and including the first terminating one (only frames that happened,
+    `frame_valid`, in the real twin), and whether the step terminated."""
+    term = np.asarray(info["frame_terminated"], dtype=bool)
+    valid = np.asarray(info.get("frame_valid", np.ones(frames_per_chunk, dtype=bool)), dtype=bool)
+    if term.any():
+        return int(np.argmax(term)) + 1, True
+    return int(valid.sum()), False
+
+
+def play(env, starts: RealWorldEnv | None, script: list[int], seed: int, prompt: str, frames_per_chunk: int) -> int:
+    """Frames one episode survives under `script` (the real twin when `starts` is None, else the dream
+    from the real twin's reset frame for `seed`)."""
+    if starts is None:
+        env.reset(seed=seed)
+    else:
+        frame, _ = starts.reset(seed=seed)
+        env.reset(seed=seed, options={"prompt": prompt, "image": frame[-1]})
+    total = 0
+    for a in script:
+        _, _, terminated, truncated, info = env.step(a)
+        n, ended = frames_until_end(info, frames_per_chunk)
+        total += n
+        if ended or terminated or truncated:
+            break
+    return total
+
+
+def survival(model: WorldModel | None, world: str, scripts: list[str], seeds: list[int], chunks: int,
+             temperature: float | None = None, progress: bool = True, label: str = "") -> dict[str, list[int]]:
+    """{script: frames survived per start}: the real twin when `model` is None, else the dream of `model`."""
+    spec = get_world(world)
+    F = spec.frames_per_chunk
+    if model is None:
+        env, starts = RealWorldEnv(world, max_episode_frames=chunks * F), None
+    else:
+        env, starts = CausVidEnv(world=world, checkpoint=model, max_episode_steps=chunks, temperature=temperature), RealWorldEnv(world)
+    out = {}
+    with tqdm(total=len(scripts) * len(seeds), desc=f"script survival {label or ('real' if model is None else 'dream')}",
+              disable=not progress) as bar:
+        for name in scripts:
+            out[name] = []
+            for s in seeds:
+                out[name].append(play(env, starts, script_actions(name, chunks, s), s, spec.variant(None).prompt, F))
+                bar.update()
+    env.close()
+    if starts is not None:
+        starts.close()
+    return out
+
+
+def compare(real: dict[str, list[int]], dream: dict[str, list[int]], limit: float) -> dict:
+    """Per script the mean survival in each, the ratio dream / real and the share of starts the dream
+    outlives; the free reward (the best script's mean in the dream over the best one's in the real
+    twin) and `passes` when it is at most `limit`."""
+    rows = {}
+    for name, r in real.items():
+        d = np.asarray(dream[name], dtype=float)
+        r = np.asarray(r, dtype=float)
+        rows[name] = {"real_mean": float(r.mean()), "real_std": float(r.std()), "dream_mean": float(d.mean()),
+                      "dream_std": float(d.std()), "ratio": float(d.mean() / max(r.mean(), 1e-9)),
+                      "dream_outlives_share": float(np.mean(d > r)), "real": r.astype(int).tolist(), "dream": d.astype(int).tolist()}
+    worst = max(rows, key=lambda k: rows[k]["ratio"])
+    best_real = max(rows, key=lambda k: rows[k]["real_mean"])
+    best_dream = max(rows, key=lambda k: rows[k]["dream_mean"])
+    free = rows[best_dream]["dream_mean"] / max(rows[best_real]["real_mean"], 1e-9)
+    return {"scripts": rows, "worst_script": worst, "worst_ratio": rows[worst]["ratio"],
+            "best_real_script": best_real, "best_real_frames": rows[best_real]["real_mean"],
+            "best_dream_script": best_dream, "best_dream_frames": rows[best_dream]["dream_mean"],
+            "free_reward_ratio": float(free), "limit": limit, "passes": bool(free <= limit)}
+
+
+def plot_survival(res: dict, path: str) -> None:
+    """Frames each script survives in every model's dream (bars) and in the real twin (black ticks), with
+    the free-reward limit (the best real script's frames times the limit) dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(res["models"])
+    first = next(iter(res["models"].values()))
+    scripts = list(first["scripts"])
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(models)
+    x = np.arange(len(scripts))
+    for i, m in enumerate(models):
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, [res["models"][m]["scripts"][k]["dream_mean"] for k in scripts],
+               width, label=m.split("/")[-1])
+    ax.scatter(x, [first["scripts"][k]["real_mean"] for k in scripts], marker="_", s=900, color="k", lw=2.5,
+               label="real twin", zorder=3)
+    ax.axhline(first["best_real_frames"] * first["limit"], color="k", ls="--", lw=0.8,
+               label=f"{first['limit']:g}x the best real script")
+    ax.set_xticks(x, scripts)
+    ax.set_ylabel("frames survived (mean)")
+    ax.set_title(f"open-loop scripts from {res['starts']} real starts: the dream's free reward")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def one_line(name: str, res: dict) -> str:
+    cells = ", ".join(f"{k} {v['dream_mean']:.1f} vs {v['real_mean']:.1f} ({v['ratio']:.2f}x)" for k, v in res["scripts"].items())
+    return (f"{name}: {cells}; best script in the dream {res['best_dream_script']} {res['best_dream_frames']:.1f} frames vs "
+            f"{res['best_real_script']} {res['best_real_frames']:.1f} in real: free reward {res['free_reward_ratio']:.2f}x  "
+            f"{'PASS' if res['passes'] else 'FAIL'}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m evaluation.script_survival", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the shipped one); also supplies "
+                                                      "the VAE, heads and temperature for --student")
+    p.add_argument("--student", action="append", default=[], help="student weights (a DiT directory) in the checkpoint's "
+                                                                   "place; repeatable (the real twin is played once)")
+    p.add_argument("--world", default="cartpole")
+    p.add_argument("--starts", type=int, default=20, help="real starts (reset seeds 0..N-1)")
+    p.add_argument("--chunks", type=int, default=125, help="episode cap in chunks (125 = 500 CartPole frames)")
+    p.add_argument("--scripts", default=",".join(SCRIPTS), help=f"comma list of {', '.join(SCRIPTS)}")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the checkpoint's)")
+    p.add_argument("--limit", type=float, default=1.3, help="the largest dream / real survival ratio that passes")
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None, help="a PNG: frames per script in every dream and the real twin")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    a = p.parse_args(argv)
+    if a.starts < 1:
+        p.error(f"--starts: must be >= 1, got {a.starts}")
+    if a.chunks < 1:
+        p.error(f"--chunks: must be >= 1, got {a.chunks}")
+    scripts = [s.strip() for s in a.scripts.split(",") if s.strip()]
+    unknown = [s for s in scripts if s not in SCRIPTS]
+    if not scripts or unknown:
+        p.error(f"--scripts: unknown {unknown or 'empty list'}; expected some of {', '.join(SCRIPTS)}")
+    ckpt = a.checkpoint or str(default_checkpoint_dir(a.world))
+    base = load_world_model(ckpt, world=a.world)
+    models = [(f"student {s}", replace(base, student=DiT.from_pretrained(s).eval())) for s in a.student] or [(f"checkpoint {ckpt}", base)]
+    seeds = list(range(a.starts))
+    real = survival(None, a.world, scripts, seeds, a.chunks, progress=a.progress, label="real")
+    res = {"kind": "script_survival", "world": a.world, "checkpoint": ckpt, "starts": a.starts, "chunks": a.chunks,
+           "reset": "image (the real twin's reset frame for seed i, the default variant's prompt)", "models": {}}
+    for name, model in models:
+        dream = survival(model, a.world, scripts, seeds, a.chunks, temperature=a.temperature, progress=a.progress, label=name)
+        res["models"][name] = compare(real, dream, a.limit)
+        res["models"][name]["temperature"] = a.temperature if a.temperature is not None else model.info.get("temperature", 1.0)
+        print(one_line(name, res["models"][name]), flush=True)
+    res["command"] = "python -m evaluation.script_survival " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if a.json:
+        write_json(a.json, res)
+    if a.plot:
+        plot_survival(res, a.plot)
+    return res
+
+
+if __name__ == "__main__":
+    main()
