@@ -9,8 +9,13 @@ every check). This gate plays the same scripts from the same real starts in the 
 dream (image resets, as agents train and `agents.evaluate` scores) and reports survival, the frames up
 to the first terminating one, per script in each. The headline is the free reward: the longest mean
 survival of any script in the dream over the longest in the real twin; a dream passes when it is at
-most `--limit` (default 1.3). Per-script ratios are reported beside it (a script that dies in 9 real
-frames and 12 dream ones is a large ratio but little reward to find).
+most `--limit` (default 1.3) and it ranks a policy that balances the real pole (`--policy`, default the
+shipped one: 480+ real frames against 35 for the best script) above every script, as the real world
+does. Measured: the dreams that trained PPO into feedback policies (v7, v8) rank the shipped policy
+first (44.1 / 43.0 frames against their best scripts' 36.4 / 23.8); the two that trained PPO into the
+wiggle (d1's EMA at 500 and at 600) rank the wiggle first (52.4 / 41.8 frames against 29.8-34.7 / 28.0
+for the policy). Per-script ratios are reported beside it (a script that dies in 9 real frames and 12
+dream ones is a large ratio but little reward to find).
 
     python -m evaluation.script_survival --json out.json                          # the shipped checkpoint
     python -m evaluation.script_survival --checkpoint runs/ck/x --starts 20 --json out.json --plot out.png
@@ -101,10 +106,44 @@ def survival(model: WorldModel | None, world: str, scripts: list[str], seeds: li
     return out
 
 
-def compare(real: dict[str, list[int]], dream: dict[str, list[int]], limit: float) -> dict:
+def policy_survival(model: WorldModel | None, world: str, seeds: list[int], chunks: int, policy: str = "shipped",
+                    temperature: float | None = None) -> list[int]:
+    """Frames `policy` (see `agents.evaluate.make_agent`) keeps the pole up from each start, acting on
+    what it sees: the real twin when `model` is None, else the dream from the real reset frame (as
+    `agents.evaluate` starts its dream episodes)."""
+    from agents.evaluate import _make_env, make_agent, reset_episode, resolve_policy
+
+    spec = get_world(world)
+    pol = resolve_policy(policy, world)
+    cfg = getattr(pol, "config", None)
+    where = "real" if model is None else "dream"
+    env = _make_env(world, where, variant=None, checkpoint=model, device="cpu", max_steps=chunks,
+                    obs_mode=cfg.obs_mode if cfg else "chunk", frame_stack=cfg.frame_stack if cfg else 1, temperature=temperature)
+    starts = None if model is None else RealWorldEnv(world)
+    agent = make_agent(pol, env.action_space, deterministic=True)
+    out = []
+    for s in seeds:
+        obs, info = reset_episode(env, where, s, spec, real_starts=starts)
+        total = 0
+        for _ in range(chunks):
+            obs, _, terminated, truncated, info = env.step(agent(obs, info))
+            n, ended = frames_until_end(info, spec.frames_per_chunk)
+            total += n
+            if ended or terminated or truncated:
+                break
+        out.append(total)
+    env.close()
+    if starts is not None:
+        starts.close()
+    return out
+
+
+def compare(real: dict[str, list[int]], dream: dict[str, list[int]], limit: float,
+            policy_real: list[int] | None = None, policy_dream: list[int] | None = None) -> dict:
     """Per script the mean survival in each, the ratio dream / real and the share of starts the dream
     outlives; the free reward (the best script's mean in the dream over the best one's in the real
-    twin) and `passes` when it is at most `limit`."""
+    twin); with a policy's survival in both, whether the dream ranks it above every script as the real
+    twin does. `passes`: the free reward is at most `limit` and (with a policy) the ranking holds."""
     rows = {}
     for name, r in real.items():
         d = np.asarray(dream[name], dtype=float)
@@ -116,15 +155,25 @@ def compare(real: dict[str, list[int]], dream: dict[str, list[int]], limit: floa
     best_real = max(rows, key=lambda k: rows[k]["real_mean"])
     best_dream = max(rows, key=lambda k: rows[k]["dream_mean"])
     free = rows[best_dream]["dream_mean"] / max(rows[best_real]["real_mean"], 1e-9)
-    return {"scripts": rows, "worst_script": worst, "worst_ratio": rows[worst]["ratio"],
-            "best_real_script": best_real, "best_real_frames": rows[best_real]["real_mean"],
-            "best_dream_script": best_dream, "best_dream_frames": rows[best_dream]["dream_mean"],
-            "free_reward_ratio": float(free), "limit": limit, "passes": bool(free <= limit)}
+    res = {"scripts": rows, "worst_script": worst, "worst_ratio": rows[worst]["ratio"],
+           "best_real_script": best_real, "best_real_frames": rows[best_real]["real_mean"],
+           "best_dream_script": best_dream, "best_dream_frames": rows[best_dream]["dream_mean"],
+           "free_reward_ratio": float(free), "limit": limit, "passes": bool(free <= limit)}
+    if policy_dream is not None:
+        pd, pr = float(np.mean(policy_dream)), float(np.mean(policy_real)) if policy_real is not None else None
+        res["policy"] = {"real": [int(v) for v in policy_real] if policy_real is not None else None, "dream": [int(v) for v in policy_dream],
+                         "real_mean": pr, "dream_mean": pd, "dream_std": float(np.std(policy_dream)),
+                         "over_best_script_dream": pd / max(res["best_dream_frames"], 1e-9),
+                         "over_best_script_real": pr / max(res["best_real_frames"], 1e-9) if pr is not None else None}
+        res["ranks_policy_first"] = bool(pd > res["best_dream_frames"])
+        res["passes"] = bool(res["passes"] and res["ranks_policy_first"])
+    return res
 
 
 def plot_survival(res: dict, path: str) -> None:
     """Frames each script survives in every model's dream (bars) and in the real twin (black ticks), with
-    the free-reward limit (the best real script's frames times the limit) dashed."""
+    the free-reward limit (the best real script's frames times the limit) dashed; with a ranked policy,
+    its frames in each dream as a last group (its real figure, far above, written under it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -132,17 +181,21 @@ def plot_survival(res: dict, path: str) -> None:
     models = list(res["models"])
     first = next(iter(res["models"].values()))
     scripts = list(first["scripts"])
+    ranked = "policy" in first
+    groups = scripts + (["policy"] if ranked else [])
     fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / len(models)
-    x = np.arange(len(scripts))
+    x = np.arange(len(groups))
     for i, m in enumerate(models):
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, [res["models"][m]["scripts"][k]["dream_mean"] for k in scripts],
-               width, label=m.split("/")[-1])
-    ax.scatter(x, [first["scripts"][k]["real_mean"] for k in scripts], marker="_", s=900, color="k", lw=2.5,
+        row = res["models"][m]
+        heights = [row["scripts"][k]["dream_mean"] for k in scripts] + ([row["policy"]["dream_mean"]] if ranked else [])
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, heights, width, label=m.split("/")[-1])
+    ax.scatter(x[:len(scripts)], [first["scripts"][k]["real_mean"] for k in scripts], marker="_", s=900, color="k", lw=2.5,
                label="real twin", zorder=3)
     ax.axhline(first["best_real_frames"] * first["limit"], color="k", ls="--", lw=0.8,
                label=f"{first['limit']:g}x the best real script")
-    ax.set_xticks(x, scripts)
+    labels = scripts + ([f"{res.get('policy') or 'policy'} policy\n(real {first['policy']['real_mean']:.0f})"] if ranked else [])
+    ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("frames survived (mean)")
     ax.set_title(f"open-loop scripts from {res['starts']} real starts: the dream's free reward")
     ax.legend(fontsize=7, ncol=2)
@@ -153,8 +206,10 @@ def plot_survival(res: dict, path: str) -> None:
 
 def one_line(name: str, res: dict) -> str:
     cells = ", ".join(f"{k} {v['dream_mean']:.1f} vs {v['real_mean']:.1f} ({v['ratio']:.2f}x)" for k, v in res["scripts"].items())
+    pol = (f"; the policy {res['policy']['dream_mean']:.1f} frames in the dream ({res['policy']['over_best_script_dream']:.2f}x "
+           f"the best script; real {res['policy']['over_best_script_real']:.1f}x)") if "policy" in res else ""
     return (f"{name}: {cells}; best script in the dream {res['best_dream_script']} {res['best_dream_frames']:.1f} frames vs "
-            f"{res['best_real_script']} {res['best_real_frames']:.1f} in real: free reward {res['free_reward_ratio']:.2f}x  "
+            f"{res['best_real_script']} {res['best_real_frames']:.1f} in real: free reward {res['free_reward_ratio']:.2f}x{pol}  "
             f"{'PASS' if res['passes'] else 'FAIL'}")
 
 
@@ -170,7 +225,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--chunks", type=int, default=125, help="episode cap in chunks (125 = 500 CartPole frames)")
     p.add_argument("--scripts", default=",".join(SCRIPTS), help=f"comma list of {', '.join(SCRIPTS)}")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the checkpoint's)")
-    p.add_argument("--limit", type=float, default=1.3, help="the largest dream / real survival ratio that passes")
+    p.add_argument("--limit", type=float, default=1.3, help="the largest free reward (best dream script / best real script) that passes")
+    p.add_argument("--policy", default="shipped", help="a policy the dream must rank above every script: 'shipped', a policy "
+                                                       "directory, or 'none'")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="a PNG: frames per script in every dream and the real twin")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -179,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"--starts: must be >= 1, got {a.starts}")
     if a.chunks < 1:
         p.error(f"--chunks: must be >= 1, got {a.chunks}")
+    if a.policy in ("balancing", "random"):
+        p.error(f"--policy: {a.policy!r} cannot be ranked in a dream ('balancing' reads the simulator's state, which a "
+                f"dream does not have; 'random' is a script); pass 'shipped', a policy directory or 'none'")
     scripts = [s.strip() for s in a.scripts.split(",") if s.strip()]
     unknown = [s for s in scripts if s not in SCRIPTS]
     if not scripts or unknown:
@@ -188,11 +248,15 @@ def main(argv: list[str] | None = None) -> dict:
     models = [(f"student {s}", replace(base, student=DiT.from_pretrained(s).eval())) for s in a.student] or [(f"checkpoint {ckpt}", base)]
     seeds = list(range(a.starts))
     real = survival(None, a.world, scripts, seeds, a.chunks, progress=a.progress, label="real")
+    use_policy = a.policy != "none"
+    policy_real = policy_survival(None, a.world, seeds, a.chunks, a.policy) if use_policy else None
     res = {"kind": "script_survival", "world": a.world, "checkpoint": ckpt, "starts": a.starts, "chunks": a.chunks,
+           "policy": a.policy if use_policy else None,
            "reset": "image (the real twin's reset frame for seed i, the default variant's prompt)", "models": {}}
     for name, model in models:
         dream = survival(model, a.world, scripts, seeds, a.chunks, temperature=a.temperature, progress=a.progress, label=name)
-        res["models"][name] = compare(real, dream, a.limit)
+        policy_dream = policy_survival(model, a.world, seeds, a.chunks, a.policy, a.temperature) if use_policy else None
+        res["models"][name] = compare(real, dream, a.limit, policy_real, policy_dream)
         res["models"][name]["temperature"] = a.temperature if a.temperature is not None else model.info.get("temperature", 1.0)
         print(one_line(name, res["models"][name]), flush=True)
     res["command"] = "python -m evaluation.script_survival " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -42,6 +42,22 @@ def test_a_dream_whose_best_script_outlives_the_real_best_fails_the_gate():
     assert res["best_dream_script"] == "left" and res["free_reward_ratio"] == pytest.approx(43 / 30) and not res["passes"]
 
 
+def test_a_dream_that_ranks_a_script_above_the_balancing_policy_fails():
+    real = {"wiggle": [30, 30], "left": [10, 10]}
+    dream = {"wiggle": [38, 40], "left": [9, 11]}  # free reward 1.3x: within the limit
+    ok = ss.compare(real, dream, 1.3, policy_real=[500, 500], policy_dream=[45, 47])
+    assert ok["passes"] and ok["ranks_policy_first"] and ok["policy"]["over_best_script_real"] == pytest.approx(500 / 30)
+    bad = ss.compare(real, dream, 1.3, policy_real=[500, 500], policy_dream=[28, 30])
+    assert not bad["passes"] and not bad["ranks_policy_first"] and bad["policy"]["over_best_script_dream"] == pytest.approx(29 / 39)
+
+
+def test_the_balancing_controller_outlives_every_script_in_the_real_twin():
+    seeds = [0, 1]
+    assert min(ss.policy_survival(None, "cartpole", seeds, 30, policy="balancing")) == 30 * 4
+    best = max(max(v) for v in ss.survival(None, "cartpole", list(ss.SCRIPTS), seeds, 30, progress=False).values())
+    assert best < 30 * 4
+
+
 def test_the_gate_runs_end_to_end_on_a_tiny_dream(tmp_path):
     ck = tiny_checkpoint(tmp_path / "ck")
     dream = ss.survival(load_world_model(ck), "cartpole", ["wiggle", "random"], [0, 1], chunks=3, progress=False)
@@ -50,6 +66,7 @@ def test_the_gate_runs_end_to_end_on_a_tiny_dream(tmp_path):
                    "--json", str(tmp_path / "out.json"), "--plot", str(tmp_path / "out.png")])
     row = next(iter(res["models"].values()))
     assert set(row["scripts"]) == {"left", "wiggle"} and (tmp_path / "out.json").is_file()
+    assert len(row["policy"]["dream"]) == 2 and row["policy"]["real_mean"] == 12  # the shipped policy holds the real pole 3 chunks
     assert (tmp_path / "out.png").stat().st_size > 0
 
 
@@ -57,6 +74,9 @@ def test_bad_arguments_name_themselves(capsys):
     with pytest.raises(SystemExit):
         ss.main(["--scripts", "left,spin"])
     assert "--scripts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ss.main(["--policy", "balancing"])
+    assert "--policy" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ss.main(["--starts", "0"])
     assert "--starts" in capsys.readouterr().err
