@@ -11,6 +11,7 @@ Layout it reads (each optional; a missing one becomes a line naming the command 
     closed_loop_clip*/metrics.json      closed loop from 16-frame real clips (the main protocol of issue 23)
     push_response/*.json                the push-response gate (teachers and students) and the teacher's learning curve
     chunk_dynamics/*.json               the chunk-dynamics gate (random push scripts, a linear fit per chunk)
+    script_survival/*.json              blind action scripts and the shipped policy, dream vs real (the dream's free reward)
     closed_loop_physics_bound.json      perfect physics from a slightly wrong start under the replayed actions
     training_record.json                cumulative steps, samples and CPU-hours across warm-started sessions
     action_following.json, action_following_v1.json   12-frame held pushes vs the real twin
@@ -208,6 +209,33 @@ def chunk_dynamics_section(r: Path) -> list[str]:
     return out
 
 
+def script_survival_section(r: Path) -> list[str]:
+    """Every model in script_survival/*.json: frames blind scripts and a policy survive in its dream against the real twin."""
+    files = sorted((r / "script_survival").glob("*.json"))
+    if not files:
+        return []
+    out = ["## Script survival (does the dream reward a policy that looks?)", "",
+           "From N real starts (image resets), blind action scripts and the shipped policy play in the real twin and in the "
+           "dream; the figures are the mean frames up to the first terminating one. Free reward: the dream's best script over "
+           "the real best. The gate passes when the free reward is at most the limit and the dream keeps the policy up longer "
+           "than every script, as the real twin does. `python -m evaluation.script_survival --help`.", ""]
+    for f in files:
+        res = _load(f)
+        if not res or res.get("kind") != "script_survival":
+            continue
+        out += [f"`{f.name}`: {res['starts']} starts" + (f"; command: {_cmd(res)}" if res.get("command") else
+                                                           f"; {res.get('note', '')}"), "",
+                "| model | best script: dream (real best) | free reward | policy: dream (real) | gate |", "|---|---|---|---|---|"]
+        for name, m in res["models"].items():
+            pol = m.get("policy")
+            out.append(f"| {name} | {m['best_dream_script']} {m['best_dream_frames']:.1f} ({m['best_real_script']} "
+                       f"{m['best_real_frames']:.1f}) | {m['free_reward_ratio']:.2f}x | "
+                       + (f"{pol['dream_mean']:.1f} ({pol['real_mean']:.0f})" if pol else "-") + " | "
+                       + ("pass" if m["passes"] else "fail") + " |")
+        out.append("")
+    return out
+
+
 def physics_bound_section(res: dict | None) -> list[str]:
     if res is None:
         return []
@@ -328,6 +356,7 @@ def compose(results: str | Path = "docs/results", out: str | Path = "docs/RESULT
     lines += physics_bound_section(_load(r / "closed_loop_physics_bound.json"))
     lines += push_response_section(r)
     lines += chunk_dynamics_section(r)
+    lines += script_survival_section(r)
     lines += record_section(_load(r / "training_record.json"))
     lines += action_section(af, "shipped checkpoint")
     lines += action_section(_load(r / "action_following_v1.json"), "previous (v1) checkpoint")

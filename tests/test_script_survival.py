@@ -80,3 +80,21 @@ def test_bad_arguments_name_themselves(capsys):
     with pytest.raises(SystemExit):
         ss.main(["--starts", "0"])
     assert "--starts" in capsys.readouterr().err
+
+
+def test_the_results_page_lists_every_models_free_reward_and_ranking(tmp_path):
+    import json
+
+    from tests.test_evaluation import load_example
+
+    real = {"wiggle": [30, 30], "left": [10, 10]}
+    res = {"kind": "script_survival", "starts": 2, "command": "python -m evaluation.script_survival", "models": {
+        "good": ss.compare(real, {"wiggle": [20, 22], "left": [9, 11]}, 1.3, [500, 500], [45, 47]),
+        "blind": ss.compare(real, {"wiggle": [44, 46], "left": [9, 11]}, 1.3, [500, 500], [30, 32])}}
+    (tmp_path / "script_survival").mkdir()
+    (tmp_path / "script_survival" / "x.json").write_text(json.dumps(res))
+    lines = load_example("compose_results").script_survival_section(tmp_path)
+    good = next(x for x in lines if x.startswith("| good"))
+    blind = next(x for x in lines if x.startswith("| blind"))
+    assert "0.70x" in good and "46.0 (500)" in good and good.endswith("pass |")
+    assert "1.50x" in blind and blind.endswith("fail |")
