@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--student", action="append", default=[], help="student weights (a DiT directory) in the checkpoint's "
                                                                    "place; repeatable (the real twin is played once)")
     p.add_argument("--world", default="cartpole")
-    p.add_argument("--starts", type=int, default=20, help="real starts (reset seeds 0..N-1)")
+    p.add_argument("--starts", type=int, default=20, help="real starts (reset seeds FIRST..FIRST+N-1)")
+    p.add_argument("--first-seed", type=int, default=0, help="the first start's reset seed (another set of starts: e.g. 100)")
     p.add_argument("--chunks", type=int, default=125, help="episode cap in chunks (125 = 500 CartPole frames)")
     p.add_argument("--scripts", default=",".join(SCRIPTS), help=f"comma list of {', '.join(SCRIPTS)}")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the checkpoint's)")
@@ -246,11 +247,13 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = a.checkpoint or str(default_checkpoint_dir(a.world))
     base = load_world_model(ckpt, world=a.world)
     models = [(f"student {s}", replace(base, student=DiT.from_pretrained(s).eval())) for s in a.student] or [(f"checkpoint {ckpt}", base)]
-    seeds = list(range(a.starts))
+    if a.first_seed < 0:
+        p.error(f"--first-seed: must be >= 0, got {a.first_seed}")
+    seeds = list(range(a.first_seed, a.first_seed + a.starts))
     real = survival(None, a.world, scripts, seeds, a.chunks, progress=a.progress, label="real")
     use_policy = a.policy != "none"
     policy_real = policy_survival(None, a.world, seeds, a.chunks, a.policy) if use_policy else None
-    res = {"kind": "script_survival", "world": a.world, "checkpoint": ckpt, "starts": a.starts, "chunks": a.chunks,
+    res = {"kind": "script_survival", "world": a.world, "checkpoint": ckpt, "starts": a.starts, "seeds": seeds, "chunks": a.chunks,
            "policy": a.policy if use_policy else None,
            "reset": "image (the real twin's reset frame for seed i, the default variant's prompt)", "models": {}}
     for name, model in models:

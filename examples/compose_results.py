@@ -223,9 +223,9 @@ def script_survival_section(r: Path) -> list[str]:
         res = _load(f)
         if not res or res.get("kind") != "script_survival":
             continue
-        out += [f"`{f.name}`: {res['starts']} starts" + (f"; command: {_cmd(res)}" if res.get("command") else
-                                                           f"; {res.get('note', '')}"), "",
-                "| model | best script: dream (real best) | free reward | policy: dream (real) | gate |", "|---|---|---|---|---|"]
+        out += ([f"`{f.name}`: {res['starts']} starts; command:", _cmd(res)] if res.get("command") else
+                [f"`{f.name}`: {res['starts']} starts; {res.get('note', '')}"])
+        out += ["", "| model | best script: dream (real best) | free reward | policy: dream (real) | gate |", "|---|---|---|---|---|"]
         for name, m in res["models"].items():
             pol = m.get("policy")
             out.append(f"| {name} | {m['best_dream_script']} {m['best_dream_frames']:.1f} ({m['best_real_script']} "
