@@ -24,31 +24,28 @@ base = load_world_model(str(ck))
 models = {"v8 (shipped)": base,
           "d1 EMA 500 (v9 candidate)": replace(base, student=DiT.from_pretrained("weights/cartpole_fp32/student_d1_ema500").eval())}
 seeds, chunks = [0, 1, 2, 3], 20
-traces = {"real twin": {}}
-real = RealWorldEnv("cartpole", max_episode_frames=chunks * 4)
-for s in seeds:
-    obs, _ = real.reset(seed=s)
+
+
+def trace(env, reset) -> list[float]:
+    """The probe's pole angle after `reset()` and after every chunk of the wiggle until the episode ends."""
+    obs, _ = reset()
     frames = [obs[-1]]
-    for a in script_actions("wiggle", chunks, s):
-        obs, _, term, trunc, info = real.step(a)
+    for a in script_actions("wiggle", chunks, 0):
+        obs, _, term, trunc, _ = env.step(a)
         frames.append(obs[-1])
         if term or trunc:
             break
-    traces["real twin"][s] = probe.predict(np.stack(frames))[:, ia].round(2).tolist()
+    return probe.predict(np.stack(frames))[:, ia].round(2).tolist()
+
+
+real = RealWorldEnv("cartpole", max_episode_frames=chunks * 4)
+traces = {"real twin": {s: trace(real, lambda s=s: real.reset(seed=s)) for s in seeds}}
 starts = RealWorldEnv("cartpole")
 for name, model in models.items():
     env = CausVidEnv(world="cartpole", checkpoint=model, max_episode_steps=chunks)
-    traces[name] = {}
-    for s in seeds:
-        frame, _ = starts.reset(seed=s)
-        obs, _ = env.reset(seed=s, options={"prompt": spec.variant(None).prompt, "image": frame[-1]})
-        frames = [obs[-1]]
-        for a in script_actions("wiggle", chunks, s):
-            obs, _, term, trunc, info = env.step(a)
-            frames.append(obs[-1])
-            if term or trunc:
-                break
-        traces[name][s] = probe.predict(np.stack(frames))[:, ia].round(2).tolist()
+    traces[name] = {s: trace(env, lambda s=s: env.reset(seed=s, options={"prompt": spec.variant(None).prompt,
+                                                                         "image": starts.reset(seed=s)[0][-1]}))
+                    for s in seeds}
 write_json(HERE / "wiggle_traces.json", {"script": "wiggle 0110", "seeds": seeds, "pole_angle_deg_per_chunk": traces,
                                          "command": "python docs/results/script_survival/wiggle_traces.py"})
 import matplotlib
