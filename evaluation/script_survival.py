@@ -31,8 +31,8 @@ from dataclasses import replace
 import numpy as np
 from tqdm import tqdm
 
+from agents.evaluate import _make_env, make_agent, reset_episode, resolve_policy
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
-from causvid_env.env import CausVidEnv
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
 from models.dit import DiT
@@ -65,40 +65,41 @@ def frames_until_end(info: dict, frames_per_chunk: int) -> tuple[int, bool]:
     return int(valid.sum()), False
 
 
-def play(env, starts: RealWorldEnv | None, script: list[int], seed: int, prompt: str, frames_per_chunk: int) -> int:
-    """Frames one episode survives under `script` (the real twin when `starts` is None, else the dream
-    from the real twin's reset frame for `seed`)."""
-    if starts is None:
-        env.reset(seed=seed)
-    else:
-        frame, _ = starts.reset(seed=seed)
-        env.reset(seed=seed, options={"prompt": prompt, "image": frame[-1]})
+def episode_frames(env, where: str, seed: int, spec, starts: RealWorldEnv | None, act, chunks: int) -> int:
+    """Frames one episode survives: reset as `agents.evaluate` does (`where` 'real', or 'dream' from the
+    real twin `starts`' reset frame for `seed`), then `act(i, obs, info)` for chunk i until it ends."""
+    obs, info = reset_episode(env, where, seed, spec, real_starts=starts)
     total = 0
-    for a in script:
-        _, _, terminated, truncated, info = env.step(a)
-        n, ended = frames_until_end(info, frames_per_chunk)
+    for i in range(chunks):
+        obs, _, terminated, truncated, info = env.step(act(i, obs, info))
+        n, ended = frames_until_end(info, spec.frames_per_chunk)
         total += n
         if ended or terminated or truncated:
             break
     return total
 
 
+def _envs(model: WorldModel | None, world: str, chunks: int, temperature: float | None, obs_mode: str = "chunk",
+          frame_stack: int = 1):
+    """(env, where, starts): the real twin, or the dream of `model` with a real twin for its image resets."""
+    where = "real" if model is None else "dream"
+    env = _make_env(world, where, variant=None, checkpoint=model, device="cpu", max_steps=chunks, obs_mode=obs_mode,
+                    frame_stack=frame_stack, temperature=temperature)
+    return env, where, (None if model is None else RealWorldEnv(world))
+
+
 def survival(model: WorldModel | None, world: str, scripts: list[str], seeds: list[int], chunks: int,
              temperature: float | None = None, progress: bool = True, label: str = "") -> dict[str, list[int]]:
     """{script: frames survived per start}: the real twin when `model` is None, else the dream of `model`."""
     spec = get_world(world)
-    F = spec.frames_per_chunk
-    if model is None:
-        env, starts = RealWorldEnv(world, max_episode_frames=chunks * F), None
-    else:
-        env, starts = CausVidEnv(world=world, checkpoint=model, max_episode_steps=chunks, temperature=temperature), RealWorldEnv(world)
+    env, where, starts = _envs(model, world, chunks, temperature)
     out = {}
-    with tqdm(total=len(scripts) * len(seeds), desc=f"script survival {label or ('real' if model is None else 'dream')}",
-              disable=not progress) as bar:
+    with tqdm(total=len(scripts) * len(seeds), desc=f"script survival {label or where}", disable=not progress) as bar:
         for name in scripts:
             out[name] = []
             for s in seeds:
-                out[name].append(play(env, starts, script_actions(name, chunks, s), s, spec.variant(None).prompt, F))
+                script = script_actions(name, chunks, s)
+                out[name].append(episode_frames(env, where, s, spec, starts, lambda i, obs, info: script[i], chunks))
                 bar.update()
     env.close()
     if starts is not None:
@@ -111,27 +112,12 @@ def policy_survival(model: WorldModel | None, world: str, seeds: list[int], chun
     """Frames `policy` (see `agents.evaluate.make_agent`) keeps the pole up from each start, acting on
     what it sees: the real twin when `model` is None, else the dream from the real reset frame (as
     `agents.evaluate` starts its dream episodes)."""
-    from agents.evaluate import _make_env, make_agent, reset_episode, resolve_policy
-
     spec = get_world(world)
     pol = resolve_policy(policy, world)
     cfg = getattr(pol, "config", None)
-    where = "real" if model is None else "dream"
-    env = _make_env(world, where, variant=None, checkpoint=model, device="cpu", max_steps=chunks,
-                    obs_mode=cfg.obs_mode if cfg else "chunk", frame_stack=cfg.frame_stack if cfg else 1, temperature=temperature)
-    starts = None if model is None else RealWorldEnv(world)
+    env, where, starts = _envs(model, world, chunks, temperature, cfg.obs_mode if cfg else "chunk", cfg.frame_stack if cfg else 1)
     agent = make_agent(pol, env.action_space, deterministic=True)
-    out = []
-    for s in seeds:
-        obs, info = reset_episode(env, where, s, spec, real_starts=starts)
-        total = 0
-        for _ in range(chunks):
-            obs, _, terminated, truncated, info = env.step(agent(obs, info))
-            n, ended = frames_until_end(info, spec.frames_per_chunk)
-            total += n
-            if ended or terminated or truncated:
-                break
-        out.append(total)
+    out = [episode_frames(env, where, s, spec, starts, lambda i, obs, info: agent(obs, info), chunks) for s in seeds]
     env.close()
     if starts is not None:
         starts.close()
