@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from agents.evaluate import _make_env, make_agent, reset_episode, resolve_policy
 from causvid_env.checkpoint import WorldModel, default_checkpoint_dir, load_world_model
+from causvid_env.engine import sampling_temperature
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import get_world
 from models.dit import DiT
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
         dream = survival(model, a.world, scripts, seeds, a.chunks, temperature=a.temperature, progress=a.progress, label=name)
         policy_dream = policy_survival(model, a.world, seeds, a.chunks, a.policy, a.temperature) if use_policy else None
         res["models"][name] = compare(real, dream, a.limit, policy_real, policy_dream)
-        res["models"][name]["temperature"] = a.temperature if a.temperature is not None else model.info.get("temperature", 1.0)
+        res["models"][name]["temperature"] = sampling_temperature(model, a.temperature)
         print(one_line(name, res["models"][name]), flush=True)
     res["command"] = "python -m evaluation.script_survival " + shlex.join(argv if argv is not None else sys.argv[1:])
     if a.json:

@@ -66,6 +66,7 @@ def test_the_gate_runs_end_to_end_on_a_tiny_dream(tmp_path):
                    "--json", str(tmp_path / "out.json"), "--plot", str(tmp_path / "out.png")])
     row = next(iter(res["models"].values()))
     assert set(row["scripts"]) == {"left", "wiggle"} and (tmp_path / "out.json").is_file()
+    assert row["temperature"] == 1.0  # the tiny checkpoint names none: the trained one
     assert res["seeds"] == [0, 1] and len(row["policy"]["dream"]) == 2 and row["policy"]["real_mean"] == 12  # the shipped policy holds the real pole 3 chunks
     assert (tmp_path / "out.png").stat().st_size > 0
 
