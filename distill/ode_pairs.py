@@ -32,6 +32,12 @@ class ODEPairsConfig:
     seed: int = 0
     num_contrast_pairs: int = 0  # and this many in contrast shards (`contrast_*.safetensors`): each clip twice, with the
     contrast_p_keep: float = 0.5  # ... same noise, a random script and one differing in every chunk (`distill.batches.contrast_pairs`)
+    p_context_from_start: float = 0.0  # fraction of shards with a context whose clips begin at the episode's still chunk, so
+    # that with context_frames=1 the context is what an image reset gives the env (drawn only when > 0: earlier pairs stay)
+
+    def __post_init__(self):
+        if not 0.0 <= self.p_context_from_start <= 1.0:
+            raise ValueError(f"ode_pairs.p_context_from_start: a fraction in [0, 1], got {self.p_context_from_start}")
 
 
 def _pair_tensors(teacher, schedule, student_t, batch, bank, real, noise, k, cfg) -> dict:
@@ -51,6 +57,12 @@ def _draw_context(cfg: ODEPairsConfig, rng: np.random.Generator) -> int:
     if k and cfg.max_context_frames > cfg.context_frames:
         k = int(rng.integers(cfg.context_frames, cfg.max_context_frames + 1))
     return k
+
+
+def _from_start(cfg: ODEPairsConfig, k: int, rng: np.random.Generator) -> bool:
+    """Whether a shard's clips begin at the episode start: always without context (the prompt alone
+    must reproduce the still chunk), else with probability `p_context_from_start`."""
+    return k == 0 or (cfg.p_context_from_start > 0 and rng.random() < cfg.p_context_from_start)
 
 
 def _save(tensors: dict, path: Path) -> None:
@@ -85,7 +97,7 @@ def generate_ode_pairs(teacher: DiT, dataset, codec: ActionCodec, bank: PromptBa
         rng = np.random.default_rng([cfg.seed, i])
         torch.manual_seed(cfg.seed * 100003 + i)
         k = _draw_context(cfg, rng)
-        clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=(k == 0))
+        clips = dataset.sample(cfg.batch_size, cfg.clip_latent_frames, rng, from_start=_from_start(cfg, k, rng))
         batch = make_batch(clips, codec, rng).to(dev)
         real = batch.latents
         B, C, T, h, w = real.shape
@@ -99,7 +111,7 @@ def generate_ode_pairs(teacher: DiT, dataset, codec: ActionCodec, bank: PromptBa
         rng = np.random.default_rng([cfg.seed, 1_000_003, i])
         torch.manual_seed(cfg.seed * 100003 + 7_000_001 + i)
         k = _draw_context(cfg, rng)
-        clips = dataset.sample(cfg.batch_size // 2, cfg.clip_latent_frames, rng, from_start=(k == 0))
+        clips = dataset.sample(cfg.batch_size // 2, cfg.clip_latent_frames, rng, from_start=_from_start(cfg, k, rng))
         batch = contrast_pairs(make_batch(clips, codec, rng), k * F, codec, F * teacher.config.latent_frames_per_chunk, rng,
                                cfg.contrast_p_keep).to(dev)
         real = batch.latents

@@ -163,3 +163,24 @@ def test_keep_loss_sees_only_the_common_mode_of_a_contrast_pair():
     assert keep_loss(spread, x, mask, contrast=False).item() > 0.1
     shifted = x + 1.0  # both rows moved: counted, on generated frames only
     assert keep_loss(shifted, x, mask, contrast=True).item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_contrast_pairs_from_the_still_start_chunk_give_an_image_reset_context(tiny_latents, tmp_path):
+    """`p_context_from_start=1`: every context is the first latent of an episode (its still chunk), the
+    context an image reset gives the env; without it the clips begin anywhere."""
+    import numpy as np
+
+    teacher, codec, bank = _setup(tiny_latents)
+    firsts = [torch.from_numpy(np.asarray(lat[0])).float() for lat in tiny_latents.latents]
+    cfg = dict(num_pairs=0, batch_size=4, clip_latent_frames=3, num_steps=2, context_frames=1, p_no_context=0.0,
+               num_contrast_pairs=16, seed=3)
+    shards = _pairs(teacher, codec, bank, tiny_latents, tmp_path / "start", p_context_from_start=1.0, **cfg)
+    contexts = [s["real"][i, :, 0] for s in shards for i in range(s["real"].shape[0])]
+    assert len(contexts) == 16 and all(any(torch.equal(c, f) for f in firsts) for c in contexts)
+    anywhere = _pairs(teacher, codec, bank, tiny_latents, tmp_path / "any", **cfg)
+    assert not all(any(torch.equal(s["real"][i, :, 0], f) for f in firsts) for s in anywhere for i in range(s["real"].shape[0]))
+
+
+def test_ode_pairs_reject_a_start_fraction_outside_0_1():
+    with pytest.raises(ValueError, match="ode_pairs.p_context_from_start"):
+        ODEPairsConfig(p_context_from_start=1.5)
