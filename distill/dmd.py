@@ -41,6 +41,13 @@ in `controller_epsilon` of its decisions: the closed loop in which an agent meet
 data's actions (chosen from the real state) no longer answer the generated pole. No real future
 either: the data regression skips them.
 
+`physics_weight` > 0 (self-forcing only; CartPole) adds the simulator as a critic of every generated
+chunk (`distill.physics_consistency`): the rollout is decoded by the VAE, the frozen probe reads cart
+and pole off each frame, and each chunk's readings are pulled toward the real physics stepped through
+its actions from the state fitted to the frames before it. No real future is needed: it judges the
+random scripts' and the controller's rollouts too. `dmd_weight` = 0 turns distribution matching off
+(no fake score is trained and the teacher is not queried), for fine-tunes by the other losses alone.
+
 `ode_weight` / `ode_contrast_weight` > 0 (self-forcing only) keep the ODE initialisation's losses on
 as an anchor: each step the student regresses a batch of the teacher's ODE pairs (block-causal, as in
 `distill.ode_init`), and on contrast shards (one context, two action scripts, the same noise) the
@@ -59,6 +66,7 @@ import torch.nn.functional as F
 from distill.batches import PromptBank, draw_context_noise, make_batch, with_random_actions
 from distill.latent_controller import LatentBalancer
 from distill.ode_init import contrast_shards, ode_pair_losses, pair_batch
+from distill.physics_consistency import physics_consistency_loss, physics_for_world, physics_targets, probe_readings
 from distill.train_teacher import state_readout_loss
 from distill.training_utils import StageRunner, update_ema
 from models.actions import ActionCodec
@@ -113,6 +121,13 @@ class DMDConfig:
     ode_contrast_weight: float = 0.0  # ... and its contrast loss on contrast shards (the teacher's action effect), each step
     ode_batch_size: int = 8  # pairs per step (and process) of that anchor
     ode_contrast_chunks: int = 1  # generated chunks the contrast loss covers (0: all)
+    physics_weight: float = 0.0  # self-forcing: the simulator's judgement of each generated chunk (`distill.physics_consistency`):
+    # the probe's reading of the decoded chunk against the real physics stepped from the state fitted to the frames before it
+    physics_fit_frames: int = 8  # probed frames that state is fitted to
+    physics_max_angle_deg: float = 45.0  # chunks that start with the pole past this angle are not judged (a fallen pole)
+    physics_rows: int = 0  # rollouts per step (and process) it decodes and judges, the first ones (0: all); decoding costs
+    physics_probe: str = ""  # the frozen state probe it reads (a directory; "" = the shipped checkpoint's probe of the world)
+    dmd_weight: float = 1.0  # 0: no distribution matching (no fake score, no teacher scores): the other losses alone
     seed: int = 0
     cache_grad: bool = False  # self-forcing: the gradient also flows through the cache into the chunks a chunk read, so a
     # loss on a later chunk can correct the earlier one instead of teaching the later one to make up for it
@@ -263,12 +278,14 @@ def _sync_grads(model: torch.nn.Module, acc) -> None:
 
 def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, bank: PromptBank, schedule: FlowSchedule,
               cfg: DMDConfig, stage_dir, causal_teacher: bool = False, accelerator=None,
-              state_head: StateHead | None = None, branches=None, ode_shards: list[dict] | None = None) -> dict:
+              state_head: StateHead | None = None, branches=None, ode_shards: list[dict] | None = None,
+              vae=None, probe=None, world: str = "cartpole") -> dict:
     """Asymmetric DMD: the generator (student) and the fake score, two models with their own
     optimisers (TTUR: `cfg.ttur` fake-score steps per generator step). `state_head`: the frozen reader
     of the auxiliary state loss (needed when `cfg.state_weight` or `cfg.pair_weight` > 0); `branches`:
     a `distill.branches.BranchSampler` (needed when `cfg.pair_weight` > 0); `ode_shards`: the ODE pairs
-    (`distill.ode_pairs.load_ode_pairs`, needed when `cfg.ode_weight` or `cfg.ode_contrast_weight` > 0). Resumable."""
+    (`distill.ode_pairs.load_ode_pairs`, needed when `cfg.ode_weight` or `cfg.ode_contrast_weight` > 0); `vae`, `probe`:
+    the decoder and the frozen state probe of the physics loss (needed when `cfg.physics_weight` > 0). Resumable."""
     if cfg.rollout not in ROLLOUTS:
         raise ValueError(f"dmd.rollout: expected one of {ROLLOUTS}, got {cfg.rollout!r}")
     if cfg.rollout == "self_forcing" and not (cfg.score_frames <= cfg.rollout_latent_frames):
@@ -295,6 +312,18 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             raise ValueError(f"dmd.{name} > 0 needs dmd.rollout=self_forcing; set it to 0")
     if cfg.pair_weight > 0 and branches is None:
         raise ValueError("dmd.pair_weight > 0 needs branching episodes (branches.points_per_episode > 0); set it to 0")
+    if cfg.physics_weight > 0:
+        if cfg.rollout != "self_forcing":
+            raise ValueError("dmd.physics_weight > 0 needs dmd.rollout=self_forcing; set it to 0")
+        if vae is None or probe is None:
+            raise ValueError("dmd.physics_weight > 0 needs the VAE and a state probe (dmd.physics_probe); set it to 0 or pass them")
+        physics_for_world(world)  # a world without known equations fails here, before any step
+        if cfg.physics_rows < 0:
+            raise ValueError(f"dmd.physics_rows: expected >= 0 (0: every rollout), got {cfg.physics_rows}")
+        if cfg.physics_fit_frames < 2:
+            raise ValueError(f"dmd.physics_fit_frames: expected at least 2 frames to fit a state to, got {cfg.physics_fit_frames}")
+    if cfg.dmd_weight < 0:
+        raise ValueError(f"dmd.dmd_weight: expected >= 0, got {cfg.dmd_weight}")
     ode_on = cfg.ode_weight > 0 or cfg.ode_contrast_weight > 0
     if ode_on and cfg.rollout != "self_forcing":
         raise ValueError("dmd.ode_weight / dmd.ode_contrast_weight > 0 need dmd.rollout=self_forcing; set them to 0")
@@ -330,6 +359,9 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
     handed_on = ema if ema is not None else G_raw  # model/ and model_stepN/
     if state_head is not None:
         state_head = state_head.to(dev).eval().requires_grad_(False)
+    if cfg.physics_weight > 0:
+        vae = vae.to(dev).eval().requires_grad_(False)
+        probe = probe.to(dev).eval().requires_grad_(False)
     balancer = LatentBalancer(state_head, codec, epsilon=cfg.controller_epsilon) if cfg.p_controller_actions > 0 else None
     tf_gen = TeacherForcingGenerator(schedule)
     student_ts = schedule.student_timesteps()
@@ -342,6 +374,29 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         t[:, :k] = 0.0
         eps = torch.randn_like(x)
         return schedule.add_noise(x, eps, t), t, eps
+
+    def dmd_term(x, kc, wb, rng):
+        """The distribution-matching loss on the judged window `x` (its first `kc` frames context) and its gradient."""
+        xt, t, _ = noisy(x.detach(), kc, rng)
+        with torch.no_grad():
+            cond_r = wb.cond(real_score, bank, with_null_text=True)
+            cond_f = wb.cond(fake_raw, bank)
+            x0_real = schedule.x0_from_v(xt, _score(real_score, xt, t, cond_r, causal_teacher, (cfg.guidance_text, cfg.guidance_action), x.detach()), t)
+            x0_fake = schedule.x0_from_v(xt, _score(fake_raw, xt, t, cond_f, causal_teacher, (1.0, 1.0), x.detach()), t)
+            xg = x.detach()[:, :, kc:]
+            norm = (xg - x0_real[:, :, kc:]).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-6)
+            grad = torch.nan_to_num((x0_fake - x0_real)[:, :, kc:] / norm)
+        return 0.5 * F.mse_loss(x[:, :, kc:], (x[:, :, kc:] - grad).detach()), grad
+
+    def physics_term(full, batch, k):
+        """The physics-consistency loss of the rollout `full` (its first `k` latent frames real context)."""
+        n = cfg.physics_rows or full.shape[0]
+        read = probe_readings(vae, probe, full[:n])  # (n, T*F, 2) [x m, theta rad], with the gradient of the generated frames
+        acted = ~batch.action_null[:n].to(read.device)
+        push_right = batch.action_feats[:n, :, -1].to(read.device)  # CartPole's Discrete(2): feature 1 is the right push
+        targets, mask = physics_targets(read.detach(), push_right, acted, batch.prompts[:n], world, k, F_, cfg.physics_fit_frames,
+                                        cfg.physics_max_angle_deg)
+        return physics_consistency_loss(read, targets, mask)
 
     def train_step(step: int, rng: np.random.Generator):
         ctx_noise = draw_context_noise(rng, cfg.context_noise_max, cfg.p_context_noise)
@@ -383,7 +438,8 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
         x = full[:, :, s0:s0 + n_score]
         wb = batch.window((s0 * F_, (s0 + n_score) * F_))
         # -- fake score: diffusion loss on the generator's samples (TTUR) ---------------------------
-        for _ in range(cfg.ttur):
+        loss_f = torch.zeros(())
+        for _ in range(cfg.ttur if cfg.dmd_weight > 0 else 0):
             cond_f = wb.cond(fake_raw, bank)
             xd = x.detach()
             xt, t, eps = noisy(xd, kc, rng)
@@ -395,19 +451,17 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
             runner.clip_grad_norm_(fake_w.parameters(), cfg.grad_clip)
             opt_f.step()
         # -- generator: distribution matching gradient (+ optional regression on the real future) ----
-        xt, t, _ = noisy(x.detach(), kc, rng)
-        with torch.no_grad():
-            cond_r = wb.cond(real_score, bank, with_null_text=True)
-            cond_f = wb.cond(fake_raw, bank)
-            x0_real = schedule.x0_from_v(xt, _score(real_score, xt, t, cond_r, causal_teacher, (cfg.guidance_text, cfg.guidance_action), x.detach()), t)
-            x0_fake = schedule.x0_from_v(xt, _score(fake_raw, xt, t, cond_f, causal_teacher, (1.0, 1.0), x.detach()), t)
-            xg = x.detach()[:, :, kc:]
-            norm = (xg - x0_real[:, :, kc:]).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-6)
-            grad = torch.nan_to_num((x0_fake - x0_real)[:, :, kc:] / norm)
-        loss_dmd = 0.5 * F.mse_loss(x[:, :, kc:], (x[:, :, kc:] - grad).detach())
+        if cfg.dmd_weight > 0:
+            loss_dmd, grad = dmd_term(x, kc, wb, rng)
+        else:
+            loss_dmd, grad = torch.zeros((), device=x.device), torch.zeros(())
         real_future = torch.from_numpy(~scripted).to(full.device)  # rollouts whose actions made the clip's real future
         loss_data = data_regression_loss(full, batch.latents, k, cfg.data_horizon, real_future)
-        loss_g = loss_dmd + cfg.data_weight * loss_data if cfg.data_weight > 0 else loss_dmd
+        loss_g = cfg.dmd_weight * loss_dmd + cfg.data_weight * loss_data if cfg.data_weight > 0 else cfg.dmd_weight * loss_dmd
+        loss_phys = torch.zeros(())
+        if cfg.physics_weight > 0:
+            loss_phys = physics_term(full, batch, k)
+            loss_g = loss_g + cfg.physics_weight * loss_phys
         loss_state = torch.zeros(())
         if cfg.state_weight > 0:
             if batch.states is None:
@@ -450,10 +504,11 @@ def train_dmd(student_init: DiT, real_score: DiT, dataset, codec: ActionCodec, b
                 G_raw.save_pretrained(runner.stage_dir / f"raw_step{n}")
         return ({"losses/dmd": loss_dmd.item(), "losses/data": loss_data.item(), "losses/fake_score": loss_f.item(),
                  "losses/state": loss_state.item(), "losses/pair": loss_pair.item(),
-                 "losses/ode": loss_ode.item(), "losses/ode_contrast": loss_ode_c.item(),
+                 "losses/ode": loss_ode.item(), "losses/ode_contrast": loss_ode_c.item(), "losses/physics": loss_phys.item(),
                  "charts/generator_grad_norm": gn, "charts/dmd_grad_abs": grad.abs().mean(), "charts/context_noise": ctx_noise,
                  "charts/scripted_rollouts": float(scripted.mean()), "charts/controlled_rollouts": float(controlled.mean())},
-                {"dmd": f"{loss_dmd.item():.4f}", "data": f"{loss_data.item():.4f}", "fake": f"{loss_f.item():.4f}"})
+                {"dmd": f"{loss_dmd.item():.4f}", "data": f"{loss_data.item():.4f}", "fake": f"{loss_f.item():.4f}",
+                 **({"phys": f"{loss_phys.item():.4f}"} if cfg.physics_weight > 0 else {})})
 
     steps = runner.run(train_step)
     runner.finish({"steps": steps, "rollout": cfg.rollout, "causal_teacher": causal_teacher},
