@@ -161,3 +161,19 @@ def test_killed_ode_init_resumes_with_nothing_lost(tiny_run, tmp_path):
     b = DiT.from_pretrained(tmp_path / "resumed" / "model").state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow  # reuses the tiny pipeline run: ~45 s on a busy 2-core CPU
+def test_dmd_stage_runs_the_physics_loss_with_the_shipped_probe(tiny_run, tmp_path):
+    """dmd.physics_weight > 0 through the pipeline: the stage gets the run's VAE and the shipped probe
+    (dmd.physics_probe empty) and logs the physics loss; dmd_weight 0 trains no fake score."""
+    import shutil
+    out, _ = tiny_run
+    run = tmp_path / "phys"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("dmd_self_forcing", "checkpoint"))
+    cfg = tiny()
+    cfg.dmd = dataclasses.replace(cfg.dmd, steps=2, log_every=1, dmd_weight=0.0, physics_weight=1.0, physics_rows=1,
+                                  physics_max_angle_deg=16.0)
+    run_pipeline("cartpole", run, cfg)
+    rows = [r for r in read_log(run / "dmd_self_forcing" / "log.jsonl") if "losses/physics" in r]
+    assert rows and all(np.isfinite(r["losses/physics"]) and r["losses/fake_score"] == 0.0 for r in rows)
