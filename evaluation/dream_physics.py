@@ -16,19 +16,16 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from dataclasses import replace
-
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from causvid_env.checkpoint import default_checkpoint_dir, load_world_model
 from causvid_env.engine import sampling_temperature
 from causvid_env.worlds import get_world
 from distill.physics_consistency import physics_targets
 from evaluation.probe import load_probe
-from evaluation.script_survival import SCRIPTS, _envs, frames_until_end, reset_episode, script_actions
-from models.dit import DiT
+from evaluation.script_survival import (_envs, add_dream_arguments, check_dream_arguments, dream_models, frames_until_end,
+                                        reset_episode, script_actions)
 from models.io import write_json
 
 # chunk ranges (1-based, after the reset chunk) the summary reports
@@ -103,32 +100,16 @@ def one_line(name: str, per_script: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m evaluation.dream_physics", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the shipped one); also supplies "
-                                                      "the VAE, the probe and the temperature for --student")
-    p.add_argument("--student", action="append", default=[], help="student weights (a DiT directory) in the checkpoint's place; "
-                                                                   "repeatable (the real twin is played once)")
-    p.add_argument("--world", default="cartpole")
-    p.add_argument("--starts", type=int, default=12, help="real starts (reset seeds FIRST..FIRST+N-1)")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--chunks", type=int, default=25, help="episode cap in chunks (25 = 2 s)")
-    p.add_argument("--scripts", default="random,wiggle,left", help=f"comma list of {', '.join(SCRIPTS)}")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the checkpoint's)")
+    add_dream_arguments(p, starts=12, chunks=25, chunks_help="25 = 2 s", scripts="random,wiggle,left")
     p.add_argument("--probe", default=None, help="the state probe that reads the frames (default: the checkpoint's probe/)")
     p.add_argument("--json", default=None)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     a = p.parse_args(argv)
-    if a.starts < 1 or a.chunks < 1:
-        p.error(f"--starts and --chunks: must be >= 1, got {a.starts} and {a.chunks}")
-    scripts = [s.strip() for s in a.scripts.split(",") if s.strip()]
-    unknown = [s for s in scripts if s not in SCRIPTS]
-    if not scripts or unknown:
-        p.error(f"--scripts: unknown {unknown or 'empty list'}; expected some of {', '.join(SCRIPTS)}")
+    scripts = check_dream_arguments(p, a)
     spec = get_world(a.world)
-    ckpt = a.checkpoint or str(default_checkpoint_dir(a.world))
+    ckpt, models = dream_models(a)
     probe_dir = a.probe or f"{ckpt}/probe"
     probe, _ = load_probe(probe_dir)
-    base = load_world_model(ckpt, world=a.world)
-    models = [(f"student {s}", replace(base, student=DiT.from_pretrained(s).eval())) for s in a.student] or [(f"checkpoint {ckpt}", base)]
     seeds = list(range(a.first_seed, a.first_seed + a.starts))
     prompt = spec.variant(None).prompt
     res = {"kind": "dream_physics", "world": a.world, "checkpoint": ckpt, "probe": probe_dir, "starts": a.starts, "seeds": seeds,

@@ -200,19 +200,47 @@ def one_line(name: str, res: dict) -> str:
             f"{'PASS' if res['passes'] else 'FAIL'}")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m evaluation.script_survival", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_dream_arguments(p: argparse.ArgumentParser, starts: int, chunks: int, chunks_help: str, scripts: str) -> None:
+    """The arguments every script-playing evaluation shares: which dreams, which real starts, which scripts."""
     p.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the shipped one); also supplies "
-                                                      "the VAE, heads and temperature for --student")
+                                                      "the VAE, heads, probe and temperature for --student")
     p.add_argument("--student", action="append", default=[], help="student weights (a DiT directory) in the checkpoint's "
                                                                    "place; repeatable (the real twin is played once)")
     p.add_argument("--world", default="cartpole")
-    p.add_argument("--starts", type=int, default=20, help="real starts (reset seeds FIRST..FIRST+N-1)")
+    p.add_argument("--starts", type=int, default=starts, help="real starts (reset seeds FIRST..FIRST+N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="the first start's reset seed (another set of starts: e.g. 100)")
-    p.add_argument("--chunks", type=int, default=125, help="episode cap in chunks (125 = 500 CartPole frames)")
-    p.add_argument("--scripts", default=",".join(SCRIPTS), help=f"comma list of {', '.join(SCRIPTS)}")
+    p.add_argument("--chunks", type=int, default=chunks, help=f"episode cap in chunks ({chunks_help})")
+    p.add_argument("--scripts", default=scripts, help=f"comma list of {', '.join(SCRIPTS)}")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the checkpoint's)")
+
+
+def check_dream_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> list[str]:
+    """Refuse bad starts, chunks and scripts with the argument's name; -> the scripts."""
+    if a.starts < 1:
+        p.error(f"--starts: must be >= 1, got {a.starts}")
+    if a.chunks < 1:
+        p.error(f"--chunks: must be >= 1, got {a.chunks}")
+    if a.first_seed < 0:
+        p.error(f"--first-seed: must be >= 0, got {a.first_seed}")
+    scripts = [s.strip() for s in a.scripts.split(",") if s.strip()]
+    unknown = [s for s in scripts if s not in SCRIPTS]
+    if not scripts or unknown:
+        p.error(f"--scripts: unknown {unknown or 'empty list'}; expected some of {', '.join(SCRIPTS)}")
+    return scripts
+
+
+def dream_models(a: argparse.Namespace) -> tuple[str, list]:
+    """(checkpoint, [(name, WorldModel)]): each --student in the checkpoint's place, else the checkpoint itself."""
+    ckpt = a.checkpoint or str(default_checkpoint_dir(a.world))
+    base = load_world_model(ckpt, world=a.world)
+    models = [(f"student {s}", replace(base, student=DiT.from_pretrained(s).eval())) for s in a.student]
+    return ckpt, models or [(f"checkpoint {ckpt}", base)]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m evaluation.script_survival", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dream_arguments(p, starts=20, chunks=125, chunks_help="125 = 500 CartPole frames", scripts=",".join(SCRIPTS))
     p.add_argument("--limit", type=float, default=1.3, help="the largest free reward (best dream script / best real script) that passes")
     p.add_argument("--policy", default="shipped", help="a policy the dream must rank above every script: 'shipped', a policy "
                                                        "directory, or 'none'")
@@ -220,22 +248,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--plot", default=None, help="a PNG: frames per script in every dream and the real twin")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     a = p.parse_args(argv)
-    if a.starts < 1:
-        p.error(f"--starts: must be >= 1, got {a.starts}")
-    if a.chunks < 1:
-        p.error(f"--chunks: must be >= 1, got {a.chunks}")
+    scripts = check_dream_arguments(p, a)
     if a.policy in ("balancing", "random"):
         p.error(f"--policy: {a.policy!r} cannot be ranked in a dream ('balancing' reads the simulator's state, which a "
                 f"dream does not have; 'random' is a script); pass 'shipped', a policy directory or 'none'")
-    scripts = [s.strip() for s in a.scripts.split(",") if s.strip()]
-    unknown = [s for s in scripts if s not in SCRIPTS]
-    if not scripts or unknown:
-        p.error(f"--scripts: unknown {unknown or 'empty list'}; expected some of {', '.join(SCRIPTS)}")
-    ckpt = a.checkpoint or str(default_checkpoint_dir(a.world))
-    base = load_world_model(ckpt, world=a.world)
-    models = [(f"student {s}", replace(base, student=DiT.from_pretrained(s).eval())) for s in a.student] or [(f"checkpoint {ckpt}", base)]
-    if a.first_seed < 0:
-        p.error(f"--first-seed: must be >= 0, got {a.first_seed}")
+    ckpt, models = dream_models(a)
     seeds = list(range(a.first_seed, a.first_seed + a.starts))
     real = survival(None, a.world, scripts, seeds, a.chunks, progress=a.progress, label="real")
     use_policy = a.policy != "none"
