@@ -6,7 +6,10 @@ physics is stepped through the chunk's actions from the state fitted to the 8 fr
 (`distill.physics_consistency`). The error is where the chunk shows the pole and cart against where
 the physics takes what the previous frames showed: a dream that damps the inverted pendulum, answers
 a push late or lets the pole jump is off; the real twin is off only by the probe's own noise (its
-row is the floor). Chunks are counted up to the episode's first terminating one.
+row is the floor). Chunks are counted up to the episode's first terminating one. Besides the blind
+scripts, `balancer` is CartPole's linear state feedback acting on the state the probe reads off each
+chunk: it keeps the pole up for the whole episode in the real twin, so the chunks an agent meets after
+the blind scripts' falls are judged too.
 
     python -m evaluation.dream_physics --json out.json                          # the shipped checkpoint
     python -m evaluation.dream_physics --student runs/p1/dmd_self_forcing/model_step100 --student DIR2 --json out.json
@@ -23,7 +26,8 @@ from tqdm import tqdm
 from causvid_env.engine import sampling_temperature
 from causvid_env.worlds import get_world
 from distill.physics_consistency import physics_targets
-from evaluation.probe import load_probe
+from agents.baselines import BalancingAgent
+from evaluation.probe import load_probe, probe_state
 from evaluation.script_survival import (_envs, add_dream_arguments, check_dream_arguments, dream_models, frames_until_end,
                                         reset_episode, script_actions)
 from models.io import write_json
@@ -32,22 +36,33 @@ from models.io import write_json
 RANGES = ((1, 3), (4, 10), (11, 25))
 
 
-def play(model, world: str, script: str, seeds: list[int], chunks: int, temperature: float | None, progress: bool, label: str):
-    """Frames (chunks + 1, F, H, W, 3) per start up to the first terminating chunk, and the actions of each chunk."""
+BALANCER = "balancer"  # CartPole's linear state feedback on the state the probe reads off each chunk
+
+
+def play(model, world: str, script: str, seeds: list[int], chunks: int, temperature: float | None, progress: bool, label: str,
+         probe=None):
+    """Frames (chunks + 1, F, H, W, 3) per start up to the first terminating chunk, and the actions of each chunk.
+    `script` a name of `SCRIPTS`, or `BALANCER` (needs `probe`): a controller that keeps the pole up longer,
+    so the chunks an agent meets after the first second are judged too."""
     spec = get_world(world)
     env, where, starts = _envs(model, world, chunks, temperature)
+    balancer = None
+    if script == BALANCER:
+        names = list(probe.config.target_names)
+        ia, ix, balancer = names.index("pole_angle_deg"), names.index("cart_x_m"), BalancingAgent()
     out = []
     for s in tqdm(seeds, desc=f"dream physics {label} {script}", disable=not progress):
-        acts = script_actions(script, chunks, s)
+        acts = None if balancer else script_actions(script, chunks, s)
         obs, info = reset_episode(env, where, s, spec, real_starts=starts)
         frames, used = [np.asarray(obs)], []
         for i in range(chunks):
-            obs, _, terminated, truncated, info = env.step(acts[i])
+            a = balancer.act(info={"state": probe_state(probe.predict(np.asarray(obs)), ia, ix, spec.fps)}) if balancer else acts[i]
+            obs, _, terminated, truncated, info = env.step(a)
             n, ended = frames_until_end(info, spec.frames_per_chunk)
             if n < spec.frames_per_chunk and not ended:  # the real twin ran past its end inside the chunk
                 break
             frames.append(np.asarray(obs))
-            used.append(acts[i])
+            used.append(int(a))
             if ended or terminated or truncated:
                 break
         out.append((np.stack(frames), used))
@@ -100,12 +115,12 @@ def one_line(name: str, per_script: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m evaluation.dream_physics", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dream_arguments(p, starts=12, chunks=25, chunks_help="25 = 2 s", scripts="random,wiggle,left")
+    add_dream_arguments(p, starts=12, chunks=25, chunks_help="25 = 2 s", scripts="random,wiggle,left,balancer")
     p.add_argument("--probe", default=None, help="the state probe that reads the frames (default: the checkpoint's probe/)")
     p.add_argument("--json", default=None)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     a = p.parse_args(argv)
-    scripts = check_dream_arguments(p, a)
+    scripts = check_dream_arguments(p, a, extra=(BALANCER,))
     spec = get_world(a.world)
     ckpt, models = dream_models(a)
     probe_dir = a.probe or f"{ckpt}/probe"
@@ -118,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, model in [("real twin", None)] + models:
         per = {}
         for s in scripts:
-            eps = play(model, a.world, s, seeds, a.chunks, a.temperature, a.progress, name)
+            eps = play(model, a.world, s, seeds, a.chunks, a.temperature, a.progress, name, probe)
             per[s] = summarise(chunk_errors(probe, eps, prompt, a.world))
         if model is not None:
             per["temperature"] = sampling_temperature(model, a.temperature)

@@ -33,7 +33,7 @@ from distill.collect import rollout_episode
 from distill.dataset import EpisodeDataset
 from models.io import PretrainedMixin
 
-__all__ = ["ProbeConfig", "StateProbe", "PROBE_TARGETS", "probe_frames_from_rollouts", "probe_frames_from_dataset",
+__all__ = ["ProbeConfig", "StateProbe", "PROBE_TARGETS", "probe_state", "probe_frames_from_rollouts", "probe_frames_from_dataset",
            "train_probe", "fit_probe", "evaluate_probe", "load_probe", "resolve_probe", "main"]
 
 # world -> [(name, state index, multiplier to reported units, sign under a horizontal flip)]
@@ -124,6 +124,15 @@ class StateProbe(nn.Module, PretrainedMixin):
 
 
 # ----------------------------------------------------------------------------- data
+def probe_state(read: np.ndarray, ia: int, ix: int, fps: int) -> np.ndarray:
+    """CartPole's (x, x_dot, theta, theta_dot) from the probe's readings of one chunk's frames (F, targets):
+    the pose at the last frame, the rates from a least-squares line through the F readings (what a
+    controller that sees the frames only through the probe acts on)."""
+    t = np.arange(len(read)) / fps
+    x_dot, theta_dot = np.polyfit(t, read[:, ix], 1)[0], math.radians(np.polyfit(t, read[:, ia], 1)[0])
+    return np.array([read[-1, ix], x_dot, math.radians(read[-1, ia]), theta_dot])
+
+
 def probe_frames_from_rollouts(world: str, episodes: int, seed: int, max_frames: int = 400, stride: int = 2):
     """Frames and states of real rollouts with the collection's policy mix (all variants, balancing,
     random and held pushes, run on past termination). Every `stride`-th frame is kept."""

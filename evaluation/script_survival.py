@@ -214,8 +214,8 @@ def add_dream_arguments(p: argparse.ArgumentParser, starts: int, chunks: int, ch
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the checkpoint's)")
 
 
-def check_dream_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> list[str]:
-    """Refuse bad starts, chunks and scripts with the argument's name; -> the scripts."""
+def check_dream_arguments(p: argparse.ArgumentParser, a: argparse.Namespace, extra: tuple[str, ...] = ()) -> list[str]:
+    """Refuse bad starts, chunks and scripts (names of `SCRIPTS` or `extra`) with the argument's name; -> the scripts."""
     if a.starts < 1:
         p.error(f"--starts: must be >= 1, got {a.starts}")
     if a.chunks < 1:
@@ -223,9 +223,10 @@ def check_dream_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> 
     if a.first_seed < 0:
         p.error(f"--first-seed: must be >= 0, got {a.first_seed}")
     scripts = [s.strip() for s in a.scripts.split(",") if s.strip()]
-    unknown = [s for s in scripts if s not in SCRIPTS]
+    known = list(SCRIPTS) + list(extra)
+    unknown = [s for s in scripts if s not in known]
     if not scripts or unknown:
-        p.error(f"--scripts: unknown {unknown or 'empty list'}; expected some of {', '.join(SCRIPTS)}")
+        p.error(f"--scripts: unknown {unknown or 'empty list'}; expected some of {', '.join(known)}")
     return scripts
 
 

@@ -21,7 +21,6 @@ starts, seed i for episode i, the default variant's prompt), so the lengths matc
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ from agents.policy import PoseProfile  # noqa: E402
 from causvid_env.real_env import RealWorldEnv  # noqa: E402
 from causvid_env.checkpoint import default_checkpoint_dir  # noqa: E402
 from causvid_env.worlds import get_world  # noqa: E402
-from evaluation.probe import load_probe  # noqa: E402
+from evaluation.probe import load_probe, probe_state  # noqa: E402
 from models.io import write_json  # noqa: E402
 
 ANGLE_LIMIT_DEG = 12.0  # CartPole-v1 terminates past 12 deg (0.2095 rad) or 2.4 m
@@ -52,14 +51,6 @@ def last_frame(obs: np.ndarray) -> np.ndarray:
 
 
 CONTROLLERS = ("policy", "probe_balancer")
-
-
-def probe_state(read: np.ndarray, ia: int, ix: int, fps: int) -> np.ndarray:
-    """CartPole's (x, x_dot, theta, theta_dot) from the probe's readings of one chunk's frames (F, targets):
-    the pose at the last frame, the rates from a least-squares line through the F readings."""
-    t = np.arange(len(read)) / fps
-    x_dot, theta_dot = np.polyfit(t, read[:, ix], 1)[0], math.radians(np.polyfit(t, read[:, ia], 1)[0])
-    return np.array([read[-1, ix], x_dot, math.radians(read[-1, ia]), theta_dot])
 
 
 def decoded_last_push(policy, obs: np.ndarray) -> float:

@@ -31,10 +31,25 @@ def test_the_command_runs_on_a_tiny_dream(tmp_path):
     ck = tiny_checkpoint(tmp_path / "ck")
     StateProbe(ProbeConfig.for_world("cartpole", channels=(4, 8, 8), hidden=16)).eval().save_pretrained(ck / "probe")
     out = tmp_path / "physics.json"
-    res = main(["--checkpoint", str(ck), "--starts", "2", "--chunks", "3", "--scripts", "left,random", "--json", str(out),
+    res = main(["--checkpoint", str(ck), "--starts", "2", "--chunks", "3", "--scripts", "left,random,balancer", "--json", str(out),
                 "--no-progress"])
     saved = json.loads(out.read_text())
     assert saved["command"].startswith("python -m evaluation.dream_physics")
     assert set(res["models"]) == {"real twin", f"checkpoint {ck}"}
     for per in res["models"].values():
-        assert {"left", "random"} <= set(per) and "chunks_1_3" in per["left"]
+        assert {"left", "random", "balancer"} <= set(per) and "chunks_1_3" in per["left"]
+
+
+def test_the_balancer_keeps_the_real_pole_up_longer_than_a_blind_script():
+    probe, _ = load_probe(default_checkpoint_dir("cartpole") / "probe")
+    bal = play(None, "cartpole", "balancer", [0, 1], 12, None, False, "real", probe)
+    left = play(None, "cartpole", "left", [0, 1], 12, None, False, "real")
+    assert min(len(a) for _, a in bal) > max(len(a) for _, a in left)
+    assert set(a for _, acts in bal for a in acts) == {0, 1}
+
+
+def test_unknown_scripts_are_refused_by_name(capsys):
+    import pytest
+    with pytest.raises(SystemExit):
+        main(["--scripts", "hover"])
+    assert "--scripts: unknown ['hover']" in capsys.readouterr().err

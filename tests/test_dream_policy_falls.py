@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from evaluation.probe import probe_state
 from tests.test_evaluation import load_example
 
 falls = load_example("dream_policy_falls")
@@ -14,7 +15,7 @@ def test_probe_state_takes_the_last_pose_and_the_fitted_rates():
     fps = 50
     t = np.arange(4) / fps
     read = np.stack([2.0 + 30.0 * t, 0.1 - 0.5 * t], axis=1)  # angle deg (30 deg/s), cart m (-0.5 m/s)
-    x, x_dot, theta, theta_dot = falls.probe_state(read, 0, 1, fps)
+    x, x_dot, theta, theta_dot = probe_state(read, 0, 1, fps)
     assert x == pytest.approx(0.1 - 0.5 * t[-1]) and x_dot == pytest.approx(-0.5)
     assert theta == pytest.approx(math.radians(2.0 + 30.0 * t[-1])) and theta_dot == pytest.approx(math.radians(30.0))
 
