@@ -11,12 +11,12 @@ the generated chunk and that target (target detached). It needs no real future, 
 rollouts driven by random scripts and controllers as well as to the data's actions: it is the
 judgement on the chunk-to-chunk dynamics an agent meets.
 
-Measured before it was used (`runs/phys`, 491 held-out chunks of real latents decoded by the shipped
-VAE): the target fitted on 8 probed frames is off the true next states by 0.07-0.10 (pole) and
-0.02 (cart) standard units over the chunk's 4 frames, the probe's own reading of the true next chunk
-0.07-0.16 / 0.02, repeating the last frame 0.17-0.41 / 0.03-0.09; a straight-line fit of the same
-frames (no physics) was worse than repeating (0.21-0.60): the pushes accelerate the cart too much
-within 0.14 s for a constant velocity.
+Measured before it was used (`examples/physics_target_check.py`, `docs/results/dream_physics/target_check.json`:
+held-out chunks of real latents decoded by the shipped VAE): the target fitted on 8 probed frames is off the
+true states by 0.07-0.10 (pole) and 0.02 (cart) standard units over the chunk's 4 frames, the probe's own
+reading of the true chunk by 0.07-0.14 / 0.02, repeating the last frame by 0.16-0.39 / 0.03-0.09; a
+constant-velocity line through the same frames (no physics) is worse than repeating (0.21-0.49): the pushes
+accelerate the cart too much within 0.14 s.
 
 Only CartPole's equations are here (gymnasium's `CartPole-v1`, Euler, with each variant's physics
 overrides): `physics_for_world` raises for other worlds.
