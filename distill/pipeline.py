@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from causvid_env.checkpoint import default_checkpoint_dir, save_world_model
+from causvid_env.probe import StateProbe
 from causvid_env.worlds import get_world
 from distill.batches import ClipSampler, PromptBank
 from distill.branches import BranchCache, BranchSampler, action_state_correlation, encode_branches, generate_branches
@@ -343,8 +344,7 @@ def run_pipeline(world: str, out: str | Path, cfg: PipelineConfig, ablation: str
             ode_shards = load_ode_pairs(out / "ode_pairs") if cfg.dmd.ode_weight > 0 or cfg.dmd.ode_contrast_weight > 0 else None
             probe = None
             if cfg.dmd.physics_weight > 0:  # the physics loss reads the decoded rollouts with the frozen state probe
-                from evaluation.probe import load_probe
-                probe = load_probe(cfg.dmd.physics_probe or default_checkpoint_dir(spec.name) / "probe")[0]
+                probe = StateProbe.from_pretrained(cfg.dmd.physics_probe or default_checkpoint_dir(spec.name) / "probe").eval()
             train_dmd(init, real_score, train_clips, codec, bank, schedule, cfg.dmd, dmd_dir, causal_teacher=causal, accelerator=acc,
                       state_head=state_head, branches=branches, ode_shards=ode_shards, vae=vae, probe=probe, world=spec.name)
         student = DiT.from_pretrained(dmd_dir / "model")
