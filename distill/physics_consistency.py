@@ -29,7 +29,7 @@ import torch
 
 from causvid_env.worlds import get_world
 
-__all__ = ["CARTPOLE_DEFAULTS", "physics_for_world", "cartpole_step", "simulate", "fit_last_state", "probe_readings",
+__all__ = ["CARTPOLE_DEFAULTS", "physics_for_world", "cartpole_step", "simulate", "fit_last_state", "physics_units", "probe_readings",
            "physics_targets", "physics_consistency_loss"]
 
 CARTPOLE_DEFAULTS = {"gravity": 9.8, "masscart": 1.0, "masspole": 0.1, "length": 0.5, "force_mag": 10.0, "tau": 0.02}
@@ -152,6 +152,15 @@ def physics_consistency_loss(read: torch.Tensor, targets: torch.Tensor, mask: to
     return err[mask].mean()
 
 
+def physics_units(reported: torch.Tensor, target_names) -> torch.Tensor:
+    """A probe's readings in its reported units (..., n_targets), degrees and metres by `target_names`,
+    -> [cart x in m, pole angle in rad] (..., 2), the order and units the physics works in."""
+    names = list(target_names)
+    if "pole_angle_deg" not in names or "cart_x_m" not in names:
+        raise ValueError(f"probe: expected targets 'pole_angle_deg' and 'cart_x_m', got {names}")
+    return torch.stack([reported[..., names.index("cart_x_m")], torch.deg2rad(reported[..., names.index("pole_angle_deg")])], -1)
+
+
 def probe_readings(vae, probe, latents: torch.Tensor) -> torch.Tensor:
     """Latents (B, C, T, h, w) -> the probe's [cart x in m, pole angle in rad] of every decoded frame (B, T*F, 2),
     differentiable in the latents (the VAE and the probe frozen by the caller)."""
@@ -159,7 +168,4 @@ def probe_readings(vae, probe, latents: torch.Tensor) -> torch.Tensor:
     B, C, TF, H, W = frames.shape
     out = probe(frames.transpose(1, 2).reshape(B * TF, C, H, W))
     out = out * torch.tensor(probe.config.target_norm, dtype=out.dtype, device=out.device)
-    names = list(probe.config.target_names)
-    if names[:2] != ["pole_angle_deg", "cart_x_m"]:
-        raise ValueError(f"probe: expected targets ('pole_angle_deg', 'cart_x_m'), got {names}")
-    return torch.stack([out[:, 1], torch.deg2rad(out[:, 0])], -1).view(B, TF, 2)
+    return physics_units(out, probe.config.target_names).view(B, TF, 2)

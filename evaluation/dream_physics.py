@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from agents.baselines import BalancingAgent
 from causvid_env.engine import sampling_temperature
 from causvid_env.worlds import get_world
-from distill.physics_consistency import physics_targets
-from agents.baselines import BalancingAgent
+from distill.physics_consistency import physics_targets, physics_units
 from evaluation.probe import load_probe, probe_state
 from evaluation.script_survival import (_envs, add_dream_arguments, check_dream_arguments, dream_models, frames_until_end,
                                         reset_episode, script_actions)
@@ -77,8 +78,8 @@ def chunk_errors(probe, episodes, prompt: str, world: str, fit_frames: int = 8) 
     out = []
     for frames, acts in episodes:
         C, F_ = frames.shape[0], frames.shape[1]
-        read = probe.predict(frames.reshape(C * F_, *frames.shape[2:]))  # (N, 2) [deg, m]
-        r = torch.tensor(np.stack([read[:, 1], np.radians(read[:, 0])], -1), dtype=torch.float64)[None]
+        read = torch.from_numpy(probe.predict(frames.reshape(C * F_, *frames.shape[2:])))  # (N, n_targets) deg, m
+        r = physics_units(read, probe.config.target_names).double()[None]
         push = torch.zeros(1, C * F_, dtype=torch.float64)
         acted = torch.zeros(1, C * F_, dtype=torch.bool)
         for i, a in enumerate(acts):

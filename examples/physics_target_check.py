@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 from causvid_env.checkpoint import default_checkpoint_dir  # noqa: E402
 from distill.dataset import LatentCache  # noqa: E402
-from distill.physics_consistency import fit_last_state, physics_for_world, simulate  # noqa: E402
+from distill.physics_consistency import fit_last_state, physics_for_world, probe_readings, simulate  # noqa: E402
 from evaluation.probe import load_probe  # noqa: E402
 from models.io import write_json  # noqa: E402
 from models.vae import CausalVAE  # noqa: E402
@@ -49,8 +49,7 @@ def main(argv=None) -> dict:
     for e in held:
         z = torch.from_numpy(cache.latents[e][:a.max_latents])[None].permute(0, 2, 1, 3, 4).float()
         with torch.no_grad():
-            read = probe(vae.decode(z)[0].transpose(0, 1).clamp(-1, 1)) * torch.tensor(probe.config.target_norm)
-        R = np.stack([read[:, 1].numpy(), np.radians(read[:, 0].numpy())], 1).astype(np.float64)
+            R = probe_readings(vae, probe, z)[0].double().numpy()  # (T*F, 2) [cart m, pole rad]
         A, S, M = (cache.arrays[e][k] for k in ("actions", "states", "action_mask"))
         P = {k: torch.tensor([float(v)], dtype=torch.float64) for k, v in table[cache.strings[e]["prompt"]].items() if k != "tau"}
         for j in range(3, z.shape[2]):
