@@ -82,7 +82,8 @@ class Args:
     env: str = "dream"
     """``dream`` (CausVidVectorEnv over ``checkpoint``) or ``real`` (the real twin, the reference)"""
     checkpoint: str | None = None
-    """world-model checkpoint directory for ``--env dream`` (None: the one shipped with the package)"""
+    """world-model checkpoint directory for ``--env dream`` (None: the one shipped with the package); several,
+    comma-separated, train in an ensemble of dreams (``causvid_env.ensemble_vector_env``: the envs shared among them)"""
     out: str = "runs/ppo"
     """output directory (policy, log.jsonl, returns.json, args.json)"""
     seed: int = 1
@@ -255,11 +256,27 @@ def make_dream_envs(args: Args, starts: DreamStarts | None = None):
     """``CausVidVectorEnv`` whose automatic resets draw their options from ``starts``."""
     from causvid_env.vector_env import CausVidVectorEnv  # the dream needs the world-model stack
 
-    envs = CausVidVectorEnv(args.num_envs, world=args.world, checkpoint=args.checkpoint, device=args.device,
-                            window_seconds=args.window_seconds, obs_mode=args.obs_mode,
-                            max_episode_steps=args.max_episode_steps,
-                            reset_options_fn=(lambda i, rng: starts.sample()) if starts is not None else None)
+    kwargs = dict(world=args.world, device=args.device, window_seconds=args.window_seconds, obs_mode=args.obs_mode,
+                  max_episode_steps=args.max_episode_steps,
+                  reset_options_fn=(lambda i, rng: starts.sample()) if starts is not None else None)
+    checkpoints = dream_checkpoints(args.checkpoint)
+    if len(checkpoints) > 1:
+        from causvid_env.ensemble_vector_env import DreamEnsembleVectorEnv
+
+        envs = DreamEnsembleVectorEnv(args.num_envs, checkpoints, **kwargs)
+    else:
+        envs = CausVidVectorEnv(args.num_envs, checkpoint=checkpoints[0], **kwargs)
     return stacked(envs, args)
+
+
+def dream_checkpoints(checkpoint: str | None) -> list[str | None]:
+    """``--checkpoint``'s directories: None (the shipped one), one, or a comma-separated ensemble."""
+    if checkpoint is None:
+        return [None]
+    names = [c.strip() for c in str(checkpoint).split(",")]
+    if any(not c for c in names):
+        raise ValueError(f"checkpoint: empty entry in {checkpoint!r}; pass one directory or a comma-separated list")
+    return names
 
 
 def batched_options(per_env: list[dict[str, Any]]) -> dict[str, list]:

@@ -501,3 +501,16 @@ def test_pose_encoder_reads_the_resets_padding_as_rest_not_as_pushes(monkeypatch
     monkeypatch.setattr(PoseProfile, "PAD_MODE", "none")
     assert torch.equal(new[3], PoseProfile.raw(x)[3]) and not torch.equal(new[1], PoseProfile.raw(x)[1])
     assert new[1, 15] < -0.9  # the reset's first push was left (action 0)
+
+
+def test_ppo_trains_in_an_ensemble_of_dreams(tmp_path):
+    from agents.ppo import dream_checkpoints
+    from tests.helpers import tiny_checkpoint
+
+    a, b = tiny_checkpoint(tmp_path / "a", seed=0), tiny_checkpoint(tmp_path / "b", seed=1)
+    assert dream_checkpoints(None) == [None] and dream_checkpoints(f"{a}, {b}") == [str(a), str(b)]
+    with pytest.raises(ValueError, match="checkpoint"):
+        dream_checkpoints(f"{a},")
+    res = train(_tiny_args(tmp_path, env="dream", checkpoint=f"{a},{b}", total_steps=32, num_steps=8, num_envs=4,
+                           image_reset_fraction=1.0, max_episode_steps=4))
+    assert res["global_step"] == 32 and load_policy(res["out"]).info["checkpoint"] == f"{a},{b}"
