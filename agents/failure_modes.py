@@ -1,5 +1,7 @@
 """Why a policy's real CartPole episodes end: the pole past 12 degrees, the cart past |x| = 2.4,
-or the time limit (the simulator state at the terminal frame, from ``info["state"]``).
+or the time limit (the simulator state at the terminal frame, from ``info["state"]``); and how
+tightly it holds the pole meanwhile (the RMS pole angle over the episode's frames: a policy that
+lets the pole swing wide falls now and then, one that holds it near upright does not).
 
     python -m agents.failure_modes --policy shipped --episodes 20 --json docs/results/agents/failure_modes_shipped.json
 """
@@ -30,24 +32,27 @@ def failure_modes(policy, world: str = "cartpole", episodes: int = 20, *, max_st
     rows = []
     for ep in range(episodes):
         obs, info = e.reset(seed=seed + ep)
-        frames, max_x, term = 0, 0.0, False
+        frames, max_x, term, sq = 0, 0.0, False, 0.0
         for _ in range(max_steps):
             obs, _, term, trunc, info = e.step(agent(obs, info))
             valid = np.asarray(info["frame_valid"])
             frames += int(valid.sum())
             states = np.asarray(info["state"])[valid]
             max_x = max(max_x, float(np.abs(states[:, 0]).max()))
+            sq += float((states[:, 2] ** 2).sum())
             if term or trunc:
                 break
         x, x_dot, theta, theta_dot = (float(v) for v in states[-1])
         pole, cart = abs(theta) > THETA_LIMIT, abs(x) > X_LIMIT
         end = "time" if not term else ("both" if pole and cart else "pole" if pole else "cart" if cart else "other")
         rows.append({"seed": seed + ep, "frames": frames, "end": end, "x": x, "x_dot": x_dot, "theta": theta,
-                     "theta_dot": theta_dot, "max_abs_x": max_x})
+                     "theta_dot": theta_dot, "max_abs_x": max_x,
+                     "pole_rms_deg": math.degrees(math.sqrt(sq / max(frames, 1)))})
     e.close()
     ends = [r["end"] for r in rows]
     f = np.asarray([r["frames"] for r in rows], float)
     return {"episodes": episodes, "seed": seed, "mean": float(f.mean()), "std": float(f.std()),
+            "pole_rms_deg": float(np.mean([r["pole_rms_deg"] for r in rows])),
             "counts": {k: ends.count(k) for k in ("pole", "cart", "both", "time", "other")},
             "frames_by_end": {k: [r["frames"] for r in rows if r["end"] == k] for k in sorted(set(ends))},
             "episodes_detail": rows}
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     res = failure_modes(args.policy, args.world, args.episodes, seed=args.seed)
     res["policy"] = args.policy
     res["command"] = " ".join(["python -m agents.failure_modes", *(argv if argv is not None else sys.argv[1:])])
-    print(f"{args.policy}: {res['mean']:.1f} +- {res['std']:.1f} frames; ends {res['counts']}; "
+    print(f"{args.policy}: {res['mean']:.1f} +- {res['std']:.1f} frames, pole RMS {res['pole_rms_deg']:.2f} deg; ends {res['counts']}; "
           f"frames by end {res['frames_by_end']}")
     if args.json:
         write_json(args.json, res)

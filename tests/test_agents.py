@@ -514,3 +514,22 @@ def test_ppo_trains_in_an_ensemble_of_dreams(tmp_path):
     res = train(_tiny_args(tmp_path, env="dream", checkpoint=f"{a},{b}", total_steps=32, num_steps=8, num_envs=4,
                            image_reset_fraction=1.0, max_episode_steps=4))
     assert res["global_step"] == 32 and load_policy(res["out"]).info["checkpoint"] == f"{a},{b}"
+
+
+def test_failure_modes_reads_the_end_and_the_pole_swing():
+    from types import SimpleNamespace
+
+    from agents.failure_modes import failure_modes
+
+    class AlwaysLeft:
+        config = SimpleNamespace(obs_mode="chunk", frame_stack=1)
+
+        def act(self, obs, info):
+            return 0
+
+    held = failure_modes("shipped", episodes=2, max_steps=10)
+    pushed = failure_modes(AlwaysLeft(), episodes=2, max_steps=40)
+    assert sum(held["counts"].values()) == 2 and held["counts"]["time"] == 2  # the real-twin policy holds 40 frames
+    assert pushed["counts"]["pole"] == 2 and all(r["frames"] < 100 for r in pushed["episodes_detail"])
+    assert pushed["pole_rms_deg"] > 2 * held["pole_rms_deg"] > 0
+    assert held["pole_rms_deg"] == pytest.approx(np.mean([r["pole_rms_deg"] for r in held["episodes_detail"]]))
