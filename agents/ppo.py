@@ -253,7 +253,8 @@ class DreamStarts:
 
 
 def make_dream_envs(args: Args, starts: DreamStarts | None = None):
-    """``CausVidVectorEnv`` whose automatic resets draw their options from ``starts``."""
+    """``CausVidVectorEnv`` (or, for a comma-separated ``checkpoint``, a ``DreamEnsembleVectorEnv``) whose
+    automatic resets draw their options from ``starts``."""
     from causvid_env.vector_env import CausVidVectorEnv  # the dream needs the world-model stack
 
     kwargs = dict(world=args.world, device=args.device, window_seconds=args.window_seconds, obs_mode=args.obs_mode,

@@ -46,12 +46,13 @@ class DreamEnsembleVectorEnv(VectorEnv):
         if isinstance(checkpoints, (str, Path)) or not len(checkpoints):
             raise ValueError(f"checkpoints: expected a non-empty list of checkpoint directories, got {checkpoints!r}")
         counts = split_counts(int(num_envs), len(checkpoints))
-        self.offsets = np.cumsum([0] + counts)
+        ends = np.cumsum(counts)
+        self.slices = [slice(int(e - n), int(e)) for e, n in zip(ends, counts)]  # member j steps envs slices[j]
         self.members: list[CausVidVectorEnv] = []
-        for j, (ckpt, n) in enumerate(zip(checkpoints, counts)):
+        for ckpt, n, s in zip(checkpoints, counts, self.slices):
             fn = None
             if reset_options_fn is not None:
-                fn = (lambda i, rng, o=int(self.offsets[j]): reset_options_fn(o + i, rng))
+                fn = (lambda i, rng, o=s.start: reset_options_fn(o + i, rng))
             self.members.append(CausVidVectorEnv(n, checkpoint=ckpt, reset_options_fn=fn, **kwargs))
         first = self.members[0]
         for j, m in enumerate(self.members[1:], 1):
@@ -68,9 +69,6 @@ class DreamEnsembleVectorEnv(VectorEnv):
         self.single_action_space = first.single_action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-
-    def _slices(self):
-        return [slice(int(a), int(b)) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
     def _merge(self, results: list[tuple]) -> tuple:
         merged = []
@@ -93,7 +91,7 @@ class DreamEnsembleVectorEnv(VectorEnv):
                 raise ValueError(f"options[{k!r}]: expected one entry per env ({self.num_envs}), got {len(v)}")
         super().reset(seed=None if seed is None or many else int(seed))
         results = []
-        for m, s in zip(self.members, self._slices()):
+        for m, s in zip(self.members, self.slices):
             sub_seed = None if seed is None else (list(seed[s]) if many else int(seed) + s.start)
             sub_opts = {k: (list(v[s]) if isinstance(v, (list, tuple, np.ndarray)) else v) for k, v in options.items()}
             results.append(m.reset(seed=sub_seed, options=sub_opts))
@@ -103,7 +101,7 @@ class DreamEnsembleVectorEnv(VectorEnv):
         actions = np.asarray(actions)
         if actions.shape[:1] != (self.num_envs,):
             raise ValueError(f"actions: expected a batch of {self.num_envs} actions (first dim), got shape {actions.shape}")
-        return self._merge([m.step(actions[s]) for m, s in zip(self.members, self._slices())])
+        return self._merge([m.step(actions[s]) for m, s in zip(self.members, self.slices)])
 
     def render(self):
         if self.render_mode is None:
