@@ -49,6 +49,7 @@ Outputs in ``--out``: ``policy.safetensors`` + ``policy.json`` (``agents.policy.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import random
@@ -63,6 +64,7 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers.vector import TransformAction
 from tqdm.auto import tqdm
 
 from agents.evaluate import evaluate
@@ -113,6 +115,10 @@ class Args:
     with a random seed) plus its variant's prompt; the rest start from the prompt alone"""
     window_seconds: float | None = None
     """dream only: KV-cache window of ``CausVidVectorEnv``"""
+    action_noise: float = 0.0
+    """probability, per env and decision, that the env executes a uniformly random action instead of the policy's
+    (domain randomisation: pushes the agent does not choose; PPO learns from the action the policy drew). Training
+    only: the periodic real-twin scores and ``agents.evaluate`` act without it"""
     obs_mode: str = "last"
     """``last`` (each chunk's last frame; the real twin then draws only that frame) or ``chunk``
     (all F frames); both are observation modes of the dream env"""
@@ -270,6 +276,26 @@ def make_dream_envs(args: Args, starts: DreamStarts | None = None):
     return stacked(envs, args)
 
 
+def with_action_noise(envs: gym.vector.VectorEnv, probability: float, seed: int) -> gym.vector.VectorEnv:
+    """``envs`` whose every env, at each step, executes a uniformly random action with ``probability``
+    instead of the one it is given (``gymnasium.wrappers.vector.TransformAction``); 0 returns ``envs``."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"action_noise must lie in [0, 1] (a probability per env and decision), got {probability}")
+    if probability == 0.0:
+        return envs
+    space = copy.deepcopy(envs.single_action_space)
+    space.seed(seed)
+    rng = np.random.default_rng(seed)
+
+    def perturb(actions):
+        actions = np.array(actions, copy=True)
+        for i in np.flatnonzero(rng.random(len(actions)) < probability):
+            actions[i] = space.sample()
+        return actions
+
+    return TransformAction(envs, perturb)
+
+
 def dream_checkpoints(checkpoint: str | None) -> list[str | None]:
     """``--checkpoint``'s directories: None (the shipped one), one, or a comma-separated ensemble."""
     if checkpoint is None:
@@ -332,6 +358,7 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
             envs = make_dream_envs(args, starts)
             reset_options = reset_options or starts.options
     assert envs.num_envs == args.num_envs, (envs.num_envs, args.num_envs)
+    envs = with_action_noise(envs, args.action_noise, seed=args.seed + 7_919)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     if not (isinstance(obs_space, gym.spaces.Box) and obs_space.dtype == np.uint8):
         raise ValueError(f"envs: need a uint8 Box observation space (frames), got {obs_space}")

@@ -533,3 +533,40 @@ def test_failure_modes_reads_the_end_and_the_pole_swing():
     assert pushed["counts"]["pole"] == 2 and all(r["frames"] < 100 for r in pushed["episodes_detail"])
     assert pushed["pole_rms_deg"] > 2 * held["pole_rms_deg"] > 0
     assert held["pole_rms_deg"] == pytest.approx(np.mean([r["pole_rms_deg"] for r in held["episodes_detail"]]))
+
+
+class _RecordActions(gym.Wrapper):
+    """Keeps every action the env is stepped with."""
+
+    def __init__(self, env, log: list):
+        super().__init__(env)
+        self.log = log
+
+    def step(self, action):
+        self.log.append(int(action))
+        return self.env.step(action)
+
+
+def test_action_noise_replaces_a_share_of_the_actions_and_only_those(tmp_path):
+    """--action-noise p: about p of the executed actions are uniform draws (half of them differ from the policy's
+    on a two-action space); 0 leaves every action as given; a value outside [0, 1] names the argument."""
+    from agents.ppo import with_action_noise
+
+    def run(p):
+        log: list = []
+        envs = gym.vector.SyncVectorEnv([lambda: _RecordActions(gym.make("CartPole-v1"), log)] * 4)
+        envs = with_action_noise(envs, p, seed=0)
+        envs.reset(seed=0)
+        for _ in range(250):
+            envs.step(np.zeros(4, dtype=np.int64))
+        envs.close()
+        return np.asarray(log)
+
+    assert (run(0.0) == 0).all()
+    flipped = (run(0.4) == 1).mean()  # 1000 decisions; expected 0.2 (a random action is the policy's half the time)
+    assert 0.15 < flipped < 0.25, flipped
+    assert 0.4 < (run(1.0) == 1).mean() < 0.6
+    with pytest.raises(ValueError, match="action_noise"):
+        train(_tiny_args(tmp_path, action_noise=1.5))
+    res = train(_tiny_args(tmp_path, action_noise=0.3))  # trains in the real twin with the noise on
+    assert res["global_step"] == 64 and json.loads((tmp_path / "ppo" / "args.json").read_text())["action_noise"] == 0.3
