@@ -436,12 +436,14 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
             # episode statistics (unscaled rewards)
             ep_ret += np.where(real, reward, 0.0)
             ep_len += real
+            member = infos.get("member") if isinstance(infos, dict) else None  # an ensemble of dreams names its member
             for i in np.flatnonzero(done & real):
                 all_returns.append(float(ep_ret[i]))
                 all_lengths.append(int(ep_len[i]))
                 all_steps.append(global_step)
+                per_member = {f"charts__episodic_frames_member{int(member[i])}": ep_len[i] * F} if member is not None else {}
                 logger.log(global_step, charts__episodic_return=ep_ret[i], charts__episodic_length=ep_len[i],
-                           charts__episodic_frames=ep_len[i] * F)
+                           charts__episodic_frames=ep_len[i] * F, **per_member)
                 ep_ret[i], ep_len[i] = 0.0, 0
 
             if mode == AutoresetMode.NEXT_STEP:

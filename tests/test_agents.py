@@ -514,6 +514,10 @@ def test_ppo_trains_in_an_ensemble_of_dreams(tmp_path):
     res = train(_tiny_args(tmp_path, env="dream", checkpoint=f"{a},{b}", total_steps=32, num_steps=8, num_envs=4,
                            image_reset_fraction=1.0, max_episode_steps=4))
     assert res["global_step"] == 32 and load_policy(res["out"]).info["checkpoint"] == f"{a},{b}"
+    logs = [json.loads(line) for line in (Path(res["out"]) / "log.jsonl").read_text().splitlines()]
+    ends = [r for r in logs if "charts/episodic_frames" in r]  # every episode's length is logged under its member too
+    assert ends and all(sum(f"charts/episodic_frames_member{j}" in r for j in (0, 1)) == 1 for r in ends)
+    assert {j for r in ends for j in (0, 1) if f"charts/episodic_frames_member{j}" in r} == {0, 1}
 
 
 def test_failure_modes_reads_the_end_and_the_pole_swing():
