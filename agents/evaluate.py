@@ -5,6 +5,7 @@
     python -m agents.evaluate --policy random --world cartpole --episodes 100 --json random.json
     python -m agents.evaluate --policy balancing --episodes 10          # CartPole oracle, ~500
     python -m agents.evaluate --policy runs/ppo_dream --dream --checkpoint ckpt/ --episodes 20
+    python -m agents.evaluate --policy runs/ppo_a,runs/ppo_b --episodes 100   # their vote (agents.policy_ensemble)
 
 Real episodes use the same observations and action repeat the agent was trained with (one
 step = one chunk of F frames, the action held for the chunk; the env's ``obs_mode`` and the
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from agents.baselines import BalancingAgent, RandomAgent
 from agents.observations import stack_frames
 from agents.policy import Policy, load_policy, shipped_policy_dir
+from agents.policy_ensemble import PolicyEnsemble
 from causvid_env.real_env import RealWorldEnv
 from causvid_env.worlds import WorldSpec, get_world
 from models.io import write_json
@@ -42,7 +44,7 @@ AgentFn = Callable[[np.ndarray, dict], Any]
 def make_agent(policy: str | Policy | Any, action_space, *, deterministic: bool = True,
                seed: int | None = None) -> AgentFn:
     """``agent(obs, info) -> action`` from a policy directory, ``"random"``, ``"balancing"``,
-    a loaded :class:`Policy`, or any object with ``act(obs, info)`` (``"shipped"``: see
+    a loaded :class:`Policy` or :class:`PolicyEnsemble`, or any object with ``act(obs, info)`` (``"shipped"``: see
     :func:`resolve_policy`)."""
     if isinstance(policy, str):
         if policy == "random":
@@ -51,7 +53,7 @@ def make_agent(policy: str | Policy | Any, action_space, *, deterministic: bool 
             policy = BalancingAgent()
         else:
             policy = resolve_policy(policy)
-    if isinstance(policy, Policy):
+    if isinstance(policy, (Policy, PolicyEnsemble)):
         return lambda obs, info: policy.act(obs, deterministic=deterministic)
     if not hasattr(policy, "act"):
         raise TypeError(f"policy must be a Policy, a path, or have act(obs, info); got {type(policy).__name__}")
@@ -60,9 +62,12 @@ def make_agent(policy: str | Policy | Any, action_space, *, deterministic: bool 
 
 def resolve_policy(policy: str | Policy | Any, world: str = "cartpole") -> Policy | Any:
     """``"shipped"`` -> the policy shipped for ``world`` (``agents.policy.shipped_policy_dir``);
-    a directory -> its :func:`load_policy`; ``"random"``, ``"balancing"`` and objects unchanged."""
+    a directory -> its :func:`load_policy`; comma-separated directories -> their :class:`PolicyEnsemble`;
+    ``"random"``, ``"balancing"`` and objects unchanged."""
     if not isinstance(policy, str) or policy in ("random", "balancing"):
         return policy
+    if "," in policy:  # several policy directories vote
+        return PolicyEnsemble([resolve_policy(p.strip(), world) for p in policy.split(",")])
     path = shipped_policy_dir(world) if policy == "shipped" else Path(policy)
     if not path.is_dir():
         raise ValueError(f"--policy must be a policy directory, 'shipped', 'random' or 'balancing'; "
@@ -127,7 +132,7 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
     F = spec.frames_per_chunk
     name = policy if isinstance(policy, str) else type(policy).__name__
     policy = resolve_policy(policy, world)
-    seen = policy.config if isinstance(policy, Policy) else None  # baselines read the chunk (or the state)
+    seen = policy.config if isinstance(policy, (Policy, PolicyEnsemble)) else None  # baselines read the chunk (or the state)
     e = _make_env(world, env, variant=variant, checkpoint=checkpoint, device=device, max_steps=max_steps,
                   obs_mode=seen.obs_mode if seen else "chunk", frame_stack=seen.frame_stack if seen else 1, temperature=temperature)
     real_starts = RealWorldEnv(world, variant=variant) if env == "dream" and dream_start == "image" else None
@@ -169,7 +174,7 @@ def evaluate(policy: str | Policy | Any, world: str = "cartpole", episodes: int 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--policy", required=True, help="policy directory, 'shipped' (the policy in the package for "
-                   "--world), 'random', or 'balancing' (CartPole oracle)")
+                   "--world), 'random', 'balancing' (CartPole oracle), or comma-separated directories (their vote)")
     p.add_argument("--world", default="cartpole")
     p.add_argument("--episodes", type=int, default=100)
     g = p.add_mutually_exclusive_group()

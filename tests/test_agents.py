@@ -574,3 +574,42 @@ def test_action_noise_replaces_a_share_of_the_actions_and_only_those(tmp_path):
         train(_tiny_args(tmp_path, action_noise=1.5))
     res = train(_tiny_args(tmp_path, action_noise=0.3))  # trains in the real twin with the noise on
     assert res["global_step"] == 64 and json.loads((tmp_path / "ppo" / "args.json").read_text())["action_noise"] == 0.3
+
+
+def test_policy_ensemble_votes_with_the_mean_probabilities(tmp_path):
+    """A vote of a policy with itself is that policy; of two, the argmax of their mean probabilities; members that
+    observe differently, a lone member or a non-policy name the argument; evaluate takes comma-separated directories."""
+    from agents.evaluate import resolve_policy
+    from agents.policy_ensemble import PolicyEnsemble
+
+    torch.manual_seed(0)
+    cfg = PolicyConfig(obs_shape=(4, 64, 96, 3), channels=(4, 8), hidden=16)
+    a, b = Policy(cfg), Policy(cfg)
+    with torch.no_grad():
+        a.actor.weight.normal_()
+        b.actor.weight.normal_()
+    obs = np.random.default_rng(0).integers(0, 256, (32, 4, 64, 96, 3), dtype=np.uint8)
+    assert np.array_equal(PolicyEnsemble([a, a]).act(obs), a.act(obs))
+    with torch.no_grad():
+        x = torch.as_tensor(obs)
+        mean = (a.distribution(a.features(x)).probs + b.distribution(b.features(x)).probs) / 2
+    vote = PolicyEnsemble([a, b]).act(obs)
+    assert np.array_equal(vote, mean.argmax(-1).numpy())
+    # a mirror of ``a`` twice as sure of the other action outvotes it everywhere: the vote is not the first member's
+    mirror = Policy(cfg)
+    mirror.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        mirror.actor.weight.copy_(2 * a.actor.weight.flip(0))
+        mirror.actor.bias.copy_(2 * a.actor.bias.flip(0))
+    assert np.array_equal(PolicyEnsemble([a, mirror]).act(obs), 1 - a.act(obs))
+    assert PolicyEnsemble([a, b]).act(obs[0]) == vote[0]
+    with pytest.raises(ValueError, match="at least two"):
+        PolicyEnsemble([a])
+    with pytest.raises(ValueError, match="frame_stack"):
+        PolicyEnsemble([a, Policy(PolicyConfig(obs_shape=(4, 64, 96, 3), channels=(4, 8), hidden=16, frame_stack=2))])
+    a.save(tmp_path / "a")
+    b.save(tmp_path / "b")
+    with pytest.raises(ValueError, match="member 1"):
+        resolve_policy(f"{tmp_path / 'a'},random")
+    res = evaluate(f"{tmp_path / 'a'}, {tmp_path / 'b'}", "cartpole", episodes=2, max_steps=5, progress=False)
+    assert len(res["returns"]) == 2
