@@ -137,6 +137,19 @@ class PolicyConfig:
             raise ValueError(f"action_space must be Discrete or Box, got {self.action_space}")
 
 
+def batched_obs(obs: Any, shape, device: torch.device | str = "cpu") -> tuple[torch.Tensor, bool]:
+    """One observation of ``shape`` or a batch ``(B, *shape)`` -> ``(batch tensor, whether it was one)``; any other
+    shape is a ValueError that names it."""
+    x = torch.as_tensor(np.asarray(obs), device=device)
+    shape = tuple(shape)
+    single = tuple(x.shape) == shape
+    if single:
+        x = x.unsqueeze(0)
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(f"obs must have shape {shape} or (B, *{shape}), got {tuple(x.shape)}")
+    return x, single
+
+
 def layer_init(layer: nn.Module, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Module:
     """cleanrl's orthogonal init: sqrt(2) for ReLU trunks, 0.01 for the actor (near-uniform
     initial policy), 1 for the critic."""
@@ -428,13 +441,7 @@ class Policy(nn.Module):
 
         ``deterministic`` takes the most likely action (the Gaussian mean); otherwise samples.
         """
-        x = torch.as_tensor(np.asarray(obs), device=self.critic.weight.device)
-        shape = tuple(self.config.obs_shape)
-        single = tuple(x.shape) == shape
-        if single:
-            x = x.unsqueeze(0)
-        if tuple(x.shape[1:]) != shape:
-            raise ValueError(f"obs must have shape {shape} or (B, *{shape}), got {tuple(x.shape)}")
+        x, single = batched_obs(obs, self.config.obs_shape, self.critic.weight.device)
         dist = self.distribution(self.features(x))
         if deterministic:
             a = dist.probs.argmax(-1) if self.discrete else dist.mean

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from agents.policy import Policy, PolicyConfig
+from agents.policy import Policy, PolicyConfig, batched_obs
 
 __all__ = ["PolicyEnsemble"]
 
@@ -44,13 +44,7 @@ class PolicyEnsemble:
     @torch.no_grad()
     def act(self, obs: Any, info: dict | None = None, deterministic: bool = True) -> np.ndarray:
         """Actions for one observation or a batch, as :meth:`Policy.act`."""
-        x = torch.as_tensor(np.asarray(obs))
-        shape = tuple(self.config.obs_shape)
-        single = tuple(x.shape) == shape
-        if single:
-            x = x.unsqueeze(0)
-        if tuple(x.shape[1:]) != shape:
-            raise ValueError(f"obs must have shape {shape} or (B, *{shape}), got {tuple(x.shape)}")
+        x, single = batched_obs(obs, self.config.obs_shape, self.members[0].critic.weight.device)
         dists = [m.distribution(m.features(x)) for m in self.members]
         if self.discrete:
             probs = torch.stack([d.probs for d in dists]).mean(0)
