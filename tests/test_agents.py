@@ -613,3 +613,25 @@ def test_policy_ensemble_votes_with_the_mean_probabilities(tmp_path):
         resolve_policy(f"{tmp_path / 'a'},random")
     res = evaluate(f"{tmp_path / 'a'}, {tmp_path / 'b'}", "cartpole", episodes=2, max_steps=5, progress=False)
     assert len(res["returns"]) == 2
+
+
+def test_policy_force_scan_scales_the_push_and_scores_policies(tmp_path):
+    """The scaled world pushes the cart harder (the cart's speed after one held chunk doubles at 2x), the shipped
+    policy holds the pole for the whole capped episode at 1x, and a non-positive scale names the argument."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    from policy_force_scan import main, scaled_force_world
+
+    def cart_speed(scale):
+        env = RealWorldEnv(scaled_force_world(scale))
+        env.reset(seed=0)
+        _, _, _, _, info = env.step(1)
+        env.close()
+        return float(np.asarray(info["state"])[-1][1])
+
+    assert cart_speed(2.0) == pytest.approx(2 * cart_speed(1.0), rel=0.05)
+    with pytest.raises(ValueError, match="scales"):
+        scaled_force_world(0.0)
+    res = main(["--policy", f"shipped={shipped_policy_dir('cartpole')}", "--scales", "1.0", "--episodes", "2",
+                "--max-steps", "10", "--json", str(tmp_path / "scan.json")])
+    assert [r["mean"] for r in res["rows"]] == [40.0] and res["rows"][0]["counts"]["time"] == 2
+    assert json.loads((tmp_path / "scan.json").read_text())["command"].startswith("python examples/policy_force_scan.py")
