@@ -326,6 +326,8 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
         raise ValueError(f"env must be 'dream' or 'real', got {args.env!r}")
     if args.num_envs < 1 or args.num_steps < 1:
         raise ValueError("num_envs and num_steps must be >= 1")
+    if not 0.0 <= args.action_noise <= 1.0:  # checked before the (slow) dream is built
+        raise ValueError(f"action_noise must lie in [0, 1] (a probability per env and decision), got {args.action_noise}")
     check_observation(args)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
