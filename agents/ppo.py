@@ -276,11 +276,16 @@ def make_dream_envs(args: Args, starts: DreamStarts | None = None):
     return stacked(envs, args)
 
 
+def check_action_noise(probability: float) -> None:
+    """ValueError naming ``action_noise`` unless it is a probability."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"action_noise must lie in [0, 1] (a probability per env and decision), got {probability}")
+
+
 def with_action_noise(envs: gym.vector.VectorEnv, probability: float, seed: int) -> gym.vector.VectorEnv:
     """``envs`` whose every env, at each step, executes a uniformly random action with ``probability``
     instead of the one it is given (``gymnasium.wrappers.vector.TransformAction``); 0 returns ``envs``."""
-    if not 0.0 <= probability <= 1.0:
-        raise ValueError(f"action_noise must lie in [0, 1] (a probability per env and decision), got {probability}")
+    check_action_noise(probability)
     if probability == 0.0:
         return envs
     space = copy.deepcopy(envs.single_action_space)
@@ -326,8 +331,7 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
         raise ValueError(f"env must be 'dream' or 'real', got {args.env!r}")
     if args.num_envs < 1 or args.num_steps < 1:
         raise ValueError("num_envs and num_steps must be >= 1")
-    if not 0.0 <= args.action_noise <= 1.0:  # checked before the (slow) dream is built
-        raise ValueError(f"action_noise must lie in [0, 1] (a probability per env and decision), got {args.action_noise}")
+    check_action_noise(args.action_noise)  # before the (slow) dream is built
     check_observation(args)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:
