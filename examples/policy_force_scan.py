@@ -17,9 +17,8 @@ import sys
 
 from agents.failure_modes import failure_modes
 from causvid_env.worlds import get_world
+from distill.physics_consistency import CARTPOLE_DEFAULTS
 from models.io import write_json
-
-FORCE_MAG = 10.0  # gymnasium CartPole-v1's push
 
 
 def scaled_force_world(scale: float, world: str = "cartpole"):
@@ -28,7 +27,7 @@ def scaled_force_world(scale: float, world: str = "cartpole"):
         raise ValueError(f"scales: a force scale must be > 0, got {scale}")
     spec = get_world(world)
     v = spec.variant(spec.default_variant)
-    force = v.physics.get("force_mag", FORCE_MAG) * scale
+    force = v.physics.get("force_mag", CARTPOLE_DEFAULTS["force_mag"]) * scale
     return dataclasses.replace(spec, variants=(dataclasses.replace(v, physics={**v.physics, "force_mag": force}),))
 
 
