@@ -361,15 +361,25 @@ def simulator_from_probed_clip(episodes: list[RealRollout], world: str | WorldSp
     return out
 
 
+def _prefix_chunks(ep: RealRollout) -> int:
+    """Chunks before the first generated one: the still chunk, plus a real clip's scripted chunks."""
+    return 1 if ep.prefix_frames is None else len(ep.prefix_frames) // ep.F
+
+
 def _episode_cond(net, texts: PromptTexts, eps: list[RealRollout], n_lat: int, codec, with_null: bool):
-    """Cond for latent frames 0..n_lat-1 of a batch of episodes (frame 0 = the still chunk, null action)."""
+    """Cond for latent frames 0..n_lat-1 of a batch of episodes (frame 0 = the still chunk, null action;
+    with a real clip, its scripted chunks' actions come next, then the script)."""
     F = eps[0].F
     feats = np.zeros((len(eps), n_lat * F, codec.feature_dim), np.float32)
     null = np.ones((len(eps), n_lat * F), bool)
     for j, ep in enumerate(eps):
-        for k in range(n_lat - 1):
-            feats[j, F * (k + 1): F * (k + 2)] = codec.to_features(_chunk_actions(ep, k))
-            null[j, F * (k + 1): F * (k + 2)] = False
+        p = _prefix_chunks(ep)
+        for k in range(1, p):  # the clip's scripted chunks
+            feats[j, F * k: F * (k + 1)] = codec.to_features(ep.prefix_actions[F * k: F * (k + 1)])
+            null[j, F * k: F * (k + 1)] = False
+        for k in range(n_lat - p):
+            feats[j, F * (k + p): F * (k + p + 1)] = codec.to_features(_chunk_actions(ep, k))
+            null[j, F * (k + p): F * (k + p + 1)] = False
     tok, mask, is_null = texts.encode([ep.prompt for ep in eps])
     text = net.encode_text(tok, mask, is_null)
     null_text = None
@@ -388,7 +398,7 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
     VAE and heads.
 
     Bidirectional (causal=False): the guided ODE sampler (`ode_sample`) with the encoded start chunk
-    as a clean prefix. `clip_frames=None` generates the whole episode as one clip (the paper's
+    (or the episode's whole real clip, `with_real_clip`, under its actions) as a clean prefix. `clip_frames=None` generates the whole episode as one clip (the paper's
     teacher); otherwise clip windows of the teacher's trained length slide forward, each
     conditioned on the last `overlap` generated latent frames (default half the window), since
     a bidirectional model is only reliable on clips as long as the ones it was trained on.
@@ -401,9 +411,16 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
     gen = torch.Generator().manual_seed(seed)
     for idx in _batches(episodes, batch_size):
         eps = [episodes[i] for i in idx]
-        n_lat = 1 + max(ep.n_chunks for ep in eps) * c  # latent frames incl. the start chunk
+        prefix = {_prefix_chunks(ep) for ep in eps}
+        if len(prefix) != 1:
+            raise ValueError("episodes: every episode of a batch needs a real clip of the same length (or none)")
+        p = prefix.pop()
+        if causal and p != 1:
+            raise ValueError("episodes: the causal teacher starts from image resets only; pass episodes without a real clip")
+        n_lat = (p + max(ep.n_chunks for ep in eps)) * c  # latent frames incl. the start chunk (or the clip)
         cond = _episode_cond(teacher, texts, eps, n_lat, codec, with_null=guidance_text != 1.0)
-        z0 = torch.cat([_encode_episode_latents(model.vae, ep.frames[:ep.F]) for ep in eps])  # (B, C, 1, h, w)
+        z0 = torch.cat([_encode_episode_latents(model.vae, ep.frames[:ep.F] if ep.prefix_frames is None else ep.prefix_frames)
+                        for ep in eps])  # (B, C, p * c, h, w)
         B, C, _, h, w = z0.shape
         if causal:
             z = _causal_teacher_rollout(teacher, model.schedule, z0, cond, n_lat, num_steps, guidance_text, guidance_action,
@@ -422,10 +439,10 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
                                    guidance_text=guidance_text, guidance_action=guidance_action)
                 z = torch.cat([z, x0], dim=2)
         frames, r, t = decode_with_heads(model.vae, model.heads, z)
-        F = eps[0].F
+        s0 = p * eps[0].F  # the first generated frame
         for j, i in enumerate(idx):
             n = episodes[i].n
-            out[i] = Generated(frames[j, F:F + n], r[j, F:F + n], t[j, F:F + n])
+            out[i] = Generated(frames[j, s0:s0 + n], r[j, s0:s0 + n], t[j, s0:s0 + n])
     return out  # type: ignore[return-value]
 
 

@@ -37,7 +37,9 @@ from causvid_env.worlds import get_world
 from evaluation.metrics import episode_summaries, evaluate_methods
 from evaluation.probe import resolve_probe
 from evaluation.report import markdown_table, plot_error_vs_time, side_by_side_video, strip_image, timed
-from evaluation.rollouts import PromptTexts, real_rollouts, repeat_last_frame, simulator_from_probed_clip, simulator_from_still_frame, student_generate, vae_reconstruction
+from evaluation.rollouts import (PromptTexts, real_rollouts, repeat_last_frame, simulator_from_probed_clip, simulator_from_still_frame,
+                                 student_generate, teacher_generate, vae_reconstruction)
+from models.dit import DiT
 from models.config_utils import add_dataclass_args
 from models.io import write_json
 
@@ -77,6 +79,13 @@ class Args:
     """noise level of the cache-writing pass (default: the checkpoint's trained level)"""
     temperature: float | None = None
     """scale of the student's noise draws (default: the checkpoint's, else 1.0, the trained one)"""
+    teacher_steps: int = 0
+    """> 0: also score the checkpoint's bidirectional teacher (CHECKPOINT/teacher), sampled with this many Euler steps
+    over clip windows of its trained length (0: no teacher row)"""
+    teacher_guidance_action: float = 1.0
+    """the teacher's action guidance (1.0: its best chunk-dynamics scale, the one DMD's real score uses)"""
+    teacher_guidance_text: float = 1.5
+    """the teacher's text guidance"""
     video_episodes: int = 3
     """episodes in the MP4 (the longest first)"""
     threads: int = 1
@@ -104,6 +113,19 @@ def parse_variants(text: str, world: str) -> list[str | None]:
     return names
 
 
+def _teacher_rollouts(args: Args, checkpoint: Path, model, episodes, texts):
+    """The checkpoint's bidirectional teacher under the same scripts (image or clip resets)."""
+    path = checkpoint / "teacher"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--teacher-steps: {path} has no teacher (config.json); pass a checkpoint that ships one "
+                                "or leave --teacher-steps at 0")
+    teacher = DiT.from_pretrained(path).eval()
+    clip = model.info.get("trained_clip_latent_frames")  # None: the whole episode as one clip
+    return teacher_generate(teacher, model, episodes, num_steps=args.teacher_steps, guidance_text=args.teacher_guidance_text,
+                            guidance_action=args.teacher_guidance_action, clip_frames=clip, batch_size=args.batch_size,
+                            texts=texts, seed=args.seed)
+
+
 def run(args: Args, command: str = "") -> dict:
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -127,6 +149,10 @@ def run(args: Args, command: str = "") -> dict:
     methods = {"dream (student)": dream, "repeat_last_frame": repeat_last_frame(episodes),
                "vae_reconstruction": vae_reconstruction(model, episodes),
                "simulator_from_still_frame": simulator_from_still_frame(episodes, spec.name)}
+    t_teacher = None
+    if args.teacher_steps > 0:
+        methods["teacher (bidirectional)"], t_teacher = timed(
+            _teacher_rollouts, args, checkpoint, model, episodes, texts)
     if args.context_frames and probe is not None and spec.name == "cartpole":
         methods["simulator_from_probed_clip"] = simulator_from_probed_clip(episodes, spec.name, probe)
     table, per_frame = evaluate_methods(methods, episodes, horizons, spec.fps, probe)
@@ -156,7 +182,8 @@ def run(args: Args, command: str = "") -> dict:
         "methods": table,
         "episodes": episode_summaries(episodes, dream, spec.fps),
         "timing": {"real_rollouts_s": t_real, "dream_s": t_dream, "dream_frames": n_frames,
-                   "dream_frames_per_s": n_frames / t_dream if t_dream else None, "total_s": time.time() - t0},
+                   "dream_frames_per_s": n_frames / t_dream if t_dream else None,
+                   "teacher_s": t_teacher, "total_s": time.time() - t0},
         "files": ["metrics.json", "table.md", "error_vs_horizon.png", "strip.png", "dream_vs_real.mp4"],
     }
     write_json(out / "metrics.json", result)

@@ -232,6 +232,45 @@ def test_real_clip_protocol_shifts_episodes_and_seeds_the_dream(tiny_ckpt):
         with_real_clip(whole[0], 0)
 
 
+def test_teacher_rolls_out_from_real_clips(tiny_ckpt, probe_dir, tmp_path):
+    """The bidirectional teacher seeded with a real clip: the clip's chunks carry their own actions
+    in its conditioning (then the script), only the frames after the clip are scored, and
+    closed_loop_eval --teacher-steps adds a teacher row to the clip protocol."""
+    from evaluation.rollouts import PromptTexts, _episode_cond, real_rollouts, teacher_generate
+    from models.actions import ActionCodec
+
+    model = load_world_model(tiny_ckpt)
+    teacher = tiny_dit(tiny_ckpt, 1)
+    clip = real_rollouts("cartpole", 2, 0.4, seed=5, policies=["held_random"], context_frames=16)
+    codec = ActionCodec(teacher.config.action_space)
+    cond = _episode_cond(teacher, PromptTexts(), clip, 4 + clip[0].n_chunks, codec, with_null=False)
+    feats, null = cond.action_feats.numpy(), cond.action_null.numpy()
+    ep = clip[0]
+    assert null[0, :4].all() and not null[0, 4:].any()  # the still chunk has no action, every later frame has one
+    np.testing.assert_array_equal(feats[0, 4:16], codec.to_features(ep.prefix_actions[4:16]))  # the clip's own pushes
+    np.testing.assert_array_equal(feats[0, 16:20], codec.to_features(ep.actions[4:8]))  # then the script
+    gen = teacher_generate(teacher, model, clip, num_steps=2, guidance_action=1.0, clip_frames=8, batch_size=2)
+    assert gen[0].frames.shape == (ep.n, 64, 96, 3) and gen[0].terminated.shape == (ep.n,)
+    image = real_rollouts("cartpole", 1, 0.4, seed=5, policies=["held_random"])
+    with pytest.raises(ValueError, match="same length"):
+        teacher_generate(teacher, model, clip[:1] + image, num_steps=2, batch_size=2)
+    with pytest.raises(ValueError, match="image resets"):
+        teacher_generate(teacher, model, clip, num_steps=2, causal=True)
+
+    import shutil
+    ck = tmp_path / "ck"
+    shutil.copytree(tiny_ckpt, ck)
+    cl = load_example("closed_loop_eval")
+    args = dict(checkpoint=str(ck), episodes=2, horizons="0.16,0.32", probe=str(probe_dir), policies="held_random",
+                variants="default", video_episodes=1, batch_size=2, context_frames=16, teacher_steps=2)
+    with pytest.raises(FileNotFoundError, match="--teacher-steps"):
+        cl.run(cl.Args(out=str(tmp_path / "none"), **args))
+    teacher.save_pretrained(ck / "teacher")
+    res = cl.run(cl.Args(out=str(tmp_path / "out"), **args))
+    row = res["methods"]["teacher (bidirectional)"]["0.16s"]
+    assert row["frames"] > 0 and "pole_angle_deg_err" in row and res["timing"]["teacher_s"] > 0
+
+
 def test_temperature_sweep_tabulates_saved_measurements_and_refuses_bad_input(tiny_ckpt, tmp_path):
     """examples/temperature_sweep.py runs only what is missing: with every JSON in place it runs nothing
     and writes the table from them (student rows, not the VAE bound; baselines beside them)."""
