@@ -71,6 +71,7 @@ from agents.evaluate import evaluate
 from agents.observations import LastFrameRealEnv, VectorFrameStack
 from agents.policy import Policy, PolicyConfig, load_policy
 from causvid_env.real_env import RealWorldEnv
+from causvid_env.rendering import scaled_physics
 from causvid_env.worlds import get_world
 from models.actions import space_to_dict
 from models.config_utils import add_dataclass_args
@@ -119,6 +120,10 @@ class Args:
     """probability, per env and decision, that the env executes a uniformly random action instead of the policy's
     (domain randomisation: pushes the agent does not choose; PPO learns from the action the policy drew). Training
     only: the periodic real-twin scores and ``agents.evaluate`` act without it"""
+    physics_scale: str = ""
+    """real only: physics constants of the training twin scaled, ``KEY=SCALE[,KEY=SCALE]`` (``force_mag=0.88``: train
+    against a 12% weaker push, as in a dream that under-pushes). The periodic real-twin scores and ``agents.evaluate``
+    keep the true physics"""
     obs_mode: str = "last"
     """``last`` (each chunk's last frame; the real twin then draws only that frame) or ``chunk``
     (all F frames); both are observation modes of the dream env"""
@@ -220,16 +225,32 @@ def stacked(envs: gym.vector.VectorEnv, args: Args) -> gym.vector.VectorEnv:
     return VectorFrameStack(envs, args.frame_stack) if args.frame_stack > 1 else envs
 
 
+def parse_physics_scale(text: str) -> dict[str, float]:
+    """``"force_mag=0.88,length=1.1"`` -> ``{"force_mag": 0.88, "length": 1.1}`` (empty text: no scaling)."""
+    scales = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        key, sep, value = item.partition("=")
+        try:
+            scales[key.strip()] = float(value) if sep and key.strip() else float("nan")
+        except ValueError:
+            scales[key.strip()] = float("nan")
+        if not scales[key.strip()] > 0:
+            raise ValueError(f"physics_scale: expected KEY=SCALE with SCALE > 0 (e.g. force_mag=0.88), got {item!r}")
+    return scales
+
+
 def make_real_envs(args: Args) -> gym.vector.VectorEnv:
-    """The real twin, one ``SyncVectorEnv`` sub-env per env, observed like the dream (``stacked``)."""
-    spec = get_world(args.world)
+    """The real twin, one ``SyncVectorEnv`` sub-env per env, observed like the dream (``stacked``);
+    its physics scaled by ``args.physics_scale``."""
+    scales = parse_physics_scale(args.physics_scale)
+    spec = scaled_physics(args.world, scales) if scales else get_world(args.world)
     names = variant_list(args.world, args.variants)
     frames = args.max_episode_steps * spec.frames_per_chunk
 
     def make(variant: str) -> gym.Env:
         if args.obs_mode == "last":
-            return LastFrameRealEnv(args.world, variant=variant, max_episode_frames=frames)
-        return RealWorldEnv(args.world, variant=variant, max_episode_frames=frames)
+            return LastFrameRealEnv(spec, variant=variant, max_episode_frames=frames)
+        return RealWorldEnv(spec, variant=variant, max_episode_frames=frames)
 
     return stacked(gym.vector.SyncVectorEnv([lambda v=names[i % len(names)]: make(v) for i in range(args.num_envs)]),
                    args)
@@ -332,6 +353,9 @@ def train(args: Args, envs: gym.vector.VectorEnv | None = None,
     if args.num_envs < 1 or args.num_steps < 1:
         raise ValueError("num_envs and num_steps must be >= 1")
     check_action_noise(args.action_noise)  # before the (slow) dream is built
+    if args.physics_scale and args.env != "real":
+        raise ValueError(f"physics_scale: scales the real twin's physics (--env real); got env {args.env!r}")
+    parse_physics_scale(args.physics_scale)
     check_observation(args)
     args.batch_size = args.num_envs * args.num_steps
     if args.num_minibatches < 1 or args.batch_size % args.num_minibatches:

@@ -16,8 +16,7 @@ import dataclasses
 import sys
 
 from agents.failure_modes import failure_modes
-from causvid_env.worlds import get_world
-from distill.physics_consistency import CARTPOLE_DEFAULTS
+from causvid_env.rendering import scaled_physics
 from models.io import write_json
 
 
@@ -25,10 +24,8 @@ def scaled_force_world(scale: float, world: str = "cartpole"):
     """The world with its default variant's ``force_mag`` scaled by ``scale`` (every other variant dropped)."""
     if scale <= 0:
         raise ValueError(f"scales: a force scale must be > 0, got {scale}")
-    spec = get_world(world)
-    v = spec.variant(spec.default_variant)
-    force = v.physics.get("force_mag", CARTPOLE_DEFAULTS["force_mag"]) * scale
-    return dataclasses.replace(spec, variants=(dataclasses.replace(v, physics={**v.physics, "force_mag": force}),))
+    spec = scaled_physics(world, {"force_mag": scale})
+    return dataclasses.replace(spec, variants=(spec.variant(spec.default_variant),))
 
 
 def force_scan(policies: dict[str, str], scales: list[float], episodes: int, max_steps: int = 125) -> list[dict]:

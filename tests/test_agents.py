@@ -635,3 +635,35 @@ def test_policy_force_scan_scales_the_push_and_scores_policies(tmp_path):
                 "--max-steps", "10", "--json", str(tmp_path / "scan.json")])
     assert [r["mean"] for r in res["rows"]] == [40.0] and res["rows"][0]["counts"]["time"] == 2
     assert json.loads((tmp_path / "scan.json").read_text())["command"].startswith("python examples/policy_force_scan.py")
+
+
+def test_ppo_trains_against_scaled_physics_and_checks_the_argument(tmp_path):
+    """``physics_scale`` scales the training twin's physics in every variant (the real checks keep the true one):
+    a 0.5x push moves the cart half as fast after a held chunk; a bad entry or a dream env names the argument."""
+    from agents.ppo import make_real_envs, parse_physics_scale
+    from causvid_env.rendering import scaled_physics
+
+    assert parse_physics_scale("") == {} and parse_physics_scale("force_mag=0.88") == {"force_mag": 0.88}
+    for bad in ("force_mag", "force_mag=0", "force_mag=x", "=2"):
+        with pytest.raises(ValueError, match="physics_scale"):
+            parse_physics_scale(bad)
+    with pytest.raises(ValueError, match="scales"):
+        scaled_physics("cartpole", {"not_a_constant": 2.0})
+    half = scaled_physics("cartpole", {"force_mag": 0.5})
+    assert all(v.physics["force_mag"] == pytest.approx(0.5 * get_world("cartpole").variant(v.name).physics.get("force_mag", 10.0))
+               for v in half.variants)
+
+    def cart_speed(args):
+        envs = make_real_envs(args)
+        envs.reset(seed=0)
+        infos = envs.step(np.ones(args.num_envs, dtype=np.int64))[-1]
+        envs.close()
+        return float(np.asarray(infos["state"])[0, -1, 1])  # env 0, the chunk's last frame, the cart's speed
+
+    base = _tiny_args(tmp_path, frame_stack=1)
+    weak = _tiny_args(tmp_path, frame_stack=1, physics_scale="force_mag=0.5")
+    assert cart_speed(weak) == pytest.approx(0.5 * cart_speed(base), rel=0.05)
+    with pytest.raises(ValueError, match="physics_scale"):
+        train(_tiny_args(tmp_path, env="dream", physics_scale="force_mag=0.9"))
+    res = train(_tiny_args(tmp_path, physics_scale="force_mag=0.9"))
+    assert res["global_step"] == 64 and json.loads((tmp_path / "ppo" / "args.json").read_text())["physics_scale"] == "force_mag=0.9"
