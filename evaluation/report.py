@@ -78,6 +78,12 @@ def plot_error_vs_time(per_frame: dict[str, list[FrameScores]], fps: int, path: 
             ax.set_xscale("log")
             ax.set_xlabel("time since start (s)")
             ax.set_title(label)
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    for ax in axes:  # plain seconds on the log axis (the default labels every minor tick in powers of ten, overlapping)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
