@@ -229,13 +229,14 @@ def parse_physics_scale(text: str) -> dict[str, float]:
     """``"force_mag=0.88,length=1.1"`` -> ``{"force_mag": 0.88, "length": 1.1}`` (empty text: no scaling)."""
     scales = {}
     for item in (x.strip() for x in text.split(",") if x.strip()):
-        key, sep, value = item.partition("=")
+        key, sep, value = (x.strip() for x in item.partition("="))
         try:
-            scales[key.strip()] = float(value) if sep and key.strip() else float("nan")
+            scale = float(value)
         except ValueError:
-            scales[key.strip()] = float("nan")
-        if not scales[key.strip()] > 0:
-            raise ValueError(f"physics_scale: expected KEY=SCALE with SCALE > 0 (e.g. force_mag=0.88), got {item!r}")
+            scale = float("nan")
+        if not (sep and key and scale > 0) or key in scales:
+            raise ValueError(f"physics_scale: expected KEY=SCALE with SCALE > 0, each key once (e.g. force_mag=0.88), got {item!r}")
+        scales[key] = scale
     return scales
 
 

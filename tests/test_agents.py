@@ -644,7 +644,7 @@ def test_ppo_trains_against_scaled_physics_and_checks_the_argument(tmp_path):
     from causvid_env.rendering import scaled_physics
 
     assert parse_physics_scale("") == {} and parse_physics_scale("force_mag=0.88") == {"force_mag": 0.88}
-    for bad in ("force_mag", "force_mag=0", "force_mag=x", "=2"):
+    for bad in ("force_mag", "force_mag=0", "force_mag=x", "=2", "force_mag=0.9,force_mag=0.8"):
         with pytest.raises(ValueError, match="physics_scale"):
             parse_physics_scale(bad)
     with pytest.raises(ValueError, match="scales"):
