@@ -213,6 +213,19 @@ def _chunk_actions(ep: RealRollout, k: int) -> np.ndarray:
     return ep.actions[ep.F * (k + 1): ep.F * (k + 2)]
 
 
+def _prefix_chunks(ep: RealRollout) -> int:
+    """Chunks before the first generated one: the still chunk, plus a real clip's scripted chunks."""
+    return 1 if ep.prefix_frames is None else len(ep.prefix_frames) // ep.F
+
+
+def _batch_prefix_chunks(eps: list[RealRollout]) -> int:
+    """The prefix chunks shared by a batch of episodes (a batch is generated in step, so they must agree)."""
+    prefix = {_prefix_chunks(ep) for ep in eps}
+    if len(prefix) != 1:
+        raise ValueError("episodes: every episode of a batch needs a real clip of the same length (or none)")
+    return prefix.pop()
+
+
 def student_generate(model: WorldModel, world: str | WorldSpec, episodes: list[RealRollout], batch_size: int = 8,
                      window_seconds: float | None = None, texts: PromptTexts | None = None, device: str = "cpu",
                      context_noise: float | None = None, temperature: float | None = None) -> list[Generated]:
@@ -224,6 +237,7 @@ def student_generate(model: WorldModel, world: str | WorldSpec, episodes: list[R
     out: list[Generated | None] = [None] * len(episodes)
     for idx in _batches(episodes, batch_size):
         eps = [episodes[i] for i in idx]
+        p = _batch_prefix_chunks(eps)
         B = len(eps)
         engine = DreamEngine(model, spec, B, window_seconds, 0, device, texts, context_noise, temperature=temperature)
         override = {}
@@ -231,11 +245,8 @@ def student_generate(model: WorldModel, world: str | WorldSpec, episodes: list[R
             engine.set_prompt(j, ep.prompt)
             engine.seed(j, ep.seed)
             override[j] = engine.encode_frames(ep.frames[:ep.F] if ep.prefix_frames is None else ep.prefix_frames)
-        n_ctx = {v.shape[2] for v in override.values()}
-        if len(n_ctx) != 1:
-            raise ValueError("episodes: every episode of a batch needs a real clip of the same length (or none)")
         c = engine.c  # latent frames per chunk
-        for k in range(n_ctx.pop() // c):  # the real clip (or the start chunk) written as context, with its actions
+        for k in range(p):  # the real clip (or the start chunk) written as context, with its actions
             acts = [None if k == 0 else ep.prefix_actions[k * ep.F:(k + 1) * ep.F] for ep in eps]
             engine.chunk(acts, reset=np.ones(B, bool) if k == 0 else None, override={j: z[:, :, k * c:(k + 1) * c] for j, z in override.items()})
         frames, rewards, terms = [], [], []
@@ -361,11 +372,6 @@ def simulator_from_probed_clip(episodes: list[RealRollout], world: str | WorldSp
     return out
 
 
-def _prefix_chunks(ep: RealRollout) -> int:
-    """Chunks before the first generated one: the still chunk, plus a real clip's scripted chunks."""
-    return 1 if ep.prefix_frames is None else len(ep.prefix_frames) // ep.F
-
-
 def _episode_cond(net, texts: PromptTexts, eps: list[RealRollout], n_lat: int, codec, with_null: bool):
     """Cond for latent frames 0..n_lat-1 of a batch of episodes (frame 0 = the still chunk, null action;
     with a real clip, its scripted chunks' actions come next, then the script)."""
@@ -411,10 +417,7 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
     gen = torch.Generator().manual_seed(seed)
     for idx in _batches(episodes, batch_size):
         eps = [episodes[i] for i in idx]
-        prefix = {_prefix_chunks(ep) for ep in eps}
-        if len(prefix) != 1:
-            raise ValueError("episodes: every episode of a batch needs a real clip of the same length (or none)")
-        p = prefix.pop()
+        p = _batch_prefix_chunks(eps)
         if causal and p != 1:
             raise ValueError("episodes: the causal teacher starts from image resets only; pass episodes without a real clip")
         n_lat = (p + max(ep.n_chunks for ep in eps)) * c  # latent frames incl. the start chunk (or the clip)

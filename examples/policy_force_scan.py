@@ -21,9 +21,8 @@ from models.io import write_json
 
 
 def scaled_force_world(scale: float, world: str = "cartpole"):
-    """The world with its default variant's ``force_mag`` scaled by ``scale`` (every other variant dropped)."""
-    if scale <= 0:
-        raise ValueError(f"scales: a force scale must be > 0, got {scale}")
+    """The world with its default variant's ``force_mag`` scaled by ``scale`` (every other variant dropped; a scale
+    that is not > 0 is refused by ``scaled_physics``)."""
     spec = scaled_physics(world, {"force_mag": scale})
     return dataclasses.replace(spec, variants=(spec.variant(spec.default_variant),))
 
