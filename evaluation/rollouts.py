@@ -399,9 +399,10 @@ def _episode_cond(net, texts: PromptTexts, eps: list[RealRollout], n_lat: int, c
 def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *, num_steps: int = 50, guidance_text: float = 1.5,
                      guidance_action: float = 2.0, clip_frames: int | None = None, overlap: int | None = None,
                      causal: bool = False, window_frames: int | None = None, batch_size: int = 8,
-                     texts: PromptTexts | None = None, seed: int = 0) -> list[Generated]:
+                     texts: PromptTexts | None = None, seed: int = 0, temperature: float = 1.0) -> list[Generated]:
     """A many-step teacher rolled out under the script, decoded and scored with the checkpoint's
-    VAE and heads.
+    VAE and heads. `temperature` scales the starting noise of every sampled chunk (1.0: the trained
+    noise; below 1 the ODE lands nearer the conditional mode, as the student's sampling temperature).
 
     Bidirectional (causal=False): the guided ODE sampler (`ode_sample`) with the encoded start chunk
     (or the episode's whole real clip, `with_real_clip`, under its actions) as a clean prefix.
@@ -410,6 +411,8 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
     a bidirectional model is only reliable on clips as long as the ones it was trained on.
     Causal (causal=True): chunk by chunk with a KV cache, `num_steps` Euler steps per chunk, CFG
     with one cache row per guidance branch (each branch is its own conditional model)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature <= 2.0:
+        raise ValueError(f"temperature: must be a number in (0, 2] (1.0 = the teacher's trained noise), got {temperature!r}")
     texts = texts or PromptTexts()
     codec = ActionCodec(teacher.config.action_space)
     c = teacher.config.latent_frames_per_chunk
@@ -427,7 +430,7 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
         B, C, _, h, w = z0.shape
         if causal:
             z = _causal_teacher_rollout(teacher, model.schedule, z0, cond, n_lat, num_steps, guidance_text, guidance_action,
-                                        window_frames or n_lat, gen)
+                                        window_frames or n_lat, gen, temperature)
         else:
             z = z0
             L = n_lat if clip_frames is None else max(clip_frames, 2)
@@ -437,7 +440,7 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
                 g = min(L - k, n_lat - z.shape[2])
                 s = z.shape[2] - k
                 sub = cond.frames(s, s + k + g, teacher.config.frames_per_latent)
-                noise = torch.randn(B, C, g, h, w, generator=gen)
+                noise = torch.randn(B, C, g, h, w, generator=gen) * temperature
                 x0, _ = ode_sample(teacher, model.schedule, noise, sub, context=z[:, :, s:], num_steps=num_steps,
                                    guidance_text=guidance_text, guidance_action=guidance_action)
                 z = torch.cat([z, x0], dim=2)
@@ -449,7 +452,8 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
     return out  # type: ignore[return-value]
 
 
-def _causal_teacher_rollout(teacher, schedule, z0, cond, n_lat, num_steps, g_text, g_action, window_frames, gen) -> torch.Tensor:
+def _causal_teacher_rollout(teacher, schedule, z0, cond, n_lat, num_steps, g_text, g_action, window_frames, gen,
+                            temperature: float = 1.0) -> torch.Tensor:
     """Chunk-by-chunk many-step sampling of a block-causal teacher with a KV cache, guided by
     `guided_velocity` with one cache row per guidance branch (its batch order)."""
     B = z0.shape[0]
@@ -469,7 +473,7 @@ def _causal_teacher_rollout(teacher, schedule, z0, cond, n_lat, num_steps, g_tex
     zs = [z0]
     step(z0, 0.0, True)  # the start chunk written as clean context
     while sum(z.shape[2] for z in zs) < n_lat:
-        x = torch.randn(B, *z0.shape[1:2], c, *z0.shape[3:], generator=gen)
+        x = torch.randn(B, *z0.shape[1:2], c, *z0.shape[3:], generator=gen) * temperature
         for i in range(len(ts) - 1):
             x = x + (float(ts[i + 1]) - float(ts[i])) * step(x, float(ts[i]), False)
         step(x, 0.0, True)

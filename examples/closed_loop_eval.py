@@ -86,6 +86,10 @@ class Args:
     """the teacher's action guidance (1.0: its best chunk-dynamics scale, the one DMD's real score uses)"""
     teacher_guidance_text: float = 1.5
     """the teacher's text guidance"""
+    teacher_temperature: float = 1.0
+    """scale of the teacher's starting noise per sampled window (1.0: the trained noise)"""
+    teacher: str | None = None
+    """the teacher's directory (a save_pretrained DiT; default CHECKPOINT/teacher), e.g. a training run's snapshot"""
     video_episodes: int = 3
     """episodes in the MP4 (the longest first)"""
     threads: int = 1
@@ -115,15 +119,15 @@ def parse_variants(text: str, world: str) -> list[str | None]:
 
 def _teacher_rollouts(args: Args, checkpoint: Path, model, episodes, texts):
     """The checkpoint's bidirectional teacher under the same scripts (image or clip resets)."""
-    path = checkpoint / "teacher"
+    path = Path(args.teacher) if args.teacher else checkpoint / "teacher"
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--teacher-steps: {path} has no teacher (config.json); pass a checkpoint that ships one "
-                                "or leave --teacher-steps at 0")
+        raise FileNotFoundError(f"--teacher-steps: {path} has no teacher (config.json); pass --teacher DIR or a checkpoint "
+                                "that ships one, or leave --teacher-steps at 0")
     teacher = DiT.from_pretrained(path).eval()
     clip = model.info.get("trained_clip_latent_frames")  # None: the whole episode as one clip
     return teacher_generate(teacher, model, episodes, num_steps=args.teacher_steps, guidance_text=args.teacher_guidance_text,
                             guidance_action=args.teacher_guidance_action, clip_frames=clip, batch_size=args.batch_size,
-                            texts=texts, seed=args.seed)
+                            texts=texts, seed=args.seed, temperature=args.teacher_temperature)
 
 
 def run(args: Args, command: str = "") -> dict:
@@ -133,6 +137,8 @@ def run(args: Args, command: str = "") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     spec = get_world(args.world)
     horizons = parse_horizons(args.horizons)
+    if not 0.0 < args.teacher_temperature <= 2.0:
+        raise ValueError(f"--teacher-temperature: must be in (0, 2] (1.0 = the teacher's trained noise), got {args.teacher_temperature}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(spec.name)
     model = load_world_model(checkpoint, world=spec.name)
     texts = PromptTexts.from_run(checkpoint.resolve().parent)

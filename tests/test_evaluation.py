@@ -256,6 +256,12 @@ def test_teacher_rolls_out_from_real_clips(tiny_ckpt, probe_dir, tmp_path):
         teacher_generate(teacher, model, clip[:1] + image, num_steps=2, batch_size=2)
     with pytest.raises(ValueError, match="image resets"):
         teacher_generate(teacher, model, clip, num_steps=2, causal=True)
+    cool = teacher_generate(teacher, model, clip, num_steps=2, guidance_action=1.0, clip_frames=8, batch_size=2, temperature=0.2)
+    again = teacher_generate(teacher, model, clip, num_steps=2, guidance_action=1.0, clip_frames=8, batch_size=2, temperature=1.0)
+    np.testing.assert_array_equal(again[0].frames, gen[0].frames)  # 1.0 is the trained noise, the default
+    assert not np.array_equal(cool[0].frames, gen[0].frames)  # a scaled start lands elsewhere
+    with pytest.raises(ValueError, match="temperature"):
+        teacher_generate(teacher, model, clip, num_steps=2, temperature=0.0)
 
     import shutil
     ck = tmp_path / "ck"
@@ -265,6 +271,11 @@ def test_teacher_rolls_out_from_real_clips(tiny_ckpt, probe_dir, tmp_path):
                 variants="default", video_episodes=1, batch_size=2, context_frames=16, teacher_steps=2)
     with pytest.raises(FileNotFoundError, match="--teacher-steps"):
         cl.run(cl.Args(out=str(tmp_path / "none"), **args))
+    with pytest.raises(ValueError, match="--teacher-temperature"):
+        cl.run(cl.Args(out=str(tmp_path / "none"), teacher_temperature=3.0, **args))
+    teacher.save_pretrained(tmp_path / "snapshot")  # --teacher DIR: a run's snapshot instead of CHECKPOINT/teacher
+    res = cl.run(cl.Args(out=str(tmp_path / "snap"), teacher=str(tmp_path / "snapshot"), teacher_temperature=0.5, **args))
+    assert res["args"]["teacher_temperature"] == 0.5 and res["methods"]["teacher (bidirectional)"]["0.16s"]["frames"] > 0
     teacher.save_pretrained(ck / "teacher")
     res = cl.run(cl.Args(out=str(tmp_path / "out"), **args))
     row = res["methods"]["teacher (bidirectional)"]["0.16s"]

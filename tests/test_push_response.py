@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from causvid_env.checkpoint import load_world_model
+from causvid_env.rendering import scaled_physics
 from evaluation.push_response import (PROTOCOLS, SIDES, gate, real_finals, real_starts, student_gate, teacher_gate)
 
 
@@ -25,7 +26,11 @@ def test_the_real_simulator_passes_and_its_mirror_fails():
         r = res["protocols"][protocol]
         assert r["ratio"]["pole_angle_deg"] == pytest.approx(1.0) and r["ratio"]["cart_x_m"] == pytest.approx(1.0)
         assert r["real"]["gap_pole_angle_deg"] < -10 and r["real"]["gap_cart_x_m"] > 0.1  # a right push tips the pole left
-    assert res["passes"]
+    assert res["passes"] and res["passes_agent_band"]
+    weak = gate(lambda st, a, c: real_finals(scaled_physics("cartpole", {"force_mag": 0.8}), st, a, c)[0], starts=2)
+    for r in weak["protocols"].values():  # a push 20% weak: inside the +-30% gate, outside the +-12% agent band
+        assert 0.7 < r["ratio"]["cart_x_m"] < 0.9 and 0.7 < r["ratio"]["pole_angle_deg"] < 0.9
+    assert weak["passes"] and not weak["passes_agent_band"]
     mirrored = gate(lambda st, a, c: real(st, 1 - a, c), starts=2)
     assert not mirrored["passes"]
     assert mirrored["protocols"]["image"]["ratio"]["pole_angle_deg"] == pytest.approx(-1.0)
