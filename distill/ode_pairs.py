@@ -32,10 +32,14 @@ class ODEPairsConfig:
     seed: int = 0
     num_contrast_pairs: int = 0  # and this many in contrast shards (`contrast_*.safetensors`): each clip twice, with the
     contrast_p_keep: float = 0.5  # ... same noise, a random script and one differing in every chunk (`distill.batches.contrast_pairs`)
+    temperature: float = 1.0  # scale of the teacher's starting noise (below 1: pairs nearer its conditional mode; the
+    # student then samples at the same temperature, `checkpoint.json` `temperature`)
     p_context_from_start: float = 0.0  # fraction of shards with a context whose clips begin at the episode's still chunk, so
     # that with context_frames=1 the context is what an image reset gives the env (drawn only when > 0: earlier pairs stay)
 
     def __post_init__(self):
+        if not 0.0 < self.temperature <= 2.0:
+            raise ValueError(f"ode_pairs.temperature: must be in (0, 2] (1.0 = the teacher's trained noise), got {self.temperature}")
         if not 0.0 <= self.p_context_from_start <= 1.0:
             raise ValueError(f"ode_pairs.p_context_from_start: a fraction in [0, 1], got {self.p_context_from_start}")
 
@@ -101,7 +105,7 @@ def generate_ode_pairs(teacher: DiT, dataset, codec: ActionCodec, bank: PromptBa
         batch = make_batch(clips, codec, rng).to(dev)
         real = batch.latents
         B, C, T, h, w = real.shape
-        noise = torch.randn(B, C, T - k, h, w).to(dev)  # drawn on the CPU: the same pairs on any device
+        noise = (torch.randn(B, C, T - k, h, w) * cfg.temperature).to(dev)  # drawn on the CPU: the same pairs on any device
         _save(_pair_tensors(teacher, schedule, student_t, batch, bank, real, noise, k, cfg), path)
     F = teacher.config.frames_per_latent
     for i in tqdm(range(n_contrast), desc="ode contrast pairs", dynamic_ncols=True, disable=not n_contrast):
@@ -116,7 +120,7 @@ def generate_ode_pairs(teacher: DiT, dataset, codec: ActionCodec, bank: PromptBa
                                cfg.contrast_p_keep).to(dev)
         real = batch.latents
         B, C, T, h, w = real.shape
-        noise = torch.randn(B // 2, C, T - k, h, w).repeat(2, 1, 1, 1, 1).to(dev)  # both rows of a pair start from the same noise
+        noise = (torch.randn(B // 2, C, T - k, h, w) * cfg.temperature).repeat(2, 1, 1, 1, 1).to(dev)  # both rows of a pair start from the same noise
         _save(_pair_tensors(teacher, schedule, student_t, batch, bank, real, noise, k, cfg), path)
     mark_done(stage_dir, {"shards": n_shards, "pairs": n_shards * cfg.batch_size, "contrast_shards": n_contrast,
                           "contrast_pairs": n_contrast * cfg.batch_size})

@@ -132,10 +132,11 @@ def vae_finals(vae, starts: list[Start], pushed: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def teacher_continuations(teacher: DiT, model: WorldModel, starts: list[Start], chunk_actions: np.ndarray, *, num_steps: int = 20,
                           guidance_text: float = 1.5, guidance_action: float = 2.0, texts: PromptTexts | None = None,
-                          seed: int = 0) -> np.ndarray:
+                          seed: int = 0, temperature: float = 1.0) -> np.ndarray:
     """The bidirectional teacher sampling each start's continuation at once under `chunk_actions`
     (N, n) (one action per chunk, held for its frames), the prefix as clean context, with the guided
-    ODE sampler of ODE pairs and DMD. -> decoded frames of the whole clip (N, (k + n) * F, H, W, 3)."""
+    ODE sampler of ODE pairs and DMD (its starting noise scaled by `temperature`).
+    -> decoded frames of the whole clip (N, (k + n) * F, H, W, 3)."""
     texts = texts or PromptTexts()
     F = teacher.config.frames_per_latent
     codec = ActionCodec(teacher.config.action_space)
@@ -158,7 +159,7 @@ def teacher_continuations(teacher: DiT, model: WorldModel, starts: list[Start], 
     tok0, mask0, null0 = texts.encode([None] * B)
     cond = Cond(torch.from_numpy(feats), torch.from_numpy(null), teacher.encode_text(tok, mask, is_null),
                 teacher.encode_text(tok0, mask0, null0))
-    noise = torch.randn(B, C, n, h, w, generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(B, C, n, h, w, generator=torch.Generator().manual_seed(seed)) * temperature
     x0, _ = ode_sample(teacher, model.schedule, noise, cond, context=z_ctx, num_steps=num_steps,
                        guidance_text=guidance_text, guidance_action=guidance_action)
     frames, _, _ = decode_with_heads(model.vae, model.heads, torch.cat([z_ctx, x0], 2))
@@ -167,14 +168,15 @@ def teacher_continuations(teacher: DiT, model: WorldModel, starts: list[Start], 
 
 def teacher_finals(teacher: DiT, model: WorldModel, starts: list[Start], action: int, chunks: int, *, num_steps: int = 20,
                    guidance_text: float = 1.5, guidance_action: float = 2.0, clip_latent_frames: int = 8,
-                   texts: PromptTexts | None = None, seed: int = 0) -> np.ndarray:
+                   texts: PromptTexts | None = None, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
     """The teacher's frame `chunks` chunks after each prefix with `action` held, sampled over a clip of
     its trained length (the prefix as clean context, the rest generated). -> (N, H, W, 3) uint8."""
     F = teacher.config.frames_per_latent
     k = len(starts[0].frames) // F
     n = max(clip_latent_frames, k + chunks) - k
     frames = teacher_continuations(teacher, model, starts, np.full((len(starts), n), action), num_steps=num_steps,
-                                   guidance_text=guidance_text, guidance_action=guidance_action, texts=texts, seed=seed)
+                                   guidance_text=guidance_text, guidance_action=guidance_action, texts=texts, seed=seed,
+                                   temperature=temperature)
     return frames[:, (k + chunks) * F - 1]
 
 
@@ -245,7 +247,7 @@ def gate(finals_fn, world: str = "cartpole", starts: int = 12, chunks: int = 3, 
 
 
 def teacher_gate(teacher: DiT, model: WorldModel, world: str = "cartpole", **kw) -> dict:
-    sampling = {k: kw.pop(k) for k in ("num_steps", "guidance_text", "guidance_action", "clip_latent_frames") if k in kw}
+    sampling = {k: kw.pop(k) for k in ("num_steps", "guidance_text", "guidance_action", "clip_latent_frames", "temperature") if k in kw}
     texts = PromptTexts()
     res = gate(lambda st, a, c: teacher_finals(teacher, model, st, a, c, texts=texts, **sampling), world, vae=model.vae, **kw)
     return res | {"sampling": sampling}
@@ -298,11 +300,15 @@ def main(argv=None) -> dict:
     p.add_argument("--guidance-text", type=float, default=1.5)
     p.add_argument("--temperature", type=float, default=None,
                    help="scale of the students' noise draws (default: the checkpoint's, else 1.0, the trained one)")
+    p.add_argument("--teacher-temperature", type=float, default=1.0,
+                   help="scale of the teachers' starting noise (1.0: the trained noise)")
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None, help="with --curve: the learning-curve plot")
     a = p.parse_args(argv)
     if a.starts < 1:
         raise ValueError(f"--starts: must be >= 1, got {a.starts}")
+    if not 0.0 < a.teacher_temperature <= 2.0:
+        raise ValueError(f"--teacher-temperature: must be in (0, 2] (1.0 = the trained noise), got {a.teacher_temperature}")
     torch.manual_seed(0)
     ckpt = Path(a.checkpoint) if a.checkpoint else default_checkpoint_dir("cartpole")
     model = load_world_model(ckpt)
@@ -318,7 +324,8 @@ def main(argv=None) -> dict:
         t = DiT.from_pretrained(path).eval()
         for g in a.guidance_action:
             key = name if len(a.guidance_action) == 1 else f"{name} (action guidance {g:g})"
-            r = teacher_gate(t, model, world, starts=a.starts, num_steps=a.num_steps, guidance_text=a.guidance_text, guidance_action=g)
+            r = teacher_gate(t, model, world, starts=a.starts, num_steps=a.num_steps, guidance_text=a.guidance_text, guidance_action=g,
+                             temperature=a.teacher_temperature)
             res["models"][key] = r
             print(one_line(key, r), flush=True)
 

@@ -184,3 +184,19 @@ def test_contrast_pairs_from_the_still_start_chunk_give_an_image_reset_context(t
 def test_ode_pairs_reject_a_start_fraction_outside_0_1():
     with pytest.raises(ValueError, match="ode_pairs.p_context_from_start"):
         ODEPairsConfig(p_context_from_start=1.5)
+
+
+def test_temperature_scales_the_teachers_starting_noise(tiny_latents, tmp_path):
+    """A fresh teacher's velocity is zero (its last layers are zero), so every recorded state is the
+    starting noise: at temperature 0.2 exactly 0.2x the noise of temperature 1 from the same seeds."""
+    teacher, codec, bank = _setup(tiny_latents)
+    cfg = dict(num_pairs=4, batch_size=2, clip_latent_frames=4, num_steps=2, context_frames=1, p_no_context=0.0,
+               num_contrast_pairs=2)
+    hot = _pairs(teacher, codec, bank, tiny_latents, tmp_path / "t1", **cfg)
+    cool = _pairs(teacher, codec, bank, tiny_latents, tmp_path / "t02", temperature=0.2, **cfg)
+    assert len(hot) == len(cool) == 3
+    for a, b in zip(hot, cool):
+        torch.testing.assert_close(b["states"], 0.2 * a["states"])
+        torch.testing.assert_close(b["real"], a["real"])  # the same clips
+    with pytest.raises(ValueError, match="ode_pairs.temperature"):
+        ODEPairsConfig(temperature=0.0)

@@ -46,6 +46,11 @@ def test_teacher_and_student_run_through_the_gate(tiny_ckpt):
         for r in res["protocols"].values():
             assert len(r["model"]["per_start_gap_pole_angle_deg"]) == 1 and np.isfinite(r["model"]["gap_cart_x_m"])
     assert t["sampling"]["num_steps"] == 2
+    cool = teacher_gate(model.student, model, starts=1, num_steps=2, guidance_text=1.0, guidance_action=2.0, temperature=0.2)
+    assert cool["sampling"]["temperature"] == 0.2
+    with pytest.raises(ValueError, match="--teacher-temperature"):
+        from evaluation.push_response import main
+        main(["--teacher", "unused", "--teacher-temperature", "0"])
     assert [side for side, _ in SIDES] == ["right", "left"]
 
 
