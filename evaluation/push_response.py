@@ -23,7 +23,9 @@ Any model can be gated, each sampled the way it is used:
     python -m evaluation.push_response --curve runs/v3/teacher --curve-offset 2000 --curve-dir DIR --json curve.json --png curve.png
 
 The gate passes when both gaps (pole and cart) are within +-30% of the real ones in both protocols.
-A tighter **agent band** (+-12%, `AGENT_TOLERANCE`) is reported beside it for models that train agents:
+A tighter **agent band** (+-12%, `AGENT_TOLERANCE`, on the response over the VAE bound's when that is
+measured, since the decoder itself shows the clip's pole push at about 0.83x) is reported beside it for models
+that train agents:
 PPO trained in a real twin whose push is 0.88x the real one scores as well in the true twin (469.1 vs
 474.9 frames over two seeds), at 0.70x (the +-30% edge) about 200 frames worse (269.7; NOTES 2026-12-07 g).
 Each protocol also reports the **VAE bound**: the real prefix and the real pushed frames encoded and
@@ -224,7 +226,11 @@ def _summary(probe, model_finals: dict, real_frames: dict, real_states: dict, la
         res["vae_bound"]["ratio"] = {key.replace("gap_", ""): res["vae_bound"][key] / res["real"][key] if res["real"][key] else None
                                      for key in ("gap_pole_angle_deg", "gap_cart_x_m")}
     res["passes"] = all(v is not None and abs(v - 1.0) <= TOLERANCE for v in res["ratio"].values())
-    res["passes_agent_band"] = all(v is not None and abs(v - 1.0) <= AGENT_TOLERANCE for v in res["ratio"].values())
+    # the agent band reads the response against what the decoder can show (the VAE bound) when it is measured: a
+    # dream with the real physics shows the real push only as far as its decoder does (clip pole about 0.83x)
+    ref = res["vae_bound"]["ratio"] if vae_frames else {q: 1.0 for q in res["ratio"]}
+    res["agent_band_ratio"] = {q: (v / ref[q] if v is not None and ref[q] else None) for q, v in res["ratio"].items()}
+    res["passes_agent_band"] = all(v is not None and abs(v - 1.0) <= AGENT_TOLERANCE for v in res["agent_band_ratio"].values())
     return res
 
 

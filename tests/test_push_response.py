@@ -45,6 +45,8 @@ def test_teacher_and_student_run_through_the_gate(tiny_ckpt):
         assert set(res["protocols"]) == set(PROTOCOLS)
         for r in res["protocols"].values():
             assert len(r["model"]["per_start_gap_pole_angle_deg"]) == 1 and np.isfinite(r["model"]["gap_cart_x_m"])
+            for q, v in r["agent_band_ratio"].items():  # the agent band reads the response against the decoder's
+                assert v == pytest.approx(r["ratio"][q] / r["vae_bound"]["ratio"][q])
     assert t["sampling"]["num_steps"] == 2
     cool = teacher_gate(model.student, model, starts=1, num_steps=2, guidance_text=1.0, guidance_action=2.0, temperature=0.2)
     assert cool["sampling"]["temperature"] == 0.2
