@@ -24,7 +24,7 @@ from causvid_env.worlds import WorldSpec
 from models.actions import ActionCodec
 from models.dit import TextCond
 from models.io import resolve_device
-from models.samplers import (Cond, PendingWrite, pending_write, sample_chunk_fused, student_sample_chunk, write_chunk,
+from models.samplers import (Cond, PendingWrite, check_temperature, pending_write, sample_chunk_fused, student_sample_chunk, write_chunk,
                              write_pending)
 from models.text import validate_prompt
 from models.vae import frames_to_tensor, tensor_to_frames
@@ -38,9 +38,7 @@ def sampling_temperature(model: WorldModel, temperature: float | None) -> float:
     README's temperature table. Bad values raise a ValueError naming the argument."""
     if temperature is None:
         temperature = model.info.get("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not 0.0 < temperature <= 2.0:
-        raise ValueError(f"temperature: must be a number in (0, 2] (1.0 = the noise the student was trained with), got {temperature!r}")
-    return float(temperature)
+    return check_temperature(temperature, "temperature", "the noise the student was trained with")
 
 
 def stream_settings(model: WorldModel, world: WorldSpec, window_seconds: float | None,

@@ -14,7 +14,7 @@ from distill.batches import PromptBank, contrast_pairs, make_batch
 from distill.training_utils import is_done, mark_done
 from models.actions import ActionCodec
 from models.dit import DiT
-from models.samplers import ode_sample
+from models.samplers import check_temperature, ode_sample
 from models.schedule import FlowSchedule
 
 
@@ -38,8 +38,7 @@ class ODEPairsConfig:
     # that with context_frames=1 the context is what an image reset gives the env (drawn only when > 0: earlier pairs stay)
 
     def __post_init__(self):
-        if not 0.0 < self.temperature <= 2.0:
-            raise ValueError(f"ode_pairs.temperature: must be in (0, 2] (1.0 = the teacher's trained noise), got {self.temperature}")
+        check_temperature(self.temperature, "ode_pairs.temperature", "the teacher's trained noise")
         if not 0.0 <= self.p_context_from_start <= 1.0:
             raise ValueError(f"ode_pairs.p_context_from_start: a fraction in [0, 1], got {self.p_context_from_start}")
 

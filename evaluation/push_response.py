@@ -25,9 +25,9 @@ Any model can be gated, each sampled the way it is used:
 The gate passes when both gaps (pole and cart) are within +-30% of the real ones in both protocols.
 A tighter **agent band** (+-12%, `AGENT_TOLERANCE`, on the response over the VAE bound's when that is
 measured, since the decoder itself shows the clip's pole push at about 0.83x) is reported beside it for models
-that train agents:
-PPO trained in a real twin whose push is 0.88x the real one scores as well in the true twin (469.1 vs
-474.9 frames over two seeds), at 0.70x (the +-30% edge) about 200 frames worse (269.7; NOTES 2026-12-07 g).
+that train agents: PPO trained in a real twin whose push is 0.88x the real one scores as well in the true
+twin (469.1 vs 474.9 frames over two seeds), at 0.70x (the +-30% edge) about 200 frames worse (269.7; NOTES
+2026-12-07 g).
 Each protocol also reports the **VAE bound**: the real prefix and the real pushed frames encoded and
 decoded by the checkpoint's VAE (or `--vae DIR`), read by the same probe; a model's response is
 bounded by its decoder, so a ratio is read against it.
@@ -55,7 +55,7 @@ from evaluation.rollouts import PromptTexts, _encode_episode_latents, decode_wit
 from models.actions import ActionCodec
 from models.dit import DiT
 from models.io import write_json
-from models.samplers import Cond, ode_sample
+from models.samplers import Cond, check_temperature, ode_sample
 from models.vae import tensor_to_frames
 
 __all__ = ["Start", "real_starts", "real_finals", "teacher_finals", "student_finals", "gate", "teacher_gate",
@@ -313,8 +313,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     if a.starts < 1:
         raise ValueError(f"--starts: must be >= 1, got {a.starts}")
-    if not 0.0 < a.teacher_temperature <= 2.0:
-        raise ValueError(f"--teacher-temperature: must be in (0, 2] (1.0 = the trained noise), got {a.teacher_temperature}")
+    check_temperature(a.teacher_temperature, "--teacher-temperature", "the teacher's trained noise")
     torch.manual_seed(0)
     ckpt = Path(a.checkpoint) if a.checkpoint else default_checkpoint_dir("cartpole")
     model = load_world_model(ckpt)

@@ -37,7 +37,7 @@ from causvid_env.rendering import Simulator
 from causvid_env.worlds import WorldSpec, get_world
 from distill.batches import PromptBank
 from models.actions import ActionCodec
-from models.samplers import Cond, guidance_branch_count, guided_velocity, ode_sample
+from models.samplers import Cond, check_temperature, guidance_branch_count, guided_velocity, ode_sample
 from models.text import shared_text_encoder
 from models.vae import frames_to_tensor, tensor_to_frames
 
@@ -411,8 +411,7 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
     a bidirectional model is only reliable on clips as long as the ones it was trained on.
     Causal (causal=True): chunk by chunk with a KV cache, `num_steps` Euler steps per chunk, CFG
     with one cache row per guidance branch (each branch is its own conditional model)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature <= 2.0:
-        raise ValueError(f"temperature: must be a number in (0, 2] (1.0 = the teacher's trained noise), got {temperature!r}")
+    temperature = check_temperature(temperature, "temperature", "the teacher's trained noise")
     texts = texts or PromptTexts()
     codec = ActionCodec(teacher.config.action_space)
     c = teacher.config.latent_frames_per_chunk

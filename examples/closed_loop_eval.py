@@ -42,6 +42,7 @@ from evaluation.rollouts import (PromptTexts, real_rollouts, repeat_last_frame, 
 from models.dit import DiT
 from models.config_utils import add_dataclass_args
 from models.io import write_json
+from models.samplers import check_temperature
 
 
 @dataclass
@@ -137,8 +138,7 @@ def run(args: Args, command: str = "") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     spec = get_world(args.world)
     horizons = parse_horizons(args.horizons)
-    if not 0.0 < args.teacher_temperature <= 2.0:
-        raise ValueError(f"--teacher-temperature: must be in (0, 2] (1.0 = the teacher's trained noise), got {args.teacher_temperature}")
+    check_temperature(args.teacher_temperature, "--teacher-temperature", "the teacher's trained noise")
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(spec.name)
     model = load_world_model(checkpoint, world=spec.name)
     texts = PromptTexts.from_run(checkpoint.resolve().parent)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from numbers import Real
+
 from models.dit import ChunkPlan, DiT, PassModulation, TextCond
 from models.kv_cache import KVCache
 from models.schedule import FlowSchedule
@@ -80,6 +82,14 @@ def guidance_branch_count(guidance_text: float = 1.0, guidance_action: float = 1
 
 
 @torch.no_grad()
+def check_temperature(value, arg: str, trained: str = "the trained noise") -> float:
+    """A sampling temperature (the scale of the starting noise draws) checked to be a number in
+    (0, 2]; otherwise a ValueError naming `arg` (e.g. "--teacher-temperature")."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < value <= 2.0:
+        raise ValueError(f"{arg}: must be a number in (0, 2] (1.0 = {trained}), got {value!r}")
+    return float(value)
+
+
 def ode_sample(model: DiT, schedule: FlowSchedule, noise: torch.Tensor, cond: Cond, context: torch.Tensor | None = None,
                num_steps: int = 50, guidance_text: float = 1.0, guidance_action: float = 1.0,
                record_at: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None, progress: bool = False):
