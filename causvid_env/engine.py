@@ -24,8 +24,8 @@ from causvid_env.worlds import WorldSpec
 from models.actions import ActionCodec
 from models.dit import TextCond
 from models.io import resolve_device
-from models.samplers import (Cond, PendingWrite, check_temperature, pending_write, sample_chunk_fused, student_sample_chunk, write_chunk,
-                             write_pending)
+from models.samplers import (Cond, PendingWrite, check_temperature, pending_write, sample_chunk_fused, student_sample_chunk,
+                             write_chunk, write_pending)
 from models.text import validate_prompt
 from models.vae import frames_to_tensor, tensor_to_frames
 

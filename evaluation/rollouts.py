@@ -406,9 +406,10 @@ def teacher_generate(teacher, model: WorldModel, episodes: list[RealRollout], *,
 
     Bidirectional (causal=False): the guided ODE sampler (`ode_sample`) with the encoded start chunk
     (or the episode's whole real clip, `with_real_clip`, under its actions) as a clean prefix.
-    `clip_frames=None` generates the whole episode as one clip (the paper's teacher); otherwise clip windows of the teacher's trained length slide forward, each
-    conditioned on the last `overlap` generated latent frames (default half the window), since
-    a bidirectional model is only reliable on clips as long as the ones it was trained on.
+    `clip_frames=None` generates the whole episode as one clip (the paper's teacher); otherwise clip
+    windows of the teacher's trained length slide forward, each conditioned on the last `overlap`
+    generated latent frames (default half the window), since a bidirectional model is only reliable
+    on clips as long as the ones it was trained on.
     Causal (causal=True): chunk by chunk with a KV cache, `num_steps` Euler steps per chunk, CFG
     with one cache row per guidance branch (each branch is its own conditional model)."""
     temperature = check_temperature(temperature, "temperature", "the teacher's trained noise")

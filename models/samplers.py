@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
-
-from numbers import Real
 
 from models.dit import ChunkPlan, DiT, PassModulation, TextCond
 from models.kv_cache import KVCache
@@ -81,7 +80,6 @@ def guidance_branch_count(guidance_text: float = 1.0, guidance_action: float = 1
     return 1 + int(guidance_action != 1.0 or guidance_text != 1.0) + int(guidance_text != 1.0)
 
 
-@torch.no_grad()
 def check_temperature(value, arg: str, trained: str = "the trained noise") -> float:
     """A sampling temperature (the scale of the starting noise draws) checked to be a number in
     (0, 2]; otherwise a ValueError naming `arg` (e.g. "--teacher-temperature")."""
@@ -90,6 +88,7 @@ def check_temperature(value, arg: str, trained: str = "the trained noise") -> fl
     return float(value)
 
 
+@torch.no_grad()
 def ode_sample(model: DiT, schedule: FlowSchedule, noise: torch.Tensor, cond: Cond, context: torch.Tensor | None = None,
                num_steps: int = 50, guidance_text: float = 1.0, guidance_action: float = 1.0,
                record_at: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None, progress: bool = False):

@@ -289,3 +289,16 @@ def test_cache_bookkeeping_stays_on_the_host():
     assert valid.device.type == "cpu" and valid.shape[:2] == (2, 2)
     cache.finish_fused(torch.tensor([True, False]))
     assert cache.next_frame.tolist() == [5, 4] and cache.context_frames().tolist() == [2, 2]
+
+
+def test_ode_sampling_builds_no_graph():
+    """The teacher's ODE sampler runs without autograd even when called with gradients on and the
+    model's weights trainable (ODE pairs, the teacher's rollouts): nothing it returns carries a graph."""
+    m = random_model(1)
+    assert any(p.requires_grad for p in m.parameters()) and torch.is_grad_enabled()
+    x, t, af, an, text = inputs(m, B=1, T=3)
+    null = m.encode_text(torch.zeros(1, 1, 384), torch.ones(1, 1, dtype=torch.bool), torch.tensor([True]))
+    ts = FlowSchedule().student_timesteps()
+    x0, rec = ode_sample(m, FlowSchedule(), torch.randn(1, 8, 2, 8, 12), Cond(af, an, text, null),
+                         context=x[:, :, :1], num_steps=3, record_at=ts, guidance_text=2.0)
+    assert not x0.requires_grad and not any(r.requires_grad for r in rec.values())
