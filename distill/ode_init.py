@@ -36,8 +36,17 @@ class ODEInitConfig:
     # contrast-only fine-tune (every batch a contrast batch), e.g. of a DMD student, whose own samples it should keep ...
     keep_weight: float = 0.0  # ... by this loss: the common mode of each contrast pair (what the contrast loss does not
     # see) regressed onto the starting weights' own (frozen), so only the action's effect moves (`keep_loss`)
+    regression_min_context: int = 0  # > 0: the regression onto the teacher covers only pairs whose real context holds at
+    # least this many latent frames (a 16-frame clip: 4); pairs with less context (image resets, prompts) are kept on the
+    # starting weights' own predictions instead (`keep_loss`, weight keep_weight), so a teacher sampled where its context
+    # is ambiguous does not move them. 0: every pair is regressed (and keep_weight, if set, applies to every batch)
 
     def __post_init__(self):  # bad weights fail when the config is made, before any model is built
+        if self.regression_min_context < 0:
+            raise ValueError(f"ode_init.regression_min_context: must be >= 0, got {self.regression_min_context}")
+        if self.regression_min_context > 0 and self.keep_weight <= 0:
+            raise ValueError(f"ode_init.regression_min_context={self.regression_min_context} keeps the pairs with less context on "
+                             "the starting weights: it needs ode_init.keep_weight > 0 (e.g. 1.0)")
         if self.keep_weight < 0:
             raise ValueError(f"ode_init.keep_weight: must be >= 0, got {self.keep_weight}")
         if self.regression_weight < 0 or self.contrast_weight < 0 or self.regression_weight + self.contrast_weight == 0:
@@ -167,6 +176,30 @@ def ode_pair_losses(model, raw: DiT, bank: PromptBank, schedule: FlowSchedule, p
     return loss, c_loss, k_loss
 
 
+def regression_and_keep(context_frames: int, regression_min_context: int) -> tuple[bool, bool]:
+    """(regress onto the teacher, keep on the starting weights) for a batch whose pairs hold
+    `context_frames` real latent frames: both (the keep loss wherever it is configured) when
+    `regression_min_context` is 0, else one of them by the context's length."""
+    if regression_min_context <= 0:
+        return True, True
+    regress = context_frames >= regression_min_context
+    return regress, not regress
+
+
+def combine_losses(cfg: ODEInitConfig, regress: bool, loss: torch.Tensor, c_loss: torch.Tensor | None, k_loss: torch.Tensor | None):
+    """The weighted loss a batch trains on, and its logged scalars. `losses/ode_init` (the error
+    against the teacher's results) is logged for every batch, but trained only when `regress`."""
+    scalars = {"losses/ode_init": loss.item()}
+    total = cfg.regression_weight * loss if regress else 0.0 * loss  # 0 * loss: every parameter still gets a gradient (DDP)
+    if c_loss is not None:
+        scalars["losses/ode_contrast"] = c_loss.item()
+        total = total + cfg.contrast_weight * c_loss
+    if k_loss is not None:
+        scalars["losses/ode_keep"] = k_loss.item()
+        total = total + cfg.keep_weight * k_loss
+    return total, scalars
+
+
 def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule: FlowSchedule, cfg: ODEInitConfig, stage_dir, accelerator=None,
                    init_from: DiT | None = None) -> dict:
     """Regress a copy of the teacher (or of `init_from`, a warm start such as the shipped student) onto
@@ -191,16 +224,10 @@ def train_ode_init(teacher: DiT, shards: list[dict], bank: PromptBank, schedule:
     def train_step(step: int, rng: np.random.Generator):
         contrast = use_contrast and rng.random() < p_contrast
         pairs = pair_batch(paired if contrast else (plain if use_contrast else shards), cfg.batch_size, rng)
+        regress, anchor = regression_and_keep(int(pairs["context_frames"]), cfg.regression_min_context)
         loss, c_loss, k_loss = ode_pair_losses(model, raw, bank, schedule, pairs, rng, runner.device, cfg.context_noise_max,
-                                               cfg.p_context_noise, cfg.contrast_chunks, frozen)
-        scalars = {"losses/ode_init": loss.item()}
-        loss = cfg.regression_weight * loss
-        if c_loss is not None:
-            scalars["losses/ode_contrast"] = c_loss.item()
-            loss = loss + cfg.contrast_weight * c_loss
-        if k_loss is not None:
-            scalars["losses/ode_keep"] = k_loss.item()
-            loss = loss + cfg.keep_weight * k_loss
+                                               cfg.p_context_noise, cfg.contrast_chunks, frozen if anchor else None)
+        loss, scalars = combine_losses(cfg, regress, loss, c_loss, k_loss)
         opt.zero_grad(set_to_none=True)
         runner.backward(loss)
         runner.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -200,3 +200,42 @@ def test_temperature_scales_the_teachers_starting_noise(tiny_latents, tmp_path):
         torch.testing.assert_close(b["real"], a["real"])  # the same clips
     with pytest.raises(ValueError, match="ode_pairs.temperature"):
         ODEPairsConfig(temperature=0.0)
+
+
+def test_regression_min_context_keeps_short_context_pairs_on_the_starting_weights(tiny_latents, tmp_path):
+    """Pairs with less real context than regression_min_context are not regressed onto the teacher:
+    the keep loss holds them at the starting weights' own predictions; longer ones are regressed."""
+    import copy
+
+    import numpy as np
+
+    from distill.ode_init import ODEInitConfig, combine_losses, ode_pair_losses, regression_and_keep
+
+    assert regression_and_keep(1, 0) == (True, True) and regression_and_keep(3, 4) == (False, True)
+    assert regression_and_keep(4, 4) == (True, False)
+    for bad, match in [(dict(regression_min_context=-1, keep_weight=1.0), "ode_init.regression_min_context: must be >= 0"),
+                       (dict(regression_min_context=2), "needs ode_init.keep_weight > 0")]:
+        with pytest.raises(ValueError, match=match):
+            ODEInitConfig(**bad)
+    teacher, codec, bank = _setup(tiny_latents)
+    _perturb(teacher)
+    start = copy.deepcopy(teacher)
+    _perturb(start)  # a warm start whose predictions differ from the teacher's
+    shards = _pairs(teacher, codec, bank, tiny_latents, tmp_path / "p", num_pairs=16, batch_size=4, clip_latent_frames=3, num_steps=2,
+                    context_frames=1, max_context_frames=2, p_no_context=0.0)
+    assert {s["context_frames"] for s in shards} == {1, 2}  # both kinds are drawn (4 shards, seeded)
+    frozen = copy.deepcopy(start).eval().requires_grad_(False)
+    cfg = ODEInitConfig(keep_weight=1.0, regression_min_context=2)
+    for shard in shards:  # at the starting weights: a kept batch has nothing to learn, a regressed one does
+        regress, anchor = regression_and_keep(shard["context_frames"], cfg.regression_min_context)
+        start.zero_grad()
+        loss, c_loss, k_loss = ode_pair_losses(start, start, bank, FlowSchedule(), shard, np.random.default_rng(0), "cpu",
+                                               frozen=frozen if anchor else None)
+        total, scalars = combine_losses(cfg, regress, loss, c_loss, k_loss)
+        total.backward()
+        grad = sum(p.grad.pow(2).sum() for p in start.parameters() if p.grad is not None).sqrt().item()
+        assert scalars["losses/ode_init"] > 1e-3  # the student differs from the teacher either way
+        if shard["context_frames"] < 2:
+            assert scalars["losses/ode_keep"] == 0.0 and grad == 0.0
+        else:
+            assert "losses/ode_keep" not in scalars and grad > 1e-3
