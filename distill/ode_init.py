@@ -39,7 +39,8 @@ class ODEInitConfig:
     regression_min_context: int = 0  # > 0: the regression onto the teacher covers only pairs whose real context holds at
     # least this many latent frames (a 16-frame clip: 4); pairs with less context (image resets, prompts) are kept on the
     # starting weights' own predictions instead (`keep_loss`, weight keep_weight), so a teacher sampled where its context
-    # is ambiguous does not move them. 0: every pair is regressed (and keep_weight, if set, applies to every batch)
+    # is ambiguous does not move them (of a contrast pair only the common mode is kept: the contrast loss still teaches
+    # the action's effect). 0: every pair is regressed (and keep_weight, if set, applies to every batch)
 
     def __post_init__(self):  # bad weights fail when the config is made, before any model is built
         if self.regression_min_context < 0:
