@@ -47,13 +47,14 @@ def load_pair(spec: str) -> dict:
         if not p.is_file():
             raise SystemExit(f"--pair {spec!r}: no file {path}; write it with python -m agents.evaluate ... --json {path}")
         d = json.loads(p.read_text())
-        if "mean" not in d or "env" not in d:
-            raise SystemExit(f"--pair {spec!r}: {path} is not an agents.evaluate result (no 'mean' / 'env')")
+        missing = [k for k in ("env", "mean", "std", "episodes") if k not in d]
+        if missing:
+            raise SystemExit(f"--pair {spec!r}: {path} is not an agents.evaluate result (no {', '.join(repr(k) for k in missing)})")
         out[key] = d
     if out["dream"]["env"] != "dream" or out["real"]["env"] != "real":
         raise SystemExit(f"--pair {spec!r}: the first file must score the dream and the second the real twin "
                          f"(got env {out['dream']['env']!r} and {out['real']['env']!r})")
-    n = len(out["dream"].get("returns", [])) or 1
+    n = out["dream"]["episodes"]
     return {"policy": out["dream"]["policy"], "dream": out["dream"]["mean"], "dream_se": out["dream"]["std"] / np.sqrt(n),
             "dream_episodes": n, "real": out["real"]["mean"], "dream_json": dream_path, "real_json": real_path}
 

@@ -19,7 +19,7 @@ def test_ranks_share_ties_and_spearman_reads_order_only():
 
 
 def _eval(path: Path, env: str, mean: float, policy: str) -> str:
-    path.write_text(json.dumps({"policy": policy, "env": env, "mean": mean, "std": 4.0, "returns": [mean] * 16}))
+    path.write_text(json.dumps({"policy": policy, "env": env, "mean": mean, "std": 4.0, "episodes": 16}))
     return str(path)
 
 
@@ -38,6 +38,9 @@ def test_policy_ranking_reports_an_inverted_dream_and_names_bad_pairs(tmp_path, 
         main(["--pair", "only-one.json"] + [a for p in pairs[1:] for a in ("--pair", p)])
     with pytest.raises(SystemExit, match="no file nope.json"):
         main(["--pair", f"nope.json:{tmp_path / 'r0.json'}"] + [a for p in pairs[1:] for a in ("--pair", p)])
+    (tmp_path / "bare.json").write_text(json.dumps({"env": "dream", "mean": 1.0}))
+    with pytest.raises(SystemExit, match="is not an agents.evaluate result \\(no 'std', 'episodes'\\)"):
+        main(["--pair", f"{tmp_path / 'bare.json'}:{tmp_path / 'r0.json'}"] + [a for p in pairs[1:] for a in ("--pair", p)])
     swapped = f"{tmp_path / 'r0.json'}:{tmp_path / 'd0.json'}"
     with pytest.raises(SystemExit, match="the first file must score the dream"):
         main(["--pair", swapped] + [a for p in pairs[1:] for a in ("--pair", p)])
